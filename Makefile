@@ -1,0 +1,64 @@
+# The one front door. `make demo` sets everything up and runs the demo; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+HELM   ?= $(CURDIR)/.cache/bin/helm
+export JOULELEDGER_HELM := $(HELM)
+
+.PHONY: install demo test test-fast lint format typecheck bench chart manifests manifests-check helm proto clean
+
+$(BIN)/jouleledger: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/jouleledger ## create .venv and install the package with its dev tools
+
+demo: install ## run the agent on a simulated GPU node and print the footprint table
+	$(BIN)/jouleledger demo
+
+helm: $(HELM) ## fetch the helm v4 binary into .cache/bin
+$(HELM):
+	tools/fetch-helm.sh $(HELM)
+
+test: install helm ## lint, type-check and run every test (helm and promtool must be installed: see .ci/run)
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/mypy
+	$(PY) -m pytest
+
+test-fast: install ## unit tests only (no real servers, helm or prometheus)
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+
+format: install
+	$(BIN)/ruff check --fix operator tests bench
+	$(BIN)/ruff format operator tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install ## print the agent and operator benchmark figures
+	$(PY) bench/agent_tick.py
+	$(PY) bench/operator_load.py
+
+chart: install helm ## lint and render the Helm chart
+	$(HELM) lint --strict charts/jouleledger
+	$(HELM) template jouleledger charts/jouleledger --namespace jouleledger >/dev/null
+
+manifests: install helm ## re-render manifests/ from the chart
+	$(PY) tools/render_manifests.py --helm $(HELM) --write
+
+manifests-check: install helm ## fail if manifests/ drifted from the chart
+	$(PY) tools/render_manifests.py --helm $(HELM) --check
+
+proto: install ## regenerate the kubelet PodResources gRPC stubs
+	$(PY) tools/gen_podresources.py
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

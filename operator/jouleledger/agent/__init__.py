@@ -1,0 +1,1 @@
+"""The per-node agent (DaemonSet): measures, attributes, counts, checkpoints and exposes ``/metrics``."""

@@ -1,0 +1,1 @@
+"""The operator (kopf): scrapes the agents, keeps the authoritative ledger, annotates finished Jobs."""

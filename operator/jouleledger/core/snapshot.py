@@ -1,0 +1,79 @@
+"""Immutable views of the agent's cumulative counters, built once per tick and read by exporters.
+
+A snapshot is what ``/metrics`` renders, what the checkpoint stores and what ``replay``/``demo`` print; nothing
+reads the live ledger directly, so a scrape never sees a half-applied tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from jouleledger.core.model import Owner
+
+__all__ = ["GpuTotals", "LedgerSnapshot", "PodDeviceTotals", "PodRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class PodRecord:
+    """A pod that held a GPU device in at least one interval.
+
+    ``finished_s`` is the sample time at which the pod was first seen gone (None while it runs); the ledger keeps
+    a finished pod's totals for its retention window so that the operator can read the final value.
+    """
+
+    namespace: str
+    name: str
+    uid: str
+    labels: Mapping[str, str]
+    owner: Owner | None
+    first_seen_s: float
+    last_seen_s: float
+    finished_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PodDeviceTotals:
+    """Cumulative energy and GPU-seconds of one pod on one device (``GPU-<uuid>`` or ``MIG-<uuid>``)."""
+
+    pod_key: str
+    namespace: str
+    pod: str
+    container: str
+    device: str
+    energy_mj: int
+    gpu_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class GpuTotals:
+    """Cumulative measured and unallocated (idle) energy of one physical GPU, and its latest power reading."""
+
+    uuid: str
+    model: str
+    measured_mj: int
+    unallocated_mj: int
+    power_w: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSnapshot:
+    """Everything the agent has counted on ``node`` up to sample time ``t_s``.
+
+    ``rejected`` counts readings that could not be trusted, by ``(gpu uuid, reason)``.
+    """
+
+    node: str
+    t_s: float
+    pods: Mapping[str, PodRecord]
+    devices: tuple[PodDeviceTotals, ...]
+    gpus: tuple[GpuTotals, ...]
+    rejected: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+    @property
+    def measured_mj(self) -> int:
+        return sum(gpu.measured_mj for gpu in self.gpus)
+
+    @property
+    def unallocated_mj(self) -> int:
+        return sum(gpu.unallocated_mj for gpu in self.gpus)

@@ -1,0 +1,88 @@
+"""Units and conversions. Energy is integer millijoules inside the core (NVML's own unit).
+
+Every conversion lives here, so a unit mistake has exactly one place to hide.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = [
+    "MJ_PER_J",
+    "MJ_PER_KWH",
+    "S_PER_HOUR",
+    "InvalidValueError",
+    "checked_float",
+    "checked_int",
+    "j_to_mj",
+    "kwh_to_mj",
+    "mj_to_j",
+    "mj_to_kwh",
+    "power_limit_mj",
+]
+
+MJ_PER_J = 1_000
+MJ_PER_KWH = 3_600_000_000  # 1 kWh = 3.6 MJ(mega) = 3.6e9 mJ(milli)
+S_PER_HOUR = 3_600
+
+
+class InvalidValueError(ValueError):
+    """A number that crossed a boundary and cannot be trusted (non-finite, negative, out of physical bounds)."""
+
+    def __init__(self, what: str, value: object, reason: str) -> None:
+        super().__init__(f"{what}: {reason} (got {value!r})")
+        self.what = what
+        self.value = value
+        self.reason = reason
+
+
+def checked_float(what: str, value: object, *, minimum: float = 0.0, maximum: float = math.inf) -> float:
+    """Return ``value`` as a float if it is a real, finite number within ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidValueError(what, value, "not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidValueError(what, value, "not finite")
+    if number < minimum:
+        raise InvalidValueError(what, value, f"below {minimum:g}")
+    if number > maximum:
+        raise InvalidValueError(what, value, f"above {maximum:g}")
+    return number
+
+
+def checked_int(what: str, value: object, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """Return ``value`` as an int if it is an integer (or an integral float) within bounds."""
+    if isinstance(value, bool):
+        raise InvalidValueError(what, value, "not an integer")
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise InvalidValueError(what, value, "not an integer")
+        value = int(value)
+    if not isinstance(value, int):
+        raise InvalidValueError(what, value, "not an integer")
+    if value < minimum:
+        raise InvalidValueError(what, value, f"below {minimum}")
+    if maximum is not None and value > maximum:
+        raise InvalidValueError(what, value, f"above {maximum}")
+    return value
+
+
+def mj_to_j(energy_mj: int) -> float:
+    return energy_mj / MJ_PER_J
+
+
+def j_to_mj(energy_j: float) -> int:
+    return round(energy_j * MJ_PER_J)
+
+
+def mj_to_kwh(energy_mj: int | float) -> float:
+    return energy_mj / MJ_PER_KWH
+
+
+def kwh_to_mj(energy_kwh: float) -> int:
+    return round(energy_kwh * MJ_PER_KWH)
+
+
+def power_limit_mj(power_limit_w: float, interval_s: float) -> float:
+    """The most energy (mJ) a device limited to ``power_limit_w`` can deliver in ``interval_s``."""
+    return power_limit_w * MJ_PER_J * interval_s

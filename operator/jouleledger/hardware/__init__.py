@@ -1,0 +1,1 @@
+"""GPU backends behind one small interface: ``nvml`` (real), ``replay`` (JSONL traces), ``simulated`` (demo)."""

@@ -1,0 +1,97 @@
+"""The seams between the agent and where its data comes from.
+
+A :class:`NodeSource` yields whole :class:`~jouleledger.core.model.Sample` objects: the replay and simulated
+backends implement it directly; on a real node it is composed from a :class:`GpuMeter` (NVML), a pod source (the
+kubelet) and a process-to-pod map (``/proc``). The backend is always chosen explicitly: there is no silent fallback
+from real to fake data, and a simulated source says so through ``simulated``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from jouleledger.core.model import GpuInfo, GpuReading, NodeHeader, Sample
+
+__all__ = [
+    "BackendError",
+    "DriverReloadedError",
+    "GpuLostError",
+    "GpuMeter",
+    "MeterReadout",
+    "NodeSource",
+    "NotSupportedError",
+    "ReadingError",
+]
+
+
+class BackendError(RuntimeError):
+    """A GPU backend failed as a whole (library missing, driver not loaded, trace unreadable)."""
+
+
+class ReadingError(RuntimeError):
+    """One GPU could not be read this tick; the others still can. ``kind`` names the cause for metrics."""
+
+    kind = "error"
+
+    def __init__(self, uuid: str, detail: str) -> None:
+        super().__init__(f"{uuid}: {detail}")
+        self.uuid = uuid
+        self.detail = detail
+
+
+class GpuLostError(ReadingError):
+    """The GPU fell off the bus or stopped answering."""
+
+    kind = "gpu_lost"
+
+
+class NotSupportedError(ReadingError):
+    """The query is not supported on this GPU (e.g. no total-energy counter before Volta)."""
+
+    kind = "not_supported"
+
+
+class DriverReloadedError(ReadingError):
+    """The driver was reloaded or reset: handles are stale and counters restart from zero."""
+
+    kind = "driver_reloaded"
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReadout:
+    """One tick's readings; GPUs that failed are absent from ``readings`` and present in ``errors``."""
+
+    readings: tuple[GpuReading, ...]
+    errors: tuple[ReadingError, ...] = ()
+
+
+class GpuMeter(Protocol):
+    """Reads the GPUs of one node (NVML on a real node)."""
+
+    def gpus(self) -> tuple[GpuInfo, ...]:
+        """The node's physical GPUs and their MIG instances."""
+        ...
+
+    def read(self) -> MeterReadout:
+        """Energy counter, power and per-process utilisation of every GPU, now."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class NodeSource(Protocol):
+    """Yields what the agent sees on one node, one sample per tick."""
+
+    @property
+    def simulated(self) -> bool:
+        """True where the data is not measured on real hardware (simulated backend)."""
+        ...
+
+    def header(self) -> NodeHeader: ...
+
+    def sample(self) -> Sample | None:
+        """The next sample, or None when the source is exhausted (end of a replayed trace)."""
+        ...
+
+    def close(self) -> None: ...

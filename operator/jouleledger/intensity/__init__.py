@@ -1,0 +1,1 @@
+"""Grid carbon-intensity providers: a static table by zone, and HTTP APIs (Electricity Maps, WattTime)."""

@@ -1,0 +1,55 @@
+"""Every metric name Joule Ledger exports: the contract between the agent, the operator, the chart's rules and
+the dashboards. Names use base units and Prometheus conventions (``_total`` on counters, which the exposition
+appends to the family names below).
+
+Per-pod series carry only ``namespace``, ``pod``, ``container``, ``node`` and ``gpu``; pod labels from the
+allow-list, the pod UID and its owner appear only on ``jouleledger_pod_info``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- agent: per pod and device -----------------------------------------------------------------------------------
+POD_ENERGY: Final = "jouleledger_pod_gpu_energy_joules"  # counter {namespace,pod,container,node,gpu}
+POD_GPU_SECONDS: Final = "jouleledger_pod_gpu_seconds"  # counter {namespace,pod,container,node,gpu}
+POD_INFO: Final = "jouleledger_pod"  # info {namespace,pod,node,uid,owner_kind,owner_name,owner_uid,label_<key>...}
+POD_FINISHED: Final = "jouleledger_pod_finished_timestamp_seconds"  # gauge {namespace,pod,node}; absent while running
+
+# --- agent: per GPU ----------------------------------------------------------------------------------------------
+GPU_ENERGY: Final = "jouleledger_gpu_energy_joules"  # counter {node,gpu,model}: measured
+GPU_UNALLOCATED: Final = "jouleledger_gpu_unallocated_energy_joules"  # counter {node,gpu}: no pod held the GPU
+GPU_POWER: Final = "jouleledger_gpu_power_watts"  # gauge {node,gpu}
+
+# --- agent: self -------------------------------------------------------------------------------------------------
+AGENT_INFO: Final = "jouleledger_agent"  # info {node,backend,simulated,version}
+AGENT_TICKS: Final = "jouleledger_agent_ticks"  # counter {node}
+AGENT_TICK_CPU: Final = "jouleledger_agent_tick_cpu_seconds"  # counter {node}
+AGENT_LAST_TICK: Final = "jouleledger_agent_last_tick_timestamp_seconds"  # gauge {node}
+AGENT_REJECTED: Final = "jouleledger_agent_rejected_readings"  # counter {node,gpu,reason}
+AGENT_READ_ERRORS: Final = "jouleledger_agent_gpu_read_errors"  # counter {node,gpu,kind}
+AGENT_POD_SOURCE_UP: Final = "jouleledger_agent_pod_source_up"  # gauge {node}: kubelet reachable
+AGENT_POD_SOURCE_ERRORS: Final = "jouleledger_agent_pod_source_errors"  # counter {node}
+AGENT_CHECKPOINT_WRITES: Final = "jouleledger_agent_checkpoint_writes"  # counter {node}
+AGENT_CHECKPOINT_ERRORS: Final = "jouleledger_agent_checkpoint_errors"  # counter {node}
+
+# --- operator: roll-ups for chargeback ---------------------------------------------------------------------------
+NAMESPACE_ENERGY: Final = "jouleledger_namespace_gpu_energy_joules"  # counter {namespace}
+NAMESPACE_GPU_SECONDS: Final = "jouleledger_namespace_gpu_seconds"  # counter {namespace}
+NAMESPACE_CARBON: Final = "jouleledger_namespace_carbon_grams"  # counter {namespace,scope=operational|embodied}
+NAMESPACE_COST: Final = "jouleledger_namespace_cost"  # counter {namespace,currency}
+TEAM_ENERGY: Final = "jouleledger_team_gpu_energy_joules"  # counter {team}
+TEAM_GPU_SECONDS: Final = "jouleledger_team_gpu_seconds"  # counter {team}
+TEAM_CARBON: Final = "jouleledger_team_carbon_grams"  # counter {team,scope}
+TEAM_COST: Final = "jouleledger_team_cost"  # counter {team,currency}
+NODE_UNALLOCATED: Final = "jouleledger_node_unallocated_energy_joules"  # counter {node}
+NODE_INTENSITY: Final = "jouleledger_node_grid_intensity_grams_per_kwh"  # gauge {node,zone,source}
+
+# --- operator: self ----------------------------------------------------------------------------------------------
+OPERATOR_SCRAPES: Final = "jouleledger_operator_scrapes"  # counter {result=ok|error|timeout}
+OPERATOR_AGENTS: Final = "jouleledger_operator_agents"  # gauge: agents discovered
+OPERATOR_COUNTER_RESETS: Final = "jouleledger_operator_counter_resets"  # counter {node}
+OPERATOR_FOOTPRINTS_WRITTEN: Final = "jouleledger_operator_job_footprints_written"  # counter
+OPERATOR_FOOTPRINT_ERRORS: Final = "jouleledger_operator_job_footprint_errors"  # counter {reason}
+OPERATOR_INTENSITY_FALLBACKS: Final = "jouleledger_operator_intensity_fallbacks"  # counter {provider,reason}
+OPERATOR_ANNOTATION_DELAY: Final = "jouleledger_operator_annotation_delay_seconds"  # histogram
