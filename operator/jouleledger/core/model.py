@@ -93,6 +93,7 @@ class ContainerDevices:
     name: str
     devices: tuple[str, ...] = ()
     pids: tuple[int, ...] = ()
+    container_id: str = ""  # runtime id without the ``containerd://`` prefix, where known (maps /proc cgroups)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from jouleledger.core.model import GpuInfo, GpuReading, NodeHeader, Sample
+from jouleledger.core.model import GpuInfo, GpuReading, NodeHeader, PodInfo, Sample
 
 __all__ = [
     "BackendError",
@@ -21,6 +21,8 @@ __all__ = [
     "MeterReadout",
     "NodeSource",
     "NotSupportedError",
+    "PodSource",
+    "PodSourceError",
     "ReadingError",
 ]
 
@@ -92,6 +94,24 @@ class NodeSource(Protocol):
 
     def sample(self) -> Sample | None:
         """The next sample, or None when the source is exhausted (end of a replayed trace)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PodSourceError(RuntimeError):
+    """The pod source (the kubelet PodResources socket) could not be read this tick."""
+
+
+class PodSource(Protocol):
+    """Which pod and container holds which GPU device on this node (the kubelet, on a real node).
+
+    Returned pods carry namespace, name, UID, labels, owner and, per container, the device ids and the runtime
+    container id; ``pids`` are left empty (the ``/proc`` map fills them). Finished pods are filtered out.
+    """
+
+    def pods(self) -> tuple[PodInfo, ...]:
+        """The running pods that hold GPU devices; raises :class:`PodSourceError` when unreachable."""
         ...
 
     def close(self) -> None: ...
