@@ -1,0 +1,73 @@
+"""The agent's per-sample pipeline: attribute (core.accounting), then count (core.ledger).
+
+Shared by the live agent, ``replay`` and ``demo`` so that all three run exactly the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jouleledger.core.accounting import IntervalResult, NodeAccountant
+from jouleledger.core.integration import Baseline
+from jouleledger.core.ledger import Ledger, LedgerStateError
+from jouleledger.core.model import NodeHeader, Sample
+from jouleledger.core.snapshot import LedgerSnapshot
+from jouleledger.core.units import InvalidValueError, checked_float, checked_int
+
+__all__ = ["Pipeline"]
+
+STATE_VERSION = 1
+
+
+class Pipeline:
+    """Attribution and cumulative counters for one node."""
+
+    def __init__(self, header: NodeHeader, *, retention_s: float = 3600.0) -> None:
+        self.header = header
+        self.accountant = NodeAccountant(header)
+        self.ledger = Ledger(header, retention_s)
+
+    def step(self, sample: Sample, *, pods_known: bool = True) -> IntervalResult:
+        """Attribute ``sample``'s intervals and add them to the counters."""
+        result = self.accountant.ingest(sample)
+        self.ledger.apply(result, sample.pods, pods_known=pods_known)
+        return result
+
+    def snapshot(self) -> LedgerSnapshot:
+        return self.ledger.snapshot(self.accountant.rejected)
+
+    def to_state(self) -> dict[str, Any]:
+        """Counters, baselines and rejection counts: all that a restart needs to neither lose nor double-count."""
+        return {
+            "version": STATE_VERSION,
+            "ledger": self.ledger.to_state(),
+            "baselines": {
+                uuid: {"t_s": base.t_s, "energy_mj": base.energy_mj, "power_mw": base.power_mw}
+                for uuid, base in self.accountant.baselines.items()
+            },
+            "rejected": [[uuid, reason, count] for (uuid, reason), count in self.accountant.rejected.items()],
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`to_state`; raises :class:`LedgerStateError` when the state cannot be trusted."""
+        try:
+            if state.get("version") != STATE_VERSION:
+                raise LedgerStateError(f"unsupported pipeline state version {state.get('version')!r}")
+            ledger = Ledger.from_state(self.header, self.ledger.retention_s, state["ledger"])
+            baselines = {
+                str(uuid): Baseline(
+                    checked_float("t_s", base["t_s"], minimum=-1e300),
+                    None if base["energy_mj"] is None else checked_int("energy_mj", base["energy_mj"]),
+                    None if base["power_mw"] is None else checked_int("power_mw", base["power_mw"]),
+                )
+                for uuid, base in dict(state["baselines"]).items()
+            }
+            rejected = {(str(u), str(r)): checked_int("rejected", c) for u, r, c in state["rejected"]}
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            if isinstance(error, LedgerStateError):
+                raise
+            detail = error if isinstance(error, InvalidValueError) else repr(error)
+            raise LedgerStateError(f"malformed pipeline state: {detail}") from error
+        self.ledger = ledger
+        self.accountant.restore(baselines, rejected)

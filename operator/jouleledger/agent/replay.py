@@ -1,0 +1,117 @@
+"""``jouleledger replay TRACE``: the agent pipeline over a recorded trace, with per-pod carbon.
+
+Prints ``{"node", "measured_mj", "unallocated_mj", "pods": [...], "gpus": [...]}`` with ``--json`` (DESIGN.md),
+or a readable table otherwise. Carbon per interval uses that interval's ``grid_g_per_kwh`` where the trace has
+one and ``--intensity-g-per-kwh`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from jouleledger.agent.pipeline import Pipeline
+from jouleledger.core.carbon import CarbonRates
+from jouleledger.core.snapshot import LedgerSnapshot
+from jouleledger.core.tracefile import TraceError
+from jouleledger.core.units import InvalidValueError
+from jouleledger.hardware.base import BackendError
+from jouleledger.hardware.replay import ReplaySource
+
+__all__ = ["ReplayReport", "add_arguments", "replay", "run"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    """The outcome of replaying a trace: the final counters and per-pod carbon (grams)."""
+
+    snapshot: LedgerSnapshot
+    carbon_g: dict[str, float]
+    intervals: int
+
+    def to_json(self) -> dict[str, Any]:
+        energy: dict[str, int] = {}
+        gpu_seconds: dict[str, float] = {}
+        for device in self.snapshot.devices:
+            energy[device.pod_key] = energy.get(device.pod_key, 0) + device.energy_mj
+            gpu_seconds[device.pod_key] = gpu_seconds.get(device.pod_key, 0.0) + device.gpu_seconds
+        return {
+            "node": self.snapshot.node,
+            "measured_mj": self.snapshot.measured_mj,
+            "unallocated_mj": self.snapshot.unallocated_mj,
+            "pods": [
+                {
+                    "namespace": pod.namespace,
+                    "name": pod.name,
+                    "uid": pod.uid,
+                    "energy_mj": energy.get(key, 0),
+                    "gpu_seconds": gpu_seconds.get(key, 0.0),
+                    "carbon_g": self.carbon_g.get(key, 0.0),
+                }
+                for key, pod in self.snapshot.pods.items()
+            ],
+            "gpus": [
+                {"uuid": gpu.uuid, "measured_mj": gpu.measured_mj, "unallocated_mj": gpu.unallocated_mj}
+                for gpu in self.snapshot.gpus
+            ],
+        }
+
+
+def replay(source: ReplaySource, rates: CarbonRates) -> ReplayReport:
+    """Run the agent pipeline over every sample of ``source``; pods are never expired during a replay."""
+    pipeline = Pipeline(source.header(), retention_s=math.inf)
+    carbon: dict[str, float] = {}
+    intervals = 0
+    for sample in source:
+        result = pipeline.step(sample)
+        for interval in result.gpus:
+            intervals += 1
+            seconds = interval.measurement.interval_s
+            for share in interval.split.shares:
+                grams = rates.interval_g(share.energy_mj, float(share.fraction) * seconds, result.grid_g_per_kwh)
+                carbon[share.pod.key] = carbon.get(share.pod.key, 0.0) + grams
+    return ReplayReport(pipeline.snapshot(), carbon, intervals)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("trace", help="JSONL trace (DESIGN.md format, version 1)")
+    parser.add_argument("--json", action="store_true", help="print the machine-readable report")
+    parser.add_argument("--pue", type=float, default=1.0, help="power usage effectiveness (default 1.0)")
+    parser.add_argument(
+        "--intensity-g-per-kwh",
+        type=float,
+        default=0.0,
+        help="grid intensity for intervals without grid_g_per_kwh in the trace (default 0)",
+    )
+    parser.add_argument(
+        "--embodied-g-per-gpu-hour", type=float, default=0.0, help="embodied carbon per GPU-hour (default 0)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        rates = CarbonRates(args.pue, args.intensity_g_per_kwh, args.embodied_g_per_gpu_hour)
+    except InvalidValueError as error:
+        print(f"jouleledger replay: invalid option: {error}", file=sys.stderr)
+        return 2
+    try:
+        source = ReplaySource(args.trace)
+        try:
+            report = replay(source, rates)
+        finally:
+            source.close()
+    except (TraceError, BackendError) as error:
+        print(f"jouleledger replay: {args.trace}: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    from jouleledger.agent.report import format_report
+
+    sys.stdout.write(format_report(report.snapshot, report.carbon_g))
+    return 0

@@ -1,0 +1,78 @@
+"""Readable footprint tables (per pod, per namespace, per team, plus unallocated idle energy) for the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from jouleledger.core.snapshot import LedgerSnapshot
+from jouleledger.core.units import S_PER_HOUR, mj_to_kwh
+
+__all__ = ["Row", "format_report", "rows_by"]
+
+UNALLOCATED = "(unallocated: idle GPUs)"
+
+
+@dataclass(slots=True)
+class Row:
+    """One line of a footprint table."""
+
+    name: str
+    energy_mj: int = 0
+    gpu_seconds: float = 0.0
+    carbon_g: float = 0.0
+    pods: int = 0
+
+
+def rows_by(snapshot: LedgerSnapshot, carbon_g: Mapping[str, float], group: str, team_label: str = "team") -> list[Row]:
+    """Group the snapshot's pods by ``pod``, ``namespace`` or ``team`` (the ``team_label`` pod label)."""
+    rows: dict[str, Row] = {}
+    pod_energy: dict[str, int] = {}
+    pod_seconds: dict[str, float] = {}
+    for device in snapshot.devices:
+        pod_energy[device.pod_key] = pod_energy.get(device.pod_key, 0) + device.energy_mj
+        pod_seconds[device.pod_key] = pod_seconds.get(device.pod_key, 0.0) + device.gpu_seconds
+    for key, pod in snapshot.pods.items():
+        if group == "pod":
+            name = f"{pod.namespace}/{pod.name}" + (" (finished)" if pod.finished_s is not None else "")
+        elif group == "namespace":
+            name = pod.namespace
+        else:
+            name = pod.labels.get(team_label, "(no team label)")
+        row = rows.setdefault(name, Row(name))
+        row.energy_mj += pod_energy.get(key, 0)
+        row.gpu_seconds += pod_seconds.get(key, 0.0)
+        row.carbon_g += carbon_g.get(key, 0.0)
+        row.pods += 1
+    return sorted(rows.values(), key=lambda row: (-row.energy_mj, row.name))
+
+
+def _table(title: str, rows: list[Row], unallocated_mj: int, measured_mj: int) -> list[str]:
+    lines = [
+        title,
+        f"  {'':<44} {'energy kWh':>12} {'share':>7} {'GPU-hours':>10} {'CO2e g':>10} {'pods':>5}",
+    ]
+    for row in [*rows, Row(UNALLOCATED, unallocated_mj)]:
+        share = row.energy_mj / measured_mj * 100 if measured_mj else 0.0
+        lines.append(
+            f"  {row.name[:44]:<44} {mj_to_kwh(row.energy_mj):>12.6f} {share:>6.1f}% "
+            f"{row.gpu_seconds / S_PER_HOUR:>10.4f} {row.carbon_g:>10.3f} {row.pods or '':>5}"
+        )
+    return lines
+
+
+def format_report(snapshot: LedgerSnapshot, carbon_g: Mapping[str, float], team_label: str = "team") -> str:
+    """The footprint of every pod, namespace and team on the node, with idle energy as its own row."""
+    measured = snapshot.measured_mj
+    lines = [
+        f"node {snapshot.node}: measured {mj_to_kwh(measured):.6f} kWh on {len(snapshot.gpus)} GPUs, "
+        f"{mj_to_kwh(snapshot.unallocated_mj):.6f} kWh unallocated (no pod held the GPU)",
+        "",
+    ]
+    for title, group in (("per team", "team"), ("per namespace", "namespace"), ("per pod", "pod")):
+        lines += _table(title, rows_by(snapshot, carbon_g, group, team_label), snapshot.unallocated_mj, measured)
+        lines.append("")
+    rejected = sum(snapshot.rejected.values())
+    if rejected:
+        lines.append(f"{rejected} readings were rejected as untrustworthy (see jouleledger_agent_rejected_readings)")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,186 @@
+"""Rules 2-6 of attribution: splitting one GPU's measured interval energy across the pods that held it.
+
+Every split is exact: shares are whole millijoules by the largest-remainder method (ties to the pod listed
+first), so ``sum(shares) + unallocated == delta`` for every device and interval. Fractions are kept as exact
+rationals until the final rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from jouleledger.core.model import GpuInfo, GpuReading, PodInfo, base_device_id
+
+__all__ = ["DeviceSplit", "GpuSplit", "HolderIndex", "Share", "largest_remainder", "split_gpu"]
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One pod's part of one device's interval energy.
+
+    ``fraction`` is the pod's exact fraction of the *physical* GPU (for a MIG instance, the instance's slice
+    fraction times the pod's fraction of the instance); GPU-seconds are ``fraction x interval``.
+    """
+
+    pod: PodInfo
+    container: str
+    device: str
+    energy_mj: int
+    fraction: Fraction
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSplit:
+    """One device (a whole GPU or a MIG instance) in one interval."""
+
+    device: str
+    energy_mj: int
+    shares: tuple[Share, ...]
+    unallocated_mj: int
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSplit:
+    """One physical GPU in one interval: its devices' splits."""
+
+    uuid: str
+    energy_mj: int
+    devices: tuple[DeviceSplit, ...]
+
+    @property
+    def unallocated_mj(self) -> int:
+        return sum(device.unallocated_mj for device in self.devices)
+
+    @property
+    def shares(self) -> tuple[Share, ...]:
+        return tuple(share for device in self.devices for share in device.shares)
+
+
+def largest_remainder(total: int, weights: Sequence[Fraction]) -> list[int]:
+    """Split ``total`` into whole parts proportional to ``weights`` that add up to ``total`` exactly.
+
+    Each part is the floor of its exact quota; the units left over go to the largest fractional remainders,
+    ties to the earlier weight. All-zero weights split equally. ``total`` must be non-negative.
+    """
+    if total < 0:
+        raise ValueError(f"cannot split a negative total ({total})")
+    if not weights:
+        raise ValueError("cannot split across no weights")
+    if any(weight < 0 for weight in weights):
+        raise ValueError("weights must be non-negative")
+    weight_sum = sum(weights, Fraction(0))
+    if weight_sum == 0:
+        weights = [Fraction(1)] * len(weights)
+        weight_sum = Fraction(len(weights))
+    quotas = [total * weight / weight_sum for weight in weights]
+    parts = [quota.numerator // quota.denominator for quota in quotas]
+    left = total - sum(parts)
+    order = sorted(range(len(quotas)), key=lambda i: (-(quotas[i] - parts[i]), i))
+    for i in order[:left]:
+        parts[i] += 1
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class _Holder:
+    pod: PodInfo
+    container: str
+    weight: Fraction
+
+
+class HolderIndex:
+    """Who holds what in one sample: built once per sample, shared by every GPU's split.
+
+    ``by_device`` maps a base device id to its holders in pod order; ``by_pid`` maps a process id to the pod
+    (and container) that owns it; ``order`` gives each pod's position for tie-breaking.
+    """
+
+    __slots__ = ("by_device", "by_pid", "order", "pod_pids")
+
+    def __init__(self, pods: Sequence[PodInfo]) -> None:
+        self.by_device: dict[str, list[tuple[PodInfo, str]]] = {}
+        self.by_pid: dict[int, tuple[PodInfo, str]] = {}
+        self.order: dict[int, int] = {}
+        self.pod_pids: dict[int, frozenset[int]] = {}
+        for position, pod in enumerate(pods):
+            marker = id(pod)
+            if marker in self.order:
+                continue
+            self.order[marker] = position
+            seen_devices: set[str] = set()
+            pids: set[int] = set()
+            for container in pod.containers:
+                for listed in container.devices:
+                    device = base_device_id(listed)
+                    if device not in seen_devices:
+                        seen_devices.add(device)
+                        self.by_device.setdefault(device, []).append((pod, container.name))
+                for pid in container.pids:
+                    pids.add(pid)
+                    self.by_pid.setdefault(pid, (pod, container.name))
+            self.pod_pids[marker] = frozenset(pids)
+
+    def device_holders(self, device: str) -> list[tuple[PodInfo, str]]:
+        """Pods whose containers list ``device`` (replicas ``::n`` count as the device), in pod order."""
+        return self.by_device.get(device, [])
+
+    def process_holders(self, reading: GpuReading) -> list[tuple[PodInfo, str]]:
+        """Pods that own a process running on the GPU (by pid), in pod order."""
+        owners: dict[int, tuple[PodInfo, str]] = {}
+        for process in reading.processes:
+            owner = self.by_pid.get(process.pid)
+            if owner is not None:
+                owners.setdefault(id(owner[0]), owner)
+        return sorted(owners.values(), key=lambda owner: self.order[id(owner[0])])
+
+    def weighted(self, holders: list[tuple[PodInfo, str]], reading: GpuReading) -> list[_Holder]:
+        """Attach to each holder the summed SM utilisation of its processes on the GPU of ``reading``."""
+        if len(holders) == 1:
+            pod, name = holders[0]
+            return [_Holder(pod, name, Fraction(0))]
+        util_by_pid: dict[int, Fraction] = {}
+        for process in reading.processes:
+            util_by_pid[process.pid] = util_by_pid.get(process.pid, Fraction(0)) + Fraction(process.sm_util)
+        weighted = []
+        for pod, name in holders:
+            pids = self.pod_pids[id(pod)]
+            weight = sum((util for pid, util in util_by_pid.items() if pid in pids), Fraction(0))
+            weighted.append(_Holder(pod, name, weight))
+        return weighted
+
+
+def _split_device(device: str, energy_mj: int, device_fraction: Fraction, holders: list[_Holder]) -> DeviceSplit:
+    if not holders:
+        return DeviceSplit(device, energy_mj, (), energy_mj)
+    weights = [holder.weight for holder in holders]
+    parts = largest_remainder(energy_mj, weights)
+    weight_sum = sum(weights, Fraction(0))
+    shares = []
+    for holder, part in zip(holders, parts, strict=True):
+        pod_fraction = holder.weight / weight_sum if weight_sum else Fraction(1, len(holders))
+        shares.append(Share(holder.pod, holder.container, device, part, device_fraction * pod_fraction))
+    return DeviceSplit(device, energy_mj, tuple(shares), 0)
+
+
+def split_gpu(gpu: GpuInfo, energy_mj: int, reading: GpuReading, index: HolderIndex) -> GpuSplit:
+    """Split ``energy_mj`` measured on ``gpu`` over one interval across the pods holding it (rules 2-6).
+
+    ``reading`` supplies the processes and their SM utilisation for the interval; ``index`` the sample's holders,
+    in the pod order that breaks largest-remainder ties.
+    """
+    if gpu.mig:
+        slices = [Fraction(instance.slices) for instance in gpu.mig]
+        total_slices = sum(slices, Fraction(0))
+        instance_mj = largest_remainder(energy_mj, slices)
+        devices = []
+        for instance, part, instance_slices in zip(gpu.mig, instance_mj, slices, strict=True):
+            # Held only through the kubelet's device list; processes (reported per physical GPU) weight the
+            # split between several holders of one instance, as on a whole GPU.
+            holders = index.weighted(index.device_holders(instance.uuid), reading)
+            devices.append(_split_device(instance.uuid, part, instance_slices / total_slices, holders))
+        return GpuSplit(gpu.uuid, energy_mj, tuple(devices))
+    pods = index.device_holders(gpu.uuid) or index.process_holders(reading)
+    device = _split_device(gpu.uuid, energy_mj, Fraction(1), index.weighted(pods, reading))
+    return GpuSplit(gpu.uuid, energy_mj, (device,))

@@ -1,0 +1,49 @@
+"""The replay backend: a recorded JSONL trace (DESIGN.md, version 1) played back sample by sample."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from jouleledger.core.model import NodeHeader, Sample
+from jouleledger.core.tracefile import read_trace
+from jouleledger.hardware.base import BackendError
+
+__all__ = ["ReplaySource"]
+
+
+class ReplaySource:
+    """A :class:`~jouleledger.hardware.base.NodeSource` over a trace file.
+
+    The header is read when the source opens; samples are parsed lazily, so a malformed line raises
+    :class:`~jouleledger.core.tracefile.TraceError` (naming its line number) when it is reached.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._file: TextIO = self.path.open(encoding="utf-8")
+        except OSError as error:
+            raise BackendError(f"cannot open trace {self.path}: {error.strerror or error}") from error
+        try:
+            self._header, self._samples = read_trace(self._file)
+        except Exception:
+            self._file.close()
+            raise
+
+    @property
+    def simulated(self) -> bool:
+        return False
+
+    def header(self) -> NodeHeader:
+        return self._header
+
+    def sample(self) -> Sample | None:
+        return next(self._samples, None)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self._samples
+
+    def close(self) -> None:
+        self._file.close()
