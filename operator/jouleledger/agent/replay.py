@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jouleledger.agent.pipeline import Pipeline
-from jouleledger.core.carbon import CarbonRates
+from jouleledger.core.carbon import CarbonRates, CarbonTally
 from jouleledger.core.snapshot import LedgerSnapshot
 from jouleledger.core.tracefile import TraceError
 from jouleledger.core.units import InvalidValueError
@@ -64,17 +64,13 @@ class ReplayReport:
 def replay(source: ReplaySource, rates: CarbonRates) -> ReplayReport:
     """Run the agent pipeline over every sample of ``source``; pods are never expired during a replay."""
     pipeline = Pipeline(source.header(), retention_s=math.inf)
-    carbon: dict[str, float] = {}
+    tally = CarbonTally(rates)
     intervals = 0
     for sample in source:
         result = pipeline.step(sample)
-        for interval in result.gpus:
-            intervals += 1
-            seconds = interval.measurement.interval_s
-            for share in interval.split.shares:
-                grams = rates.interval_g(share.energy_mj, float(share.fraction) * seconds, result.grid_g_per_kwh)
-                carbon[share.pod.key] = carbon.get(share.pod.key, 0.0) + grams
-    return ReplayReport(pipeline.snapshot(), carbon, intervals)
+        tally.add(result)
+        intervals += len(result.gpus)
+    return ReplayReport(pipeline.snapshot(), tally.grams, intervals)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -48,14 +48,16 @@ def rows_by(snapshot: LedgerSnapshot, carbon_g: Mapping[str, float], group: str,
 
 
 def _table(title: str, rows: list[Row], unallocated_mj: int, measured_mj: int) -> list[str]:
+    all_rows = [*rows, Row(UNALLOCATED, unallocated_mj)]
+    width = min(64, max(len(row.name) for row in all_rows))
     lines = [
         title,
-        f"  {'':<44} {'energy kWh':>12} {'share':>7} {'GPU-hours':>10} {'CO2e g':>10} {'pods':>5}",
+        f"  {'':<{width}} {'energy kWh':>12} {'share':>7} {'GPU-hours':>10} {'CO2e g':>10} {'pods':>5}",
     ]
-    for row in [*rows, Row(UNALLOCATED, unallocated_mj)]:
+    for row in all_rows:
         share = row.energy_mj / measured_mj * 100 if measured_mj else 0.0
         lines.append(
-            f"  {row.name[:44]:<44} {mj_to_kwh(row.energy_mj):>12.6f} {share:>6.1f}% "
+            f"  {row.name[:width]:<{width}} {mj_to_kwh(row.energy_mj):>12.6f} {share:>6.1f}% "
             f"{row.gpu_seconds / S_PER_HOUR:>10.4f} {row.carbon_g:>10.3f} {row.pods or '':>5}"
         )
     return lines

@@ -6,11 +6,12 @@ job); embodied carbon is ``GPU-hours x grams per GPU-hour`` and takes no PUE (it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from jouleledger.core.accounting import IntervalResult
 from jouleledger.core.units import S_PER_HOUR, checked_float, mj_to_kwh
 
-__all__ = ["CarbonRates", "embodied_g", "energy_cost", "operational_g"]
+__all__ = ["CarbonRates", "CarbonTally", "embodied_g", "energy_cost", "operational_g"]
 
 MAX_PUE = 5.0
 MAX_G_PER_KWH = 5_000.0
@@ -48,3 +49,20 @@ class CarbonRates:
         """Operational plus embodied grams for one share of one interval."""
         intensity = self.default_intensity_g_per_kwh if intensity_g_per_kwh is None else intensity_g_per_kwh
         return operational_g(energy_mj, self.pue, intensity) + embodied_g(gpu_seconds, self.embodied_g_per_gpu_hour)
+
+
+@dataclass(slots=True)
+class CarbonTally:
+    """Per-pod grams CO2e, accumulated interval by interval with each interval's own grid intensity."""
+
+    rates: CarbonRates
+    grams: dict[str, float] = field(default_factory=dict)
+
+    def add(self, result: IntervalResult) -> None:
+        """Fold in one sample's attributed intervals (keyed by :attr:`PodInfo.key`)."""
+        for interval in result.gpus:
+            seconds = interval.measurement.interval_s
+            for share in interval.split.shares:
+                key = share.pod.key
+                grams = self.rates.interval_g(share.energy_mj, float(share.fraction) * seconds, result.grid_g_per_kwh)
+                self.grams[key] = self.grams.get(key, 0.0) + grams

@@ -1,0 +1,74 @@
+"""``jouleledger record --out TRACE``: write what the agent sees on this node as a JSONL trace (DESIGN.md).
+
+On a GPU node it reads NVML, the kubelet and ``/proc`` exactly as the agent does; the trace replays with
+``jouleledger replay`` and serves as a bug report or a test fixture. ``--backend simulated`` records the
+simulated node instead (for trying the format without a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+from jouleledger.agent.main import DEFAULT_SOCKET, build_source
+from jouleledger.core.tracefile import dump_header, dump_sample
+from jouleledger.hardware.base import BackendError
+
+__all__ = ["add_arguments", "record", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="trace file to write ('-' for stdout)")
+    parser.add_argument("--backend", choices=("nvml", "simulated"), default="nvml", help="what to record")
+    parser.add_argument("--samples", type=int, default=60, help="samples to record (default 60)")
+    parser.add_argument("--interval-s", type=float, default=1.0, help="seconds between samples (default 1)")
+    parser.add_argument("--node-name", default="", help="this node's name (default: env NODE_NAME or hostname)")
+    parser.add_argument("--kubelet-socket", default=DEFAULT_SOCKET, help="kubelet PodResources gRPC socket")
+    parser.add_argument("--proc-root", default="/proc", help="the host's /proc")
+    parser.add_argument("--pod-metadata", choices=("api", "none"), default="api", help="pod UIDs/labels from the API")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --backend simulated")
+    parser.add_argument("--gpus", type=int, default=4, help="GPUs for --backend simulated")
+
+
+def record(args: argparse.Namespace, out: list[str] | None = None) -> int:
+    """Record ``args.samples`` samples; returns how many were written."""
+    import os
+    import socket
+
+    args.node_name = args.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
+    args.trace = None
+    source = build_source(args)
+    stop = threading.Event()
+    stream = sys.stdout if str(args.out) == "-" else args.out.open("w", encoding="utf-8")
+    written = 0
+    try:
+        stream.write(dump_header(source.header()) + "\n")
+        next_at = time.monotonic()
+        for _ in range(args.samples):
+            sample = source.sample()
+            if sample is None:
+                break
+            stream.write(dump_sample(sample) + "\n")
+            stream.flush()
+            written += 1
+            if args.backend != "simulated":
+                next_at += args.interval_s
+                stop.wait(max(0.0, next_at - time.monotonic()))
+    finally:
+        source.close()
+        if stream is not sys.stdout:
+            stream.close()
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        written = record(args)
+    except BackendError as error:
+        print(f"jouleledger record: {error}", file=sys.stderr)
+        return 1
+    print(f"recorded {written} samples to {args.out}", file=sys.stderr)
+    return 0

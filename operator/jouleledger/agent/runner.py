@@ -1,0 +1,238 @@
+"""The agent's loop: one tick per interval reads the source, attributes, counts, checkpoints and publishes an
+immutable view for ``/metrics``.
+
+The runner owns no I/O of its own beyond the checkpoint file; sources, clocks and the checkpoint path are
+injected, so the same loop runs under tests with a fake clock, in ``demo`` on the simulated node and in the
+DaemonSet on NVML.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from jouleledger import __version__
+from jouleledger.agent import checkpoint
+from jouleledger.agent.pipeline import Pipeline
+from jouleledger.agent.status import AgentStatus, ExportView
+from jouleledger.core.accounting import IntervalResult
+from jouleledger.core.ledger import LedgerStateError
+from jouleledger.hardware.base import NodeSource
+
+__all__ = ["AgentRunner", "HealthReporting", "SourceHealth"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "jouleledger-agent"
+STALL_INTERVALS = 5  # /healthz fails when no tick completed for this many intervals
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """What a live source reports about its own inputs after a sample."""
+
+    pods_known: bool = True
+    pod_source_errors_total: int = 0
+    reading_errors: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    rejected: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class HealthReporting(Protocol):
+    """A source that can say whether its pod list and GPU readings were complete."""
+
+    def health(self) -> SourceHealth: ...
+
+
+class AgentRunner:
+    """Runs the pipeline over a :class:`NodeSource`, one tick at a time."""
+
+    def __init__(
+        self,
+        source: NodeSource,
+        *,
+        backend: str,
+        interval_s: float = 1.0,
+        retention_s: float = 3600.0,
+        checkpoint_path: Path | None = None,
+        label_allowlist: tuple[str, ...] = (),
+        wall_clock: Callable[[], float] = time.time,
+        cpu_clock: Callable[[], float] = time.process_time,
+        on_interval: Callable[[IntervalResult], None] | None = None,
+    ) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s!r}")
+        self.source = source
+        self.backend = backend
+        self.interval_s = interval_s
+        self.checkpoint_path = checkpoint_path
+        self.label_allowlist = label_allowlist
+        self._wall = wall_clock
+        self._on_interval = on_interval
+        self._cpu = cpu_clock
+        self.header = source.header()
+        self.pipeline = Pipeline(self.header, retention_s=retention_s)
+        self._ticks = 0
+        self._tick_cpu_s = 0.0
+        self._checkpoint_writes = 0
+        self._checkpoint_errors = 0
+        self._health = SourceHealth()
+        self._started_s = wall_clock()
+        self._last_tick_s = 0.0
+        self._lock = threading.Lock()
+        if checkpoint_path is not None:
+            self._restore(checkpoint_path)
+        self._view = self._build_view()
+
+    # --- checkpoint --------------------------------------------------------------------------------------------
+
+    def _restore(self, path: Path) -> None:
+        try:
+            payload = checkpoint.load(path)
+        except checkpoint.CorruptCheckpointError as error:
+            self._checkpoint_errors += 1
+            moved = checkpoint.quarantine(path, self._wall())
+            log.error("checkpoint %s is corrupt (%s); moved to %s and starting from zero", path, error, moved)
+            return
+        except OSError as error:
+            self._checkpoint_errors += 1
+            log.error("cannot read checkpoint %s: %s; starting from zero", path, error)
+            return
+        if payload is None:
+            log.info("no checkpoint at %s; starting from zero", path)
+            return
+        if payload.get("format") != CHECKPOINT_FORMAT or payload.get("backend") != self.backend:
+            log.warning(
+                "checkpoint %s was written by backend %r, this agent runs %r: not restoring it",
+                path,
+                payload.get("backend"),
+                self.backend,
+            )
+            return
+        try:
+            self.pipeline.restore(payload["pipeline"])
+        except (LedgerStateError, KeyError, TypeError) as error:
+            self._checkpoint_errors += 1
+            moved = checkpoint.quarantine(path, self._wall())
+            log.error("checkpoint %s cannot be restored (%s); moved to %s, starting from zero", path, error, moved)
+            return
+        log.info(
+            "restored checkpoint %s: %d pods, %.3f kWh measured so far",
+            path,
+            len(self.pipeline.ledger.snapshot().pods),
+            self.pipeline.ledger.snapshot().measured_mj / 3.6e9,
+        )
+
+    def save_checkpoint(self) -> None:
+        """Write the counters and baselines atomically; failures are counted and logged, never fatal."""
+        if self.checkpoint_path is None:
+            return
+        payload: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT,
+            "backend": self.backend,
+            "node": self.header.node,
+            "saved_unix_s": self._wall(),
+            "pipeline": self.pipeline.to_state(),
+        }
+        try:
+            checkpoint.save(self.checkpoint_path, payload)
+            self._checkpoint_writes += 1
+        except (OSError, ValueError) as error:
+            self._checkpoint_errors += 1
+            log.error("cannot write checkpoint %s: %s", self.checkpoint_path, error)
+
+    # --- ticks -------------------------------------------------------------------------------------------------
+
+    def tick(self) -> bool:
+        """Read one sample and account for it; False when the source is exhausted."""
+        cpu_start = self._cpu()
+        sample = self.source.sample()
+        if sample is None:
+            return False
+        if isinstance(self.source, HealthReporting):
+            self._health = self.source.health()
+        result = self.pipeline.step(sample, pods_known=self._health.pods_known)
+        if self._on_interval is not None:
+            self._on_interval(result)
+        self.save_checkpoint()
+        self._ticks += 1
+        self._last_tick_s = self._wall()
+        self._tick_cpu_s += self._cpu() - cpu_start
+        view = self._build_view()
+        with self._lock:
+            self._view = view
+        return True
+
+    def _build_view(self) -> ExportView:
+        rejected: Counter[tuple[str, str]] = Counter(self.pipeline.accountant.rejected)
+        rejected.update(self._health.rejected)
+        status = AgentStatus(
+            node=self.header.node,
+            backend=self.backend,
+            simulated=self.source.simulated,
+            version=__version__,
+            ticks_total=self._ticks,
+            tick_cpu_seconds_total=self._tick_cpu_s,
+            last_tick_unix_s=self._last_tick_s,
+            pod_source_up=self._health.pods_known,
+            pod_source_errors_total=self._health.pod_source_errors_total,
+            reading_errors=dict(self._health.reading_errors),
+            checkpoint_errors_total=self._checkpoint_errors,
+            checkpoint_writes_total=self._checkpoint_writes,
+            started_unix_s=self._started_s,
+        )
+        return ExportView(self.pipeline.ledger.snapshot(rejected), status, self.label_allowlist)
+
+    def view(self) -> ExportView:
+        """The latest published view (what a scrape renders)."""
+        with self._lock:
+            return self._view
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """``/healthz``: fails only when the loop has stalled; a lost kubelet or GPU is reported as degraded."""
+        view = self.view()
+        status = view.status
+        now = self._wall()
+        last = status.last_tick_unix_s or status.started_unix_s
+        problems = []
+        stalled = now - last > STALL_INTERVALS * self.interval_s + 1.0
+        if stalled:
+            problems.append(f"no tick completed for {now - last:.1f} s")
+        if not status.pod_source_up:
+            problems.append("pod source (kubelet PodResources) unreachable: energy is counted as unallocated")
+        if status.reading_errors:
+            problems.append(f"{sum(status.reading_errors.values())} GPU read errors so far")
+        body = {
+            "status": "stalled" if stalled else ("degraded" if problems else "ok"),
+            "node": status.node,
+            "backend": status.backend,
+            "simulated": status.simulated,
+            "ticks": status.ticks_total,
+            "problems": problems,
+        }
+        return not stalled, body
+
+    def run(self, stop: threading.Event, *, max_ticks: int | None = None) -> int:
+        """Tick every ``interval_s`` on a fixed cadence until ``stop`` is set, the source ends or ``max_ticks``."""
+        ticks = 0
+        next_at = time.monotonic()
+        while not stop.is_set():
+            if not self.tick():
+                log.info("source exhausted after %d ticks", ticks)
+                break
+            ticks += 1
+            if max_ticks is not None and ticks >= max_ticks:
+                break
+            next_at += self.interval_s
+            delay = next_at - time.monotonic()
+            if delay < 0:  # fell behind (suspended, overloaded): skip missed ticks rather than bursting
+                next_at = time.monotonic()
+                delay = 0.0
+            stop.wait(delay)
+        return ticks
