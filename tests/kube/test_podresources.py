@@ -26,6 +26,12 @@ MIG_1 = "MIG-1c2d3e4f-0a1b-5c6d-7e8f-9a0b1c2d3e4f"
 MIG_2 = "MIG-2d3e4f5a-1b2c-6d7e-8f9a-0b1c2d3e4f5a"
 
 
+def _stale_socket(path: Path) -> None:
+    listener = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.close()  # the file stays, nobody accepts
+
+
 @pytest.fixture
 def client(kubelet_server: KubeletServer) -> PodResourcesClient:
     lister = PodResourcesClient(kubelet_server.target, timeout_s=2.0)
@@ -142,9 +148,7 @@ def test_missing_socket_names_the_path(socket_dir: Path) -> None:
 
 def test_socket_without_a_listener_is_unavailable(socket_dir: Path) -> None:
     stale = socket_dir / "stale.sock"
-    listener = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
-    listener.bind(str(stale))
-    listener.close()  # the file stays, nobody accepts
+    _stale_socket(stale)
     client = PodResourcesClient(str(stale), timeout_s=2.0)
 
     with pytest.raises(PodSourceError, match=r"UNAVAILABLE: .*is the kubelet running") as raised:
@@ -190,6 +194,22 @@ def test_server_restart_client_recovers(kubelet_server: KubeletServer, client: P
     kubelet_server.start()
     # At once: the broken channel was dropped, so gRPC's reconnect back-off does not delay the next call.
     assert [(a.pod, a.device_ids) for a in client.list()] == [("train-1", (GPU_B,))]
+
+
+def test_client_recovers_when_the_socket_outlived_the_kubelet(
+    kubelet_server: KubeletServer, client: PodResourcesClient
+) -> None:
+    kubelet_server.kubelet.pods = [pod("team-a", "train-0", container("main", devices("nvidia.com/gpu", GPU_A)))]
+    assert client.list()[0].pod == "train-0"
+    kubelet_server.stop()
+    _stale_socket(kubelet_server.socket)  # the file exists, nobody accepts: the error comes from gRPC itself
+
+    with pytest.raises(PodSourceError, match="UNAVAILABLE"):
+        client.list()
+
+    kubelet_server.start()
+    # At once: the failed channel was dropped, so gRPC's reconnect back-off (1 s and more) does not apply.
+    assert client.list()[0].pod == "train-0"
 
 
 def test_close_then_list_reconnects(kubelet_server: KubeletServer) -> None:
@@ -252,3 +272,32 @@ def test_defaults() -> None:
 def test_bad_settings_are_rejected(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PodResourcesClient(**kwargs)  # type: ignore[arg-type]
+
+
+def test_permission_denied_hints_at_socket_access(kubelet_server: KubeletServer, client: PodResourcesClient) -> None:
+    kubelet_server.kubelet.abort_with = (grpc.StatusCode.UNAVAILABLE, "connect: Permission denied")
+
+    with pytest.raises(PodSourceError, match="needs read/write access to the socket"):
+        client.list()
+
+
+def test_unexpected_channel_failures_become_pod_source_errors(
+    kubelet_server: KubeletServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class BrokenChannel:
+        def unary_unary(self, *args: object, **kwargs: object) -> object:
+            def call(*args: object, **kwargs: object) -> object:
+                raise ValueError("Cannot invoke RPC on closed channel!")
+
+            return call
+
+        def close(self) -> None:
+            self.closed = True
+
+    channels: list[BrokenChannel] = []
+    monkeypatch.setattr(grpc, "insecure_channel", lambda *a, **k: channels.append(BrokenChannel()) or channels[-1])
+    client = PodResourcesClient(kubelet_server.target)
+
+    with pytest.raises(PodSourceError, match="failed: ValueError: Cannot invoke RPC on closed channel"):
+        client.list()
+    assert channels[0].closed  # dropped: the next call opens a fresh channel
