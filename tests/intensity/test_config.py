@@ -47,7 +47,7 @@ async def test_static_table() -> None:
     assert (await provider.intensity("us-east-1", NOW_S)).g_per_kwh == 500.0
 
 
-def test_every_known_key_is_accepted(secrets: dict[str, str]) -> None:
+async def test_every_known_key_is_accepted(secrets: dict[str, str]) -> None:
     # A block that uses every key of KNOWN_KEYS builds: the structure the chart is checked against is real.
     values: dict[str, Any] = {
         "provider": "electricitymaps",
@@ -81,6 +81,7 @@ def test_every_known_key_is_accepted(secrets: dict[str, str]) -> None:
     assert provider.max_g_per_kwh == 1500.0
     assert dict(provider.zone_map) == {"eu-west-1": "IE"}
     assert dict(provider.fallback.zones) == {"eu-west-1": 300.0}
+    await provider.aclose()
 
 
 def _key_tree(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -125,7 +126,7 @@ async def test_electricitymaps_defaults_and_end_to_end(secrets: dict[str, str], 
     assert api.requests[0].headers["auth-token"] == "em-token"
 
 
-def test_watttime(secrets: dict[str, str]) -> None:
+async def test_watttime(secrets: dict[str, str]) -> None:
     provider = build_provider(
         {
             "provider": "watttime",
@@ -140,6 +141,7 @@ def test_watttime(secrets: dict[str, str]) -> None:
     assert isinstance(provider, WattTimeIntensity)
     assert provider.base_url == "https://api.watttime.org"
     assert "wt-password" not in repr(provider)
+    await provider.aclose()
 
 
 @pytest.mark.parametrize(
@@ -186,3 +188,11 @@ def test_bad_url_and_zone_map_entries_are_prefixed(secrets: dict[str, str]) -> N
         build_provider({"provider": "electricitymaps", "electricityMaps": {**section, "zoneMap": {"eu-west-1": 7}}})
     with pytest.raises(ValueError, match=r"intensity\.electricityMaps\.url: must be a string"):
         build_provider({"provider": "electricitymaps", "electricityMaps": {**section, "url": 7}})
+
+
+def test_watttime_errors_are_prefixed(secrets: dict[str, str]) -> None:
+    section = {"usernameFile": secrets["user"], "passwordFile": secrets["password"], "zoneMap": {"us-east-1": "X"}}
+    with pytest.raises(ValueError, match=r"intensity\.wattTime: .*URL"):
+        build_provider({"provider": "watttime", "wattTime": {**section, "url": "wt.example.test"}})
+    with pytest.raises(ValueError, match=r"intensity\.wattTime\.passwordFile: required"):
+        build_provider({"provider": "watttime", "wattTime": {**section, "passwordFile": ""}})

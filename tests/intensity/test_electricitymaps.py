@@ -347,3 +347,25 @@ def test_constructor_validation(
 def test_bad_base_url(static: StaticIntensity, url: str) -> None:
     with pytest.raises(ValueError, match="URL"):
         ElectricityMapsIntensity(url, token=TOKEN, fallback=static, zone_map={"a": "IE"})
+
+
+@pytest.mark.parametrize("header", ["Wed, 21 Oct 2026 07:28:00 GMT", "-5", "nan"])
+async def test_unusable_retry_after_uses_the_failure_ttl(
+    api: FakeApi, client: httpx.AsyncClient, static: StaticIntensity, header: str
+) -> None:
+    api.handler = lambda request: httpx.Response(429, headers={"retry-after": header})
+    em = provider(client, static)
+    await em.intensity("eu-west-1", NOW_S)
+    await em.intensity("eu-west-1", NOW_S + 59)
+    await em.intensity("eu-west-1", NOW_S + 60)
+    assert len(api.requests) == 2
+
+
+async def test_non_finite_clock_is_a_caller_error(client: httpx.AsyncClient, static: StaticIntensity) -> None:
+    with pytest.raises(ValueError, match="now_unix_s"):
+        await provider(client, static).intensity("eu-west-1", float("nan"))
+
+
+def test_fallback_must_be_a_static_table(client: httpx.AsyncClient, static: StaticIntensity) -> None:
+    with pytest.raises(TypeError, match="StaticIntensity"):
+        provider(client, static, fallback=object())

@@ -49,7 +49,16 @@ def test_secret_from_file_is_stripped_and_reread(tmp_path: Path) -> None:
     assert str(path) in repr(secret)
 
 
-@pytest.mark.parametrize(("content", "match"), [(b"", "empty"), (b"  \n", "empty"), (b"a\nb", "several lines")])
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "empty"),
+        (b"  \n", "empty"),
+        (b"a\nb", "several lines"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"x" * 70_000, "larger than"),
+    ],
+)
 def test_secret_file_with_bad_content(tmp_path: Path, content: bytes, match: str) -> None:
     path = tmp_path / "token"
     path.write_bytes(content)

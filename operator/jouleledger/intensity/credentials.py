@@ -42,11 +42,10 @@ class Secret:
 
     def reveal(self) -> str:
         """The secret, stripped of surrounding whitespace; raise :class:`MissingSecretError` if there is none."""
-        if self._value is not None:
-            text = self._value.strip()
+        if self._path is None:
+            text = (self._value or "").strip()
             where = "the configured value"
         else:
-            assert self._path is not None
             where = str(self._path)
             try:
                 with self._path.open("rb") as handle:
