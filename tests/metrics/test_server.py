@@ -6,7 +6,7 @@ import gzip
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from email.message import Message
 from typing import Any
 
@@ -37,33 +37,47 @@ class _Collector:
 
 class _Health:
     def __init__(self) -> None:
-        self.result: tuple[bool, Mapping[str, Any]] = (True, {"last_tick_age_s": 1.5})
+        self.result: tuple[bool, Any] = (True, {"last_tick_age_s": 1.5})
         self.error: Exception | None = None
 
-    def __call__(self) -> tuple[bool, Mapping[str, Any]]:
+    def __call__(self) -> tuple[bool, Any]:
         if self.error is not None:
             raise self.error
         return self.result
 
 
-@pytest.fixture
-def collector() -> _Collector:
-    return _Collector()
-
-
-@pytest.fixture
-def health() -> _Health:
-    return _Health()
-
-
-@pytest.fixture
-def server(collector: _Collector, health: _Health) -> Iterator[MetricsServer]:
+@pytest.fixture(scope="module")
+def _shared() -> Iterator[tuple[MetricsServer, _Collector, _Health]]:
+    """One server for the module (starting and stopping one per test costs a poll interval each)."""
+    collector, health = _Collector(), _Health()
     registry = CollectorRegistry()
     registry.register(collector)
     metrics_server = MetricsServer(registry, health, request_timeout_s=5.0)
     metrics_server.start("127.0.0.1", 0)
-    yield metrics_server
+    yield metrics_server, collector, health
     metrics_server.stop()
+
+
+@pytest.fixture
+def server(_shared: tuple[MetricsServer, _Collector, _Health], collector: _Collector, health: _Health) -> MetricsServer:
+    """The shared server, its collector and health check reset."""
+    return _shared[0]
+
+
+@pytest.fixture
+def collector(_shared: tuple[MetricsServer, _Collector, _Health]) -> _Collector:
+    """The shared server's collector, reset for each test."""
+    collector = _shared[1]
+    collector.rows, collector.fail = 1, False
+    return collector
+
+
+@pytest.fixture
+def health(_shared: tuple[MetricsServer, _Collector, _Health]) -> _Health:
+    """The shared server's health check, reset for each test."""
+    health = _shared[2]
+    health.result, health.error = (True, {"last_tick_age_s": 1.5}), None
+    return health
 
 
 def _get(
@@ -149,6 +163,20 @@ def test_healthz_when_the_check_raises(server: MetricsServer, health: _Health) -
     assert "kubelet socket gone" in document["details"]["error"]
 
 
+def test_healthz_with_details_that_are_not_a_mapping(server: MetricsServer, health: _Health) -> None:
+    health.result = (True, ["not", "a", "mapping"])
+    status, _, body = _get(server, "/healthz")
+    assert status == 503
+    assert json.loads(body)["status"] == "unhealthy"
+
+
+def test_healthz_renders_odd_detail_values_as_text(server: MetricsServer, health: _Health) -> None:
+    health.result = (False, {"since": b"bytes", "gpus": ("GPU-a",)})
+    status, _, body = _get(server, "/healthz")
+    assert status == 503
+    assert json.loads(body)["details"] == {"since": "b'bytes'", "gpus": ["GPU-a"]}
+
+
 @pytest.mark.parametrize("path", ["/", "/metrics/", "/health", "/favicon.ico"])
 def test_other_paths_are_404(server: MetricsServer, path: str) -> None:
     assert _get(server, path)[0] == 404
@@ -159,9 +187,10 @@ def test_query_strings_are_ignored(server: MetricsServer) -> None:
     assert _get(server, "/healthz?verbose")[0] == 200
 
 
-def test_start_twice_is_an_error_and_stop_releases_the_port(collector: _Collector, health: _Health) -> None:
+def test_start_twice_is_an_error_and_stop_releases_the_port() -> None:
+    health = _Health()
     registry = CollectorRegistry()
-    registry.register(collector)
+    registry.register(_Collector())
     first = MetricsServer(registry, health)
     port = first.start("127.0.0.1", 0)
     try:

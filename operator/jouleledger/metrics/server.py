@@ -120,11 +120,11 @@ class MetricsServer:
     def _healthz(self) -> tuple[int, str, bytes, dict[str, str]]:
         try:
             healthy, details = self._health()
+            body = _health_body(bool(healthy), details)
         except Exception as error:
             log.exception("health check failed")
-            healthy, details = False, {"error": f"health check raised {type(error).__name__}: {error}"}
-        document = {"status": "ok" if healthy else "unhealthy", "details": dict(details)}
-        body = (json.dumps(document, sort_keys=True, default=str) + "\n").encode("utf-8")
+            healthy = False
+            body = _health_body(False, {"error": f"health check failed: {type(error).__name__}: {error}"})
         status = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
         return status, _JSON, body, {"Cache-Control": "no-store"}
 
@@ -134,6 +134,11 @@ class MetricsServer:
         if path == HEALTH_PATH:
             return self._healthz()
         return _error(HTTPStatus.NOT_FOUND, f"not found; try {METRICS_PATH} or {HEALTH_PATH}")
+
+
+def _health_body(healthy: bool, details: Mapping[str, Any]) -> bytes:
+    document = {"status": "ok" if healthy else "unhealthy", "details": dict(details)}
+    return (json.dumps(document, sort_keys=True, default=str) + "\n").encode("utf-8")
 
 
 def _error(status: HTTPStatus, message: str) -> tuple[int, str, bytes, dict[str, str]]:
@@ -173,11 +178,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, *, send_body: bool) -> None:
         owner = cast(_HTTPServer, self.server).owner
-        status, content_type, body, headers = owner._route(
-            urlsplit(self.path).path,
-            self.headers.get("Accept", ""),
-            self.headers.get("Accept-Encoding", ""),
-        )
+        try:
+            status, content_type, body, headers = owner._route(
+                urlsplit(self.path).path,
+                self.headers.get("Accept", ""),
+                self.headers.get("Accept-Encoding", ""),
+            )
+        except Exception as error:  # a bug must cost one request, not the connection without an answer
+            log.exception("serving %s failed", self.path)
+            status, content_type, body, headers = _error(HTTPStatus.INTERNAL_SERVER_ERROR, str(error))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
