@@ -159,11 +159,27 @@ class _Slot:
 
 
 @dataclass(eq=False, slots=True)
+class _Process:
+    """A GPU process of a live pod, with its usages built on first need and reused (index: ``sm_util``)."""
+
+    gpu: _Gpu
+    pid: int
+    share: float  # of the pod's utilisation on that GPU
+    usages: list[ProcessUsage | None] = field(default_factory=lambda: [None] * 101)
+
+    def usage(self, sm_util: int) -> ProcessUsage:
+        cached = self.usages[sm_util]
+        if cached is None:
+            cached = self.usages[sm_util] = ProcessUsage(self.pid, sm_util)
+        return cached
+
+
+@dataclass(eq=False, slots=True)
 class _LivePod:
     info: PodInfo
     profile: _Profile
     slots: tuple[_Slot, ...]
-    procs: tuple[tuple[_Gpu, int, float], ...]  # (GPU, pid, share of the pod's utilisation on that GPU)
+    procs: tuple[_Process, ...]
     base: float
     demand: float = 0.0
 
@@ -197,8 +213,8 @@ class SimulatedNode:
     - ``pods_target``: the number of live pods to aim for; pods that hold no GPU make up the difference between
       it and the expected number of GPU pods (it cannot go below the latter). ``None``: the GPU pods plus two.
     - ``mean_lifetime_s`` / ``mean_idle_s``: mean life of a pod and mean time a freed device stays unheld
-      (``mean_lifetime_s=None``: pods never finish). ``multi_gpu_p``: chance that a pod starting on an exclusive
-      GPU also takes another free one.
+      (at least one sample; ``mean_lifetime_s=None``: pods never finish).
+    - ``multi_gpu_p``: chance that a pod starting on an exclusive GPU also takes another free one.
     - ``mixed_models``: the first exclusive (else time-sliced) GPU is a Tesla T4 without an energy counter.
     - ``grid``: report a grid carbon intensity that varies over the simulated day.
     - ``stray_processes``: processes that belong to no pod appear now and then on non-MIG GPUs.
@@ -260,7 +276,6 @@ class SimulatedNode:
         if mixed_models and n_exclusive + n_ts == 0:
             raise ValueError("mixed_models: needs an exclusive or time-sliced GPU for the Tesla T4")
 
-        self._node = node
         self._mean_lifetime_s = mean_lifetime_s
         self._mean_idle_s = float(mean_idle_s)
         self._grid = grid
@@ -320,7 +335,6 @@ class SimulatedNode:
         self._live_pids: set[int] = set()
         self._next_pid = _POD_PID_FIRST + self._pod_rng.randrange(0, 20_000)
         self._owners: dict[str, _OwnerState] = {}
-        self._pod_serial = 0
 
         for slot in self._slots:
             if slot.mode == _CPU or self._pod_rng.random() < occupancy:
@@ -440,8 +454,8 @@ class SimulatedNode:
         del self._live[id(pod)]
         self._pods_dirty = True
         self._live_names.discard((pod.info.namespace, pod.info.name))
-        for _, pid, _ in pod.procs:
-            self._live_pids.discard(pid)
+        for proc in pod.procs:
+            self._live_pids.discard(proc.pid)
         for slot in pod.slots:
             slot.pod = None
             slot.generation += 1
@@ -486,21 +500,21 @@ class SimulatedNode:
         if owner is not None and owner.kind == "Job":
             labels["job-name"] = owner.name
 
-        procs: list[tuple[_Gpu, int, float]] = []
+        procs: list[_Process] = []
         for held in slots:
             gpu = held.gpu
             if gpu is None or held.mode == _MIG:
                 continue  # no GPU, or MIG: NVML reports no processes
             if held.mode == _EXCLUSIVE and len(slots) == 1 and workload.profile == "train" and rng.random() < 0.5:
-                procs.append((gpu, self._new_pid(), 0.85))  # the trainer and a helper with its own context
-                procs.append((gpu, self._new_pid(), 0.15))
+                procs.append(_Process(gpu, self._new_pid(), 0.85))  # the trainer and a helper with its own context
+                procs.append(_Process(gpu, self._new_pid(), 0.15))
             else:
-                procs.append((gpu, self._new_pid(), 1.0))
+                procs.append(_Process(gpu, self._new_pid(), 1.0))
         devices = tuple(held.device_id for held in slots if held.gpu is not None)
         main = ContainerDevices(
             name="main",
             devices=devices,
-            pids=tuple(pid for _, pid, _ in procs),
+            pids=tuple(proc.pid for proc in procs),
             container_id=f"{rng.getrandbits(256):064x}",
         )
         containers: tuple[ContainerDevices, ...] = (main,)
@@ -579,9 +593,9 @@ class SimulatedNode:
             if pod is None:
                 continue
             factor = pod.demand * scale
-            for proc_gpu, pid, share in pod.procs:
-                if proc_gpu is gpu:
-                    processes.append(ProcessUsage(pid, int(factor * share)))  # floor: the sum stays <= 100
+            for proc in pod.procs:
+                if proc.gpu is gpu:
+                    processes.append(proc.usage(int(factor * proc.share)))  # floor: the sum stays <= 100
         load = total * scale / 100.0
         if self._stray_processes:
             stray = self._stray(gpu, tick)
