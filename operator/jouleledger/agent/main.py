@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen-address", default="0.0.0.0", help="address for /metrics and /healthz")
     parser.add_argument("--port", type=int, default=9470, help="port for /metrics and /healthz (0: none)")
     parser.add_argument("--kubelet-socket", default=DEFAULT_SOCKET, help="kubelet PodResources gRPC socket")
+    parser.add_argument(
+        "--extra-gpu-resources",
+        type=_csv,
+        default=(),
+        help="further extended resource names that are GPUs (e.g. nvidia.com/gpu.shared), comma-separated",
+    )
     parser.add_argument("--proc-root", default="/proc", help="the host's /proc (/host/proc in a pod)")
     parser.add_argument(
         "--checkpoint-path", type=Path, default=None, help="file for crash-safe counters (none: not kept)"
@@ -119,7 +125,7 @@ def build_source(args: argparse.Namespace) -> NodeSource:
         raise BackendError("--node-name (or NODE_NAME) is required with --backend nvml")
     meter = NvmlMeter()
     metadata = _pod_metadata(args.node_name) if args.pod_metadata == "api" else None
-    pods = KubeletPodSource(PodResourcesClient(args.kubelet_socket), metadata)
+    pods = KubeletPodSource(PodResourcesClient(args.kubelet_socket, extra_resources=args.extra_gpu_resources), metadata)
     return LiveNodeSource(args.node_name, meter, pods, ProcMap(args.proc_root))
 
 

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-name", default="", help="this node's name (default: env NODE_NAME or hostname)")
     parser.add_argument("--kubelet-socket", default=DEFAULT_SOCKET, help="kubelet PodResources gRPC socket")
     parser.add_argument("--proc-root", default="/proc", help="the host's /proc")
+    parser.add_argument("--extra-gpu-resources", type=lambda v: tuple(x for x in v.split(",") if x), default=())
     parser.add_argument("--pod-metadata", choices=("api", "none"), default="api", help="pod UIDs/labels from the API")
     parser.add_argument("--seed", type=int, default=0, help="seed for --backend simulated")
     parser.add_argument("--gpus", type=int, default=4, help="GPUs for --backend simulated")

@@ -97,8 +97,8 @@ class AgentRunner:
             payload = checkpoint.load(path)
         except checkpoint.CorruptCheckpointError as error:
             self._checkpoint_errors += 1
-            moved = checkpoint.quarantine(path, self._wall())
-            log.error("checkpoint %s is corrupt (%s); moved to %s and starting from zero", path, error, moved)
+            log.error("checkpoint %s is corrupt (%s); starting from zero", path, error)
+            self._quarantine(path)
             return
         except OSError as error:
             self._checkpoint_errors += 1
@@ -119,8 +119,8 @@ class AgentRunner:
             self.pipeline.restore(payload["pipeline"])
         except (LedgerStateError, KeyError, TypeError) as error:
             self._checkpoint_errors += 1
-            moved = checkpoint.quarantine(path, self._wall())
-            log.error("checkpoint %s cannot be restored (%s); moved to %s, starting from zero", path, error, moved)
+            log.error("checkpoint %s cannot be restored (%s); starting from zero", path, error)
+            self._quarantine(path)
             return
         log.info(
             "restored checkpoint %s: %d pods, %.3f kWh measured so far",
@@ -128,6 +128,14 @@ class AgentRunner:
             len(self.pipeline.ledger.snapshot().pods),
             self.pipeline.ledger.snapshot().measured_mj / 3.6e9,
         )
+
+    def _quarantine(self, path: Path) -> None:
+        try:
+            moved = checkpoint.quarantine(path, self._wall())
+        except OSError as error:
+            log.error("cannot move the bad checkpoint %s aside (%s); it will be overwritten", path, error)
+        else:
+            log.warning("kept the bad checkpoint for inspection as %s", moved)
 
     def save_checkpoint(self) -> None:
         """Write the counters and baselines atomically; failures are counted and logged, never fatal."""

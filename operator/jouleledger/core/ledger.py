@@ -196,7 +196,11 @@ class Ledger:
                 for (key, device_id), device in self._devices.items()
             ],
             "gpus": {
-                uuid: {"measured_mj": totals.measured_mj, "unallocated_mj": totals.unallocated_mj}
+                uuid: {
+                    "measured_mj": totals.measured_mj,
+                    "unallocated_mj": totals.unallocated_mj,
+                    "power_w": totals.power_w,
+                }
                 for uuid, totals in self._gpus.items()
             },
         }
@@ -235,6 +239,7 @@ class Ledger:
                 ledger._gpus[str(uuid)] = _Gpu(
                     checked_int("measured_mj", totals["measured_mj"]),
                     checked_int("unallocated_mj", totals["unallocated_mj"]),
+                    None if totals.get("power_w") is None else checked_float("power_w", totals["power_w"]),
                 )
         except (KeyError, TypeError, AttributeError, InvalidValueError) as error:
             raise LedgerStateError(f"malformed ledger state: {error}") from error

@@ -1,0 +1,167 @@
+"""The agent loop: counting, checkpoint restart without loss or double counting, degraded pod source."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from jouleledger.agent import checkpoint
+from jouleledger.agent.runner import AgentRunner, SourceHealth
+from jouleledger.core.model import ContainerDevices, GpuInfo, GpuReading, NodeHeader, PodInfo, Sample
+
+GPU = GpuInfo("GPU-a", "NVIDIA H100 80GB HBM3", True, 700)
+HEADER = NodeHeader("node-1", (GPU,))
+TRAIN = PodInfo("team-a", "train-0", "uid-1", {"team": "a"}, None, (ContainerDevices("main", ("GPU-a",)),))
+
+
+@dataclass
+class ScriptedSource:
+    """A source that plays given samples; ``pods_known`` per sample simulates a kubelet outage."""
+
+    samples: list[Sample]
+    known: list[bool] = field(default_factory=list)
+    position: int = 0
+
+    @property
+    def simulated(self) -> bool:
+        return False
+
+    def header(self) -> NodeHeader:
+        return HEADER
+
+    def sample(self) -> Sample | None:
+        if self.position >= len(self.samples):
+            return None
+        self.position += 1
+        return self.samples[self.position - 1]
+
+    def health(self) -> SourceHealth:
+        index = self.position - 1
+        up = self.known[index] if index < len(self.known) else True
+        return SourceHealth(pods_known=up, pod_source_errors_total=0 if up else 1)
+
+    def close(self) -> None:
+        pass
+
+
+def samples(energies_mj: list[int], pods: tuple[PodInfo, ...] = (TRAIN,), start_s: float = 0.0) -> list[Sample]:
+    return [Sample(start_s + i, (GpuReading("GPU-a", energy, 100_000),), pods) for i, energy in enumerate(energies_mj)]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pod_energy(runner: AgentRunner) -> int:
+    return sum(device.energy_mj for device in runner.view().ledger.devices)
+
+
+def drain(runner: AgentRunner) -> Iterator[None]:
+    while runner.tick():
+        yield None
+
+
+def test_counts_each_interval_once(tmp_path: Path) -> None:
+    runner = AgentRunner(ScriptedSource(samples([0, 100, 300, 600])), backend="replay", wall_clock=FakeClock())
+    list(drain(runner))
+    assert pod_energy(runner) == 600
+    assert runner.view().status.ticks_total == 4
+
+
+def test_restart_from_checkpoint_neither_loses_nor_double_counts(tmp_path: Path) -> None:
+    path = tmp_path / "ck.json"
+    energies = [0, 100, 300, 600, 1000, 1500]
+    first = AgentRunner(ScriptedSource(samples(energies[:3])), backend="replay", checkpoint_path=path)
+    list(drain(first))
+    assert pod_energy(first) == 300
+    # The process dies; a new one starts and reads the same GPU later on.
+    second = AgentRunner(ScriptedSource(samples(energies[3:], start_s=3.0)), backend="replay", checkpoint_path=path)
+    assert pod_energy(second) == 300, "restored counters"
+    list(drain(second))
+    assert pod_energy(second) == 1500, "the interval across the restart is counted exactly once"
+
+
+def test_a_crash_loses_at_most_the_tick_in_flight(tmp_path: Path) -> None:
+    path = tmp_path / "ck.json"
+    runner = AgentRunner(ScriptedSource(samples([0, 100, 300])), backend="replay", checkpoint_path=path)
+    list(drain(runner))
+    saved = checkpoint.load(path)
+    assert saved is not None
+    ledger = saved["pipeline"]["ledger"]
+    assert sum(device["energy_mj"] for device in ledger["devices"]) == 300
+
+
+def test_corrupt_checkpoint_is_quarantined_counted_and_not_trusted(tmp_path: Path) -> None:
+    path = tmp_path / "ck.json"
+    path.write_text('{"format": "jouleledger-checkpoint", "version": 1, "sha256": "00", "payload": {}}\n')
+    runner = AgentRunner(
+        ScriptedSource(samples([0, 50])), backend="replay", checkpoint_path=path, wall_clock=FakeClock()
+    )
+    assert runner.view().status.checkpoint_errors_total == 1
+    assert (tmp_path / "ck.json.corrupt-1000").exists()
+    list(drain(runner))
+    assert pod_energy(runner) == 50
+    assert checkpoint.load(path) is not None, "a fresh checkpoint replaces the quarantined one"
+
+
+def test_checkpoint_of_another_backend_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "ck.json"
+    first = AgentRunner(ScriptedSource(samples([0, 100])), backend="simulated", checkpoint_path=path)
+    list(drain(first))
+    second = AgentRunner(ScriptedSource(samples([0, 7])), backend="replay", checkpoint_path=path)
+    list(drain(second))
+    assert pod_energy(second) == 7
+
+
+def test_checkpoint_for_another_node_is_rejected_and_quarantined(tmp_path: Path) -> None:
+    path = tmp_path / "ck.json"
+    runner = AgentRunner(ScriptedSource(samples([0, 100])), backend="replay", checkpoint_path=path)
+    list(drain(runner))
+    payload = checkpoint.load(path)
+    assert payload is not None
+    payload["pipeline"]["ledger"]["node"] = "other-node"
+    checkpoint.save(path, payload)
+    restarted = AgentRunner(ScriptedSource([]), backend="replay", checkpoint_path=path, wall_clock=FakeClock())
+    assert restarted.view().status.checkpoint_errors_total == 1
+    assert pod_energy(restarted) == 0
+
+
+def test_unreachable_pod_source_sends_energy_to_unallocated_and_degrades_health() -> None:
+    source = ScriptedSource(
+        [*samples([0, 100]), Sample(2.0, (GpuReading("GPU-a", 250, 100_000),), ())], known=[True, True, False]
+    )
+    clock = FakeClock()
+    runner = AgentRunner(source, backend="replay", wall_clock=clock)
+    list(drain(runner))
+    view = runner.view()
+    assert pod_energy(runner) == 100
+    assert view.ledger.unallocated_mj == 150
+    assert view.ledger.measured_mj == 250
+    assert view.ledger.pods["uid-1"].finished_s is None, "an outage does not finish pods"
+    healthy, body = runner.health()
+    assert healthy
+    assert body["status"] == "degraded"
+    assert "unreachable" in json.dumps(body["problems"])
+
+
+def test_stalled_loop_fails_health() -> None:
+    clock = FakeClock()
+    runner = AgentRunner(ScriptedSource(samples([0, 1])), backend="replay", wall_clock=clock, interval_s=1.0)
+    runner.tick()
+    clock.now += 60
+    healthy, body = runner.health()
+    assert not healthy
+    assert body["status"] == "stalled"
+
+
+def test_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="interval_s"):
+        AgentRunner(ScriptedSource([]), backend="replay", interval_s=0)

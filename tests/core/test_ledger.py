@@ -1,0 +1,100 @@
+"""Cumulative counters: liveness, retention, and the checkpoint state round trip."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from jouleledger.agent.pipeline import Pipeline
+from jouleledger.core.ledger import Ledger, LedgerStateError
+from jouleledger.core.model import ContainerDevices, GpuInfo, GpuReading, NodeHeader, Owner, PodInfo, Sample
+
+GPU = GpuInfo("GPU-a", "H100", True, 700)
+HEADER = NodeHeader("n1", (GPU,))
+A = PodInfo("ns", "a", "uid-a", {"team": "x"}, Owner("Job", "j", "uid-j"), (ContainerDevices("c", ("GPU-a",)),))
+
+
+def step(pipeline: Pipeline, t: float, energy: int, pods: tuple[PodInfo, ...], known: bool = True) -> None:
+    pipeline.step(Sample(t, (GpuReading("GPU-a", energy, 0),), pods), pods_known=known)
+
+
+def test_finished_pods_are_kept_for_the_retention_window_then_dropped() -> None:
+    pipeline = Pipeline(HEADER, retention_s=10)
+    step(pipeline, 0, 0, (A,))
+    step(pipeline, 1, 500, (A,))
+    step(pipeline, 2, 900, ())  # the pod is gone: its GPU was idle during (1, 2]
+    snapshot = pipeline.snapshot()
+    assert snapshot.pods["uid-a"].finished_s == 2
+    assert snapshot.devices[0].energy_mj == 500
+    assert snapshot.unallocated_mj == 400
+    step(pipeline, 11.9, 901, ())
+    assert "uid-a" in pipeline.snapshot().pods
+    step(pipeline, 12, 902, ())
+    snapshot = pipeline.snapshot()
+    assert snapshot.pods == {}
+    assert snapshot.devices == ()
+    assert snapshot.measured_mj == 902, "GPU totals outlive the pods"
+
+
+def test_a_pod_seen_again_is_live_again_and_labels_follow() -> None:
+    pipeline = Pipeline(HEADER)
+    step(pipeline, 0, 0, (A,))
+    step(pipeline, 1, 10, (A,))
+    step(pipeline, 2, 20, ())
+    relabelled = PodInfo("ns", "a", "uid-a", {"team": "y"}, A.owner, A.containers)
+    step(pipeline, 3, 30, (relabelled,))
+    record = pipeline.snapshot().pods["uid-a"]
+    assert record.finished_s is None
+    assert record.labels == {"team": "y"}
+    assert (record.first_seen_s, record.last_seen_s) == (1, 3)
+
+
+def test_state_round_trip_is_exact() -> None:
+    pipeline = Pipeline(HEADER)
+    step(pipeline, 0, 0, (A,))
+    step(pipeline, 1.5, 12345, (A,))
+    restored = Pipeline(HEADER)
+    restored.restore(copy.deepcopy(pipeline.to_state()))
+    assert restored.snapshot() == pipeline.snapshot()
+    step(restored, 2.5, 20000, (A,))
+    assert restored.snapshot().devices[0].energy_mj == 20000
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("ledger", "version"), 99, "unsupported ledger state version"),
+        (("version",), 0, "unsupported pipeline state version"),
+        (("ledger", "node"), "elsewhere", "not 'n1'"),
+        (("ledger", "t_s"), float("nan"), "malformed"),
+        (("ledger", "gpus"), {"GPU-a": {"measured_mj": -1, "unallocated_mj": 0}}, "malformed"),
+        (("baselines",), {"GPU-a": {"t_s": 0}}, "malformed"),
+    ],
+)
+def test_bad_state_is_refused(path: tuple[str, ...], value: object, message: str) -> None:
+    pipeline = Pipeline(HEADER)
+    step(pipeline, 0, 0, (A,))
+    step(pipeline, 1, 10, (A,))
+    state = copy.deepcopy(pipeline.to_state())
+    target = state
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(LedgerStateError, match=message):
+        Pipeline(HEADER).restore(state)
+
+
+def test_devices_for_an_unknown_pod_are_refused() -> None:
+    pipeline = Pipeline(HEADER)
+    step(pipeline, 0, 0, (A,))
+    step(pipeline, 1, 10, (A,))
+    state = pipeline.ledger.to_state()
+    state["pods"] = []
+    with pytest.raises(LedgerStateError, match="unknown pod"):
+        Ledger.from_state(HEADER, 10, state)
+
+
+def test_negative_retention_is_refused() -> None:
+    with pytest.raises(ValueError, match="retention_s"):
+        Ledger(HEADER, -1)
