@@ -1,0 +1,60 @@
+"""Fixtures for the hardware backends: the fake ``libnvidia-ml`` built from C, installed under the real bindings.
+
+The fake library is compiled once per session with gcc (skipped locally without gcc, a failure in CI). Each test
+that uses :func:`fake_nvml` gets its own state file and hands the library to ``pynvml`` directly (its module-level
+``nvmlLib``, plus an empty function-pointer cache), restored afterwards. That keeps every call of the bindings real
+while leaving ``libnvidia-ml.so.1`` itself unloaded, so tests marked ``gpu`` in the same session still reach the
+real library. ``test_nvml_fake_library.py`` also checks the bindings' own loader in a subprocess.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests._tools import require_tool
+
+FAKE_NVML_SOURCE = Path(__file__).parent / "fake_nvml" / "fake_nvml.c"
+FAKE_NVML_SONAME = "libjouleledger-fake-nvml.so"
+STATE_ENV = "JOULELEDGER_FAKE_NVML"
+
+
+class FakeNvmlState:
+    """The fake library's state file (see the comment at the top of ``fake_nvml.c`` for its directives)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, text: str) -> None:
+        self.path.write_text(textwrap.dedent(text).strip() + "\n")
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake NVML compiled into a shared library (warnings are errors)."""
+    gcc = require_tool("gcc")
+    library = tmp_path_factory.mktemp("fake-nvml") / FAKE_NVML_SONAME
+    command = [gcc, "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", f"-Wl,-soname,{FAKE_NVML_SONAME}"]
+    result = subprocess.run(
+        [*command, "-o", str(library), str(FAKE_NVML_SOURCE)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"building the fake NVML failed:\n{result.stderr}", pytrace=False)
+    return library
+
+
+@pytest.fixture
+def fake_nvml(fake_nvml_library: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeNvmlState:
+    """The real ``pynvml`` bindings, talking to the fake library; write the state before constructing a meter."""
+    import pynvml
+
+    state = FakeNvmlState(tmp_path / "nvml-state")
+    state.write("")
+    monkeypatch.setenv(STATE_ENV, str(state.path))
+    monkeypatch.setattr(pynvml, "nvmlLib", ctypes.CDLL(str(fake_nvml_library)))
+    monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer_cache", {})
+    return state
