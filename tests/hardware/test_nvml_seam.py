@@ -45,6 +45,7 @@ def reading(meter: NvmlMeter, uuid: str) -> GpuReading:
 # --- lifecycle ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_importing_the_module_neither_imports_pynvml_nor_touches_nvml() -> None:
     code = "import sys, jouleledger.hardware.nvml; assert 'pynvml' not in sys.modules, 'imported at import time'"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -225,6 +226,48 @@ def test_unsupported_queries_leave_only_their_value_empty(
     assert readout.errors == ()
     (got,) = readout.readings
     assert (got.energy_mj, got.power_mw, got.processes) == (5, power_mw, processes)
+
+
+NVML_ERROR_NO_PERMISSION = 4
+
+
+@pytest.mark.parametrize(
+    ("function", "processes"),
+    [
+        ("nvmlDeviceGetComputeRunningProcesses", ()),
+        ("nvmlDeviceGetProcessUtilization", (ProcessUsage(3, 0.0),)),
+    ],
+)
+def test_process_queries_that_fail_leave_energy_and_power_and_warn_once(
+    function: str, processes: tuple[ProcessUsage, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    gpu = FakeGpu("GPU-a", energy_mj=5, power_mw=1000, pids=[3], samples=[(3, 10, 40)])
+    gpu.errors[function] = NVML_ERROR_NO_PERMISSION
+    _, meter, _ = make(gpu)
+    for _ in range(3):
+        readout = meter.read()
+        assert readout.errors == ()
+        assert readout.readings == (GpuReading("GPU-a", 5, 1000, processes),)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "going on without" in r.getMessage()]
+    assert len(warnings) == 1
+    assert function in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("function", ["nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetProcessUtilization"])
+def test_a_gpu_lost_while_listing_processes_is_still_lost(function: str) -> None:
+    gpu = FakeGpu("GPU-a", pids=[3], samples=[(3, 10, 40)])
+    _, meter, _ = make(gpu)
+    gpu.errors[function] = fake.NVML_ERROR_GPU_IS_LOST
+    readout = meter.read()
+    assert readout.readings == ()
+    assert [(e.uuid, e.kind) for e in readout.errors] == [("GPU-a", "gpu_lost")]
+
+
+def test_a_mig_layout_that_cannot_be_read_leaves_the_gpu_whole() -> None:
+    gpu = FakeGpu("GPU-m", mig_mode=1, migs=[FakeMig("MIG-a", 7, 7)])
+    gpu.errors["nvmlDeviceGetAttributes"] = NVML_ERROR_NO_PERMISSION
+    _, meter, _ = make(gpu)
+    assert meter.gpus() == (GpuInfo("GPU-m", "NVIDIA H100 80GB HBM3", True, 700.0),)
 
 
 def test_library_mismatch_on_process_listing_is_logged_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,12 +10,19 @@ the ``pynvml`` functions used here (``nvmlInit``, ``nvmlShutdown``, ``nvmlDevice
 ``NVMLError`` exception class whose instances carry the NVML return code in ``value``.
 
 Error mapping (per GPU, per read): ``GPU_IS_LOST`` and ``UNKNOWN`` -> :class:`GpuLostError`; ``NOT_SUPPORTED`` ->
-:class:`NotSupportedError` where the whole reading depends on it (an unsupported energy counter, power reading or
-process query only leaves that value empty); ``UNINITIALIZED``, ``RESET_REQUIRED``, ``DRIVER_NOT_LOADED`` and
+:class:`NotSupportedError` where the GPU cannot be read at all (an unsupported energy counter or power reading
+only leaves that value ``None``); ``UNINITIALIZED``, ``RESET_REQUIRED``, ``DRIVER_NOT_LOADED`` and
 ``LIB_RM_VERSION_MISMATCH`` -> :class:`DriverReloadedError`, after which the next read shuts NVML down,
 initialises it again and rediscovers the devices (at most once every ``reinit_backoff_s`` while that fails); any
-other code -> :class:`ReadingError`. A missing library or a failing ``nvmlInit`` raises :class:`BackendError`:
-there is never a fallback to made-up data.
+other code -> :class:`ReadingError`. The optional queries (running processes, per-process utilisation, the MIG
+layout) fail the GPU only when it is lost or the driver reloaded; any other failure (no permission, not
+supported) leaves them empty with a warning, so the GPU's energy is still measured. A missing library or a failing
+``nvmlInit`` raises :class:`BackendError`: there is never a fallback to made-up data.
+
+SM utilisation per process is the mean of the samples NVML took since the previous read (NVML keeps a ring
+buffer; the newest timestamp seen is kept per GPU). The first read averages whatever the buffer holds, which only
+matters for the baseline sample. Process ids are the host's: map them to pods with
+:class:`~jouleledger.hardware.proc.ProcMap` over the host's ``/proc``.
 
 Every number is validated here, at the edge. A value that fails is dropped (energy or power ``None``, process
 left out) and counted in :attr:`NvmlMeter.rejected` under ``(gpu uuid, reason)``; the ``REJECT_*`` constants are
@@ -164,6 +171,7 @@ class NvmlMeter:
         self._vanished: set[str] = set()
         self._last_seen_us: dict[str, int] = {}
         self._rejected: dict[tuple[str, str], int] = {}
+        self._degraded: set[tuple[str, str, int]] = set()
         self._stale = False
         self._next_reinit_s = 0.0
         self._open = False
@@ -291,6 +299,16 @@ class NvmlMeter:
             return DriverReloadedError(uuid, str(err))
         return ReadingError(uuid, str(err))
 
+    def _degrade(self, uuid: str, err: _NvmlCallError) -> None:
+        """An optional query (processes, utilisation, MIG layout) failed: go on without it, unless the GPU is lost
+        or the driver reloaded. Warns once per GPU, query and code; repeats are logged at debug level."""
+        if err.code in _LOST_CODES or err.code in _RELOAD_CODES:
+            raise err
+        key = (uuid, err.what, err.code)
+        level = logging.DEBUG if key in self._degraded else logging.WARNING
+        self._degraded.add(key)
+        _log.log(level, "GPU %s: going on without %s", uuid, err)
+
     def _reject(self, uuid: str, reason: str, err: InvalidValueError) -> None:
         key = (uuid, reason)
         self._rejected[key] = self._rejected.get(key, 0) + 1
@@ -369,6 +387,14 @@ class NvmlMeter:
         return device.power_limit_mw
 
     def _mig_instances(self, uuid: str, handle: object) -> tuple[MigInstance, ...]:
+        """The GPU's MIG devices; where they cannot be listed, a warning and none (the GPU counts as a whole)."""
+        try:
+            return self._list_mig_instances(uuid, handle)
+        except _NvmlCallError as err:
+            self._degrade(uuid, err)
+            return ()
+
+    def _list_mig_instances(self, uuid: str, handle: object) -> tuple[MigInstance, ...]:
         nvml = self._nvml
         try:
             mode = self._call("nvmlDeviceGetMigMode", nvml.nvmlDeviceGetMigMode, handle)
@@ -478,8 +504,7 @@ class NvmlMeter:
                 "nvmlDeviceGetComputeRunningProcesses", nvml.nvmlDeviceGetComputeRunningProcesses, handle
             )
         except _NvmlCallError as err:
-            if err.code != NVML_ERROR_NOT_SUPPORTED:
-                raise
+            self._degrade(device.uuid, err)
             return ()
         except mismatch as err:
             _log.warning("GPU %s: cannot list processes: %s", device.uuid, err)
@@ -511,9 +536,9 @@ class NvmlMeter:
                 "nvmlDeviceGetProcessUtilization", self._nvml.nvmlDeviceGetProcessUtilization, handle, last_seen_us
             )
         except _NvmlCallError as err:
-            if err.code in (NVML_SUCCESS, NVML_ERROR_NOT_FOUND, NVML_ERROR_NOT_SUPPORTED):
-                return {}, set()  # no sample since last_seen_us, or no per-process accounting on this GPU
-            raise
+            if err.code not in (NVML_SUCCESS, NVML_ERROR_NOT_FOUND):  # not found: no sample since last_seen_us
+                self._degrade(device.uuid, err)
+            return {}, set()
         totals: dict[int, list[int]] = {}
         skipped: set[int] = set()
         newest_us = last_seen_us
