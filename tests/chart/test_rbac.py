@@ -1,0 +1,113 @@
+"""Least privilege: what each ServiceAccount may do, checked on the rendered ClusterRoles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.chart._helm import by_kind, render
+
+pytestmark = pytest.mark.slow
+
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def _role(objects: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
+    roles = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith(suffix)]
+    assert len(roles) == 1, f"expected one ClusterRole ending in {suffix}, got {[r['metadata']['name'] for r in roles]}"
+    return roles[0]
+
+
+def _grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """``{(apiGroup, resource): verbs}`` of a role."""
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert not rule.get("resourceNames"), "resourceNames are not expected"
+        assert not rule.get("nonResourceURLs"), "non-resource URLs are not expected"
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grants.setdefault((group, resource), set()).update(rule["verbs"])
+    return grants
+
+
+def _all_roles(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return by_kind(objects, "ClusterRole") + by_kind(objects, "Role")
+
+
+def test_no_wildcards_secrets_proxy_or_pod_writes(default_objects: list[Any], monitoring_objects: list[Any]) -> None:
+    for objects in (default_objects, monitoring_objects):
+        roles = _all_roles(objects)
+        assert len(roles) == 3
+        for role in roles:
+            name = role["metadata"]["name"]
+            for rule in role["rules"]:
+                for field in ("apiGroups", "resources", "verbs"):
+                    assert "*" not in rule[field], f"{name}: wildcard in {field}"
+            for (group, resource), verbs in _grants(role).items():
+                assert resource != "secrets", f"{name} may read Secrets"
+                assert resource not in {"nodes/proxy", "pods/exec", "pods/attach", "pods/portforward"}, name
+                assert not verbs & {"escalate", "bind", "impersonate"}, name
+                if group == "" and resource == "pods":
+                    assert not verbs & WRITE_VERBS, f"{name} may write pods: {verbs}"
+        assert not by_kind(objects, "Role")
+        assert not by_kind(objects, "RoleBinding")
+
+
+def test_agent_reads_pods_only(default_objects: list[Any]) -> None:
+    assert _grants(_role(default_objects, "-agent")) == {("", "pods"): {"get", "list", "watch"}}
+
+
+def test_agent_without_pod_metadata_has_no_rbac_and_no_token(helm: str) -> None:
+    objects = render(helm, sets=('agent.podMetadata="none"',))
+    assert not [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-agent")]
+    assert not [b for b in by_kind(objects, "ClusterRoleBinding") if b["metadata"]["name"].endswith("-agent")]
+    (daemonset,) = by_kind(objects, "DaemonSet")
+    assert daemonset["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_operator_grants_exactly_what_it_needs(default_objects: list[Any]) -> None:
+    read = {"get", "list", "watch"}
+    expected = {
+        ("", "pods"): read,
+        ("", "nodes"): read,
+        ("apps", "replicasets"): read,
+        ("apps", "deployments"): read,
+        ("apps", "statefulsets"): read,
+        ("apps", "daemonsets"): read,
+        ("batch", "cronjobs"): read,
+        ("batch", "jobs"): read | {"patch"},
+        ("", "events"): {"create", "patch"},
+        ("events.k8s.io", "events"): {"create", "patch"},
+        ("jouleledger.io", "workloadfootprints"): read | {"create", "update", "patch", "delete"},
+        ("jouleledger.io", "workloadfootprints/status"): {"get", "update", "patch"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): read,
+    }
+    assert _grants(_role(default_objects, "-operator")) == expected
+
+
+def test_peering_resources_only_with_peering(default_objects: list[Any], monitoring_objects: list[Any]) -> None:
+    assert not [key for key in _grants(_role(default_objects, "-operator")) if key[0] == "kopf.dev"]
+    peering = {k: v for k, v in _grants(_role(monitoring_objects, "-operator")).items() if k[0] == "kopf.dev"}
+    assert peering == {("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"}}
+
+
+def test_footprint_viewer_is_read_only_and_aggregates_to_view(default_objects: list[Any], helm: str) -> None:
+    viewer = _role(default_objects, "-footprint-viewer")
+    assert _grants(viewer) == {("jouleledger.io", "workloadfootprints"): {"get", "list", "watch"}}
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    not_aggregated = _role(render(helm, sets=("footprintViewer.aggregateToView=false",)), "-footprint-viewer")
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in not_aggregated["metadata"]["labels"]
+
+
+def test_bindings_point_at_the_chart_service_accounts(default_objects: list[Any]) -> None:
+    accounts = {sa["metadata"]["name"] for sa in by_kind(default_objects, "ServiceAccount")}
+    roles = {r["metadata"]["name"] for r in by_kind(default_objects, "ClusterRole")}
+    bindings = by_kind(default_objects, "ClusterRoleBinding")
+    assert len(bindings) == 2
+    for binding in bindings:
+        assert binding["roleRef"]["name"] in roles
+        (subject,) = binding["subjects"]
+        assert subject["kind"] == "ServiceAccount"
+        assert subject["name"] in accounts
+        assert subject["namespace"] == "energy"
