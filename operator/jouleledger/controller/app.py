@@ -1,0 +1,266 @@
+"""The operator process: kopf observes the cluster, one accounting task does the rest.
+
+kopf watches pods, Jobs, ReplicaSets and nodes with ``@kopf.on.event`` handlers only (no finalizers, no patches of
+user objects: they feed :class:`ClusterState`). The accounting loop is one asyncio task, started by a startup
+handler and stopped by a cleanup handler; it talks to the API with its own small client built from the same
+credentials kopf logs in with. ``/metrics`` and ``/healthz`` are served on a background thread.
+
+``--once`` does not start kopf: it lists the same objects, runs one pass and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import kopf
+from prometheus_client import CollectorRegistry
+
+from jouleledger.controller.accountant import Accountant, PassSummary
+from jouleledger.controller.cluster import JOBS, NODES, PODS, REPLICASETS, ClusterState, parse_selector
+from jouleledger.controller.config import OperatorConfig
+from jouleledger.controller.kubeapi import ApiError, KubeApi, build_http_client
+from jouleledger.controller.scrape import AgentScraper
+from jouleledger.intensity import IntensityProvider
+from jouleledger.metrics.operator_collector import OperatorCollector
+from jouleledger.metrics.server import MetricsServer
+
+__all__ = ["OperatorApp", "OperatorOptions", "default_login"]
+
+log = logging.getLogger(__name__)
+
+WATCHED: tuple[tuple[str, str, str], ...] = (
+    ("", "v1", PODS),
+    ("batch", "v1", JOBS),
+    ("apps", "v1", REPLICASETS),
+    ("", "v1", NODES),
+)
+"""``(group, version, plural)`` of every resource the operator observes."""
+
+LIST_PATHS: dict[str, str] = {
+    PODS: "/api/v1/pods",
+    JOBS: "/apis/batch/v1/jobs",
+    REPLICASETS: "/apis/apps/v1/replicasets",
+    NODES: "/api/v1/nodes",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorOptions:
+    """The command-line options of ``jouleledger operator``."""
+
+    listen_address: str = "0.0.0.0"
+    port: int = 9471
+    agent_namespace: str = ""
+    agent_selector: str = "app.kubernetes.io/component=agent"
+    agent_port: int = 9470
+    scrape_interval_s: float = 15.0
+    standalone: bool = False
+    peering: str | None = None
+    dry_run: bool = False
+    serve_metrics: bool = True
+
+
+def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The in-cluster service account, else the kubeconfig (through the Kubernetes client library)."""
+    info = kopf.login_with_service_account(**kwargs)
+    if info is not None:
+        return info
+    result = kopf.login_via_client(**kwargs)
+    return result if isinstance(result, kopf.ConnectionInfo) else None
+
+
+class OperatorApp:
+    """Everything the operator runs, wired together; collaborators are injectable for tests."""
+
+    def __init__(
+        self,
+        options: OperatorOptions,
+        config: OperatorConfig,
+        provider: IntensityProvider,
+        *,
+        connection: kopf.ConnectionInfo | None = None,
+        login: Callable[..., kopf.ConnectionInfo | None] = default_login,
+        clock: Callable[[], float] = time.time,
+        metrics_registry: CollectorRegistry | None = None,
+        write_interval_s: float | None = None,
+        finalize_deadline_s: float | None = None,
+    ) -> None:
+        self.options = options
+        self.config = config
+        self.provider = provider
+        self.connection = connection
+        self._login = login
+        self._clock = clock
+        self._write_interval_s = write_interval_s
+        self._finalize_deadline_s = finalize_deadline_s
+        self.cluster = ClusterState(
+            team_label=config.team_label,
+            agent_namespace=options.agent_namespace,
+            agent_selector=parse_selector(options.agent_selector),
+            agent_port=options.agent_port,
+            zone_of=config.zone_of,
+        )
+        self.metrics_registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
+        self.accountant: Accountant | None = None
+        self.metrics_port: int | None = None
+        self._api_client: httpx.AsyncClient | None = None
+        self._agent_client: httpx.AsyncClient | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._server: MetricsServer | None = None
+
+    # --- wiring ------------------------------------------------------------------------------------------------
+
+    def _connect(self, **login_kwargs: Any) -> kopf.ConnectionInfo:
+        if self.connection is None:
+            self.connection = self._login(**login_kwargs)
+        if self.connection is None:
+            raise kopf.PermanentError("no Kubernetes credentials: neither a service account nor a kubeconfig")
+        return self.connection
+
+    def _build(self, connection: kopf.ConnectionInfo) -> Accountant:
+        self._api_client = build_http_client(connection)
+        self._agent_client = httpx.AsyncClient(
+            timeout=self.config.scrape_timeout_s,
+            limits=httpx.Limits(max_connections=self.config.scrape_concurrency),
+            trust_env=False,
+        )
+        scraper = AgentScraper(
+            self._agent_client,
+            timeout_s=self.config.scrape_timeout_s,
+            concurrency=self.config.scrape_concurrency,
+            backoff_base_s=self.options.scrape_interval_s,
+            backoff_max_s=8 * self.options.scrape_interval_s,
+        )
+        self.accountant = Accountant(
+            config=self.config,
+            provider=self.provider,
+            api=KubeApi(self._api_client),
+            scraper=scraper,
+            cluster=self.cluster,
+            scrape_interval_s=self.options.scrape_interval_s,
+            dry_run=self.options.dry_run,
+            clock=self._clock,
+            write_interval_s=self._write_interval_s,
+            finalize_deadline_s=self._finalize_deadline_s,
+        )
+        return self.accountant
+
+    def _start_metrics(self, accountant: Accountant) -> None:
+        if not self.options.serve_metrics:
+            return
+        self.metrics_registry.register(OperatorCollector(accountant.view))
+        self._server = MetricsServer(self.metrics_registry, accountant.health)
+        self.metrics_port = self._server.start(self.options.listen_address, self.options.port)
+
+    async def start_accounting(self, **login_kwargs: Any) -> Accountant:
+        """Build the accountant, serve metrics, start the accounting task (the startup handler calls this)."""
+        accountant = self._build(self._connect(**login_kwargs))
+        self._start_metrics(accountant)
+        self._stop.clear()
+        self._task = asyncio.create_task(accountant.run_forever(self._stop), name="jouleledger accounting")
+        return accountant
+
+    async def stop_accounting(self) -> None:
+        """Stop the accounting task, the metrics server and the HTTP clients (the cleanup handler calls this)."""
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=max(5.0, 2 * self.options.scrape_interval_s))
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        for client in (self._api_client, self._agent_client):
+            if client is not None:
+                await client.aclose()
+        self._api_client = self._agent_client = None
+        with contextlib.suppress(Exception):
+            await self.provider.aclose()
+
+    # --- kopf --------------------------------------------------------------------------------------------------
+
+    def kopf_registry(self) -> kopf.OperatorRegistry:
+        """A fresh registry with the operator's handlers (never the global default registry)."""
+        registry = kopf.OperatorRegistry()
+        app = self
+
+        @kopf.on.login(registry=registry)
+        def login(**kwargs: Any) -> kopf.ConnectionInfo:
+            return app._connect(**kwargs)
+
+        @kopf.on.startup(registry=registry)
+        async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+            settings.posting.enabled = False  # the operator posts its own Events, on Jobs only
+            settings.scanning.disabled = True
+            settings.watching.server_timeout = 300
+            settings.watching.client_timeout = 330
+            await app.start_accounting(settings=settings, logger=kwargs.get("logger", log))
+
+        @kopf.on.cleanup(registry=registry)
+        async def cleanup(**_: Any) -> None:
+            await app.stop_accounting()
+
+        for group, version, plural in WATCHED:
+            registry_handler = _observer(app.cluster, plural)
+            kopf.on.event(group, version, plural, registry=registry, id=f"observe-{plural}")(registry_handler)
+        return registry
+
+    async def operate(
+        self,
+        *,
+        stop_flag: asyncio.Event | None = None,
+        ready_flag: asyncio.Event | None = None,
+        settings: kopf.OperatorSettings | None = None,
+    ) -> None:
+        """Run kopf (cluster-wide) with the operator's handlers until stopped or cancelled."""
+        await kopf.operator(
+            registry=self.kopf_registry(),
+            settings=settings,
+            clusterwide=True,
+            standalone=True if self.options.standalone else None,
+            peering_name=self.options.peering,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+
+    # --- --once ------------------------------------------------------------------------------------------------
+
+    async def once(self) -> PassSummary:
+        """List what kopf would watch, run one accounting pass (writing every change), close everything."""
+        accountant = self._build(self._connect(settings=kopf.OperatorSettings(), logger=log))
+        accountant.write_interval_s = 0.0
+        try:
+            for plural, path in LIST_PATHS.items():
+                try:
+                    objects = await accountant.api.list(path)
+                except ApiError as error:
+                    log.error("cannot list %s: %s", plural, error)
+                    continue
+                for obj in objects:
+                    self.cluster.apply(plural, None, obj)
+            return await accountant.run_pass()
+        finally:
+            await self._close_clients()
+
+
+def _observer(cluster: ClusterState, plural: str) -> Callable[..., None]:
+    def observe(event: Any, body: Any, **_: Any) -> None:
+        cluster.apply(plural, event.get("type"), body)
+
+    observe.__name__ = f"observe_{plural}"
+    return observe

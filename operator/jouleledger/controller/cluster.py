@@ -1,0 +1,208 @@
+"""What the operator knows about the cluster, fed by kopf watch events (or by one listing with ``--once``).
+
+Only what accounting needs is kept: each ReplicaSet's and Job's controller owner (to climb from a pod to its
+workload), Jobs' completion state, each pod's node, owner and team label (to know which agents ran a Job's pods),
+each node's zone, and the agent pods to scrape. Events are applied idempotently: a re-listed object (after a watch
+reconnects or ``410 Gone``) replaces its previous state, a deleted one is forgotten.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from jouleledger.core.footprint_job import JobState, job_state
+from jouleledger.core.workload import OwnerLink
+
+__all__ = ["AgentTarget", "ClusterState", "JobInfo", "PodRef", "parse_selector"]
+
+PODS: Final = "pods"
+JOBS: Final = "jobs"
+REPLICASETS: Final = "replicasets"
+NODES: Final = "nodes"
+
+
+def parse_selector(selector: str) -> dict[str, str]:
+    """An equality-based label selector (``a=b,c==d``) as a mapping; ValueError for set-based ones."""
+    result: dict[str, str] = {}
+    for part in filter(None, (item.strip() for item in selector.split(","))):
+        if "!=" in part or "=" not in part:
+            raise ValueError(f"agent selector {selector!r}: only key=value terms are supported, got {part!r}")
+        key, _, value = part.replace("==", "=").partition("=")
+        if not key.strip():
+            raise ValueError(f"agent selector {selector!r}: empty key in {part!r}")
+        result[key.strip()] = value.strip()
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTarget:
+    """One agent pod to scrape."""
+
+    node: str
+    pod: str
+    ip: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"http://{host}:{self.port}/metrics"
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A Job: identity, controller owner (a CronJob, a JobSet...) and completion state."""
+
+    namespace: str
+    name: str
+    uid: str
+    owner: OwnerLink | None
+    state: JobState
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    """A pod: where it runs, who controls it, its team label."""
+
+    namespace: str
+    name: str
+    uid: str
+    node: str
+    owner_uid: str
+    team: str
+
+
+def _controller(metadata: Mapping[str, Any]) -> OwnerLink | None:
+    for reference in metadata.get("ownerReferences") or ():
+        if isinstance(reference, Mapping) and reference.get("controller") and reference.get("uid"):
+            kind = str(reference.get("kind", ""))
+            return OwnerLink(
+                kind, str(reference.get("name", "")), str(reference["uid"]), str(reference.get("apiVersion", ""))
+            )
+    return None
+
+
+class ClusterState:
+    """The operator's view of the cluster (single-threaded: mutated from the event loop only)."""
+
+    def __init__(
+        self,
+        *,
+        team_label: str,
+        agent_namespace: str,
+        agent_selector: Mapping[str, str],
+        agent_port: int,
+        zone_of: Callable[[Mapping[str, str]], str],
+    ) -> None:
+        self._team_label = team_label
+        self._agent_namespace = agent_namespace
+        self._agent_selector = dict(agent_selector)
+        self._agent_port = agent_port
+        self._zone_of = zone_of
+        self.owners: dict[str, OwnerLink | None] = {}
+        self.jobs: dict[str, JobInfo] = {}
+        self.pods: dict[str, PodRef] = {}
+        self._pods_by_owner: dict[str, set[str]] = {}
+        self.node_zones: dict[str, str] = {}
+        self._agents: dict[str, AgentTarget] = {}
+        self.events = 0
+
+    # --- events ------------------------------------------------------------------------------------------------
+
+    def apply(self, plural: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Apply one watch event (``ADDED``/``MODIFIED``/``DELETED``, or None for a listed object)."""
+        self.events += 1
+        metadata = body.get("metadata") or {}
+        uid = str(metadata.get("uid", ""))
+        deleted = event_type == "DELETED"
+        if plural == PODS:
+            self._apply_pod(uid, metadata, body, deleted)
+        elif plural == JOBS:
+            if deleted:
+                self.jobs.pop(uid, None)
+                self.owners.pop(uid, None)
+            elif uid:
+                owner = _controller(metadata)
+                self.owners[uid] = owner
+                self.jobs[uid] = JobInfo(
+                    str(metadata.get("namespace", "")), str(metadata.get("name", "")), uid, owner, job_state(body)
+                )
+        elif plural == REPLICASETS:
+            if deleted:
+                self.owners.pop(uid, None)
+            elif uid:
+                self.owners[uid] = _controller(metadata)
+        elif plural == NODES:
+            name = str(metadata.get("name", ""))
+            if deleted:
+                self.node_zones.pop(name, None)
+            elif name:
+                self.node_zones[name] = self._zone_of(metadata.get("labels") or {})
+
+    def _apply_pod(self, uid: str, metadata: Mapping[str, Any], body: Mapping[str, Any], deleted: bool) -> None:
+        if not uid:
+            return
+        previous = self.pods.pop(uid, None)
+        if previous is not None and previous.owner_uid:
+            siblings = self._pods_by_owner.get(previous.owner_uid)
+            if siblings is not None:
+                siblings.discard(uid)
+                if not siblings:
+                    del self._pods_by_owner[previous.owner_uid]
+        self._agents.pop(uid, None)
+        if deleted:
+            return
+        spec = body.get("spec") or {}
+        status = body.get("status") or {}
+        labels = metadata.get("labels") or {}
+        owner = _controller(metadata)
+        pod = PodRef(
+            namespace=str(metadata.get("namespace", "")),
+            name=str(metadata.get("name", "")),
+            uid=uid,
+            node=str(spec.get("nodeName") or ""),
+            owner_uid=owner.uid if owner else "",
+            team=str(labels.get(self._team_label, "")),
+        )
+        self.pods[uid] = pod
+        if pod.owner_uid:
+            self._pods_by_owner.setdefault(pod.owner_uid, set()).add(uid)
+        if self._is_agent(pod, labels) and status.get("phase") == "Running" and pod.node:
+            ip = str(status.get("podIP") or "")
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                return
+            self._agents[uid] = AgentTarget(pod.node, pod.name, ip, self._agent_port)
+
+    def _is_agent(self, pod: PodRef, labels: Mapping[str, Any]) -> bool:
+        if self._agent_namespace and pod.namespace != self._agent_namespace:
+            return False
+        return all(labels.get(key) == value for key, value in self._agent_selector.items())
+
+    # --- queries -----------------------------------------------------------------------------------------------
+
+    def agent_targets(self) -> list[AgentTarget]:
+        """One agent per node (the newest pod wins when a DaemonSet rollout briefly runs two)."""
+        by_node: dict[str, AgentTarget] = {}
+        for target in self._agents.values():
+            by_node[target.node] = target
+        return sorted(by_node.values(), key=lambda target: target.node)
+
+    def job_nodes(self, job_uid: str) -> set[str]:
+        """Nodes the Job's known pods were scheduled on."""
+        return {self.pods[uid].node for uid in self._pods_by_owner.get(job_uid, ()) if self.pods[uid].node}
+
+    def team_of(self, pod_uid: str) -> str:
+        pod = self.pods.get(pod_uid)
+        return pod.team if pod is not None else ""
+
+    def zone_of_node(self, node: str) -> str:
+        return self.node_zones.get(node, self._zone_of({}))
+
+    def is_top_level_job(self, job: JobInfo) -> bool:
+        """True when the Job is a workload of its own (no controller owner, or a CronJob)."""
+        return job.owner is None or job.owner.kind == "CronJob"

@@ -1,0 +1,160 @@
+"""The operator's configuration file (YAML, camelCase keys; an unknown key is an error that names it).
+
+::
+
+    teamLabel: team
+    pue: 1.2
+    zoneLabels: [topology.kubernetes.io/zone, topology.kubernetes.io/region]
+    defaultZone: ""
+    intensity: {...}            # validated by jouleledger.intensity.build_provider
+    embodied: {defaultGramsPerGpuHour: 0, models: {"NVIDIA H100 80GB HBM3": 25}}
+    price: {currency: USD, defaultPerKwh: 0.15, zones: {eu-west-1: 0.21}}
+    scrape: {timeoutSeconds: 5, concurrency: 16}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+__all__ = ["ConfigError", "OperatorConfig", "load_config", "parse_config"]
+
+DEFAULT_ZONE_LABELS: Final = ("topology.kubernetes.io/zone", "topology.kubernetes.io/region")
+_TOP_KEYS: Final = frozenset(
+    {"teamLabel", "pue", "zoneLabels", "defaultZone", "intensity", "embodied", "price", "scrape"}
+)
+_EMBODIED_KEYS: Final = frozenset({"defaultGramsPerGpuHour", "models"})
+_PRICE_KEYS: Final = frozenset({"currency", "defaultPerKwh", "zones"})
+_SCRAPE_KEYS: Final = frozenset({"timeoutSeconds", "concurrency"})
+MAX_PUE: Final = 5.0
+
+
+class ConfigError(ValueError):
+    """The configuration file is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    """Validated operator configuration (``intensity`` is passed as-is to the provider factory)."""
+
+    team_label: str = "team"
+    pue: float = 1.0
+    zone_labels: tuple[str, ...] = DEFAULT_ZONE_LABELS
+    default_zone: str = ""
+    intensity: Mapping[str, Any] = field(default_factory=dict)
+    default_embodied_g_per_gpu_hour: float = 0.0
+    embodied_g_per_gpu_hour: Mapping[str, float] = field(default_factory=dict)
+    currency: str = "USD"
+    default_price_per_kwh: float = 0.0
+    price_per_kwh: Mapping[str, float] = field(default_factory=dict)
+    scrape_timeout_s: float = 5.0
+    scrape_concurrency: int = 16
+
+    def price_of(self, zone: str) -> float:
+        return self.price_per_kwh.get(zone, self.default_price_per_kwh)
+
+    def zone_of(self, node_labels: Mapping[str, str]) -> str:
+        """The first of ``zone_labels`` the node carries, else ``default_zone`` (may be ``""``)."""
+        for label in self.zone_labels:
+            value = node_labels.get(label)
+            if value:
+                return value
+        return self.default_zone
+
+
+def _section(where: str, value: object, keys: frozenset[str]) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: must be a mapping, got {type(value).__name__}")
+    unknown = sorted(str(key) for key in value if key not in keys)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(keys))})")
+    return value
+
+
+def _number(where: str, value: object, *, minimum: float = 0.0, maximum: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{where}: must be between {minimum:g} and {maximum:g}, got {value!r}")
+    return float(value)
+
+
+def _string(where: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string, got {value!r}")
+    return value
+
+
+def _table(where: str, value: object) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: must be a mapping of name to number")
+    return {_string(f"{where} key", key): _number(f"{where}.{key}", item) for key, item in value.items()}
+
+
+def parse_config(raw: object) -> OperatorConfig:
+    """Validate a parsed YAML document (None: all defaults)."""
+    top = _section("", raw, _TOP_KEYS)
+    embodied = _section("embodied", top.get("embodied"), _EMBODIED_KEYS)
+    price = _section("price", top.get("price"), _PRICE_KEYS)
+    scrape = _section("scrape", top.get("scrape"), _SCRAPE_KEYS)
+    intensity = top.get("intensity")
+    if intensity is not None and not isinstance(intensity, Mapping):
+        raise ConfigError("intensity: must be a mapping")
+    zone_labels = top.get("zoneLabels", list(DEFAULT_ZONE_LABELS))
+    if not isinstance(zone_labels, list) or not all(isinstance(label, str) and label for label in zone_labels):
+        raise ConfigError(f"zoneLabels: must be a list of label names, got {zone_labels!r}")
+    concurrency = scrape.get("concurrency", 16)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1024:
+        raise ConfigError(f"scrape.concurrency: must be an integer between 1 and 1024, got {concurrency!r}")
+    team_label = _string("teamLabel", top.get("teamLabel", "team"))
+    if not team_label:
+        raise ConfigError("teamLabel: must not be empty")
+    currency = _string("price.currency", price.get("currency", "USD"))
+    if not currency or len(currency) > 16 or not currency.isalnum():
+        raise ConfigError(f"price.currency: must be a short alphanumeric code, got {currency!r}")
+    return OperatorConfig(
+        team_label=team_label,
+        pue=_number("pue", top.get("pue", 1.0), minimum=1.0, maximum=MAX_PUE),
+        zone_labels=tuple(zone_labels),
+        default_zone=_string("defaultZone", top.get("defaultZone", "")),
+        intensity=dict(intensity or {}),
+        default_embodied_g_per_gpu_hour=_number(
+            "embodied.defaultGramsPerGpuHour", embodied.get("defaultGramsPerGpuHour", 0.0)
+        ),
+        embodied_g_per_gpu_hour=_table("embodied.models", embodied.get("models")),
+        currency=currency,
+        default_price_per_kwh=_number("price.defaultPerKwh", price.get("defaultPerKwh", 0.0)),
+        price_per_kwh=_table("price.zones", price.get("zones")),
+        scrape_timeout_s=_number(
+            "scrape.timeoutSeconds", scrape.get("timeoutSeconds", 5.0), minimum=0.001, maximum=300.0
+        ),
+        scrape_concurrency=concurrency,
+    )
+
+
+def load_config(path: str | Path | None) -> OperatorConfig:
+    """Read and validate the YAML file at ``path`` (None: all defaults)."""
+    if path is None:
+        return parse_config(None)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    try:
+        return parse_config(document)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

@@ -1,0 +1,92 @@
+"""``jouleledger operator``: the command line of the operator (kopf, started as a library, never ``kopf run``).
+
+::
+
+    jouleledger operator --config /etc/jouleledger/config.yaml --listen-address 0.0.0.0 --port 9471 \\
+      --agent-namespace "$(POD_NAMESPACE)" --agent-selector app.kubernetes.io/component=agent --agent-port 9470 \\
+      --scrape-interval-s 15 [--standalone | --peering NAME] [--dry-run] [--once]
+
+``--dry-run`` computes and logs everything and writes nothing to the API (reads still happen). ``--once`` runs
+one accounting pass without kopf and exits 0 (1 when the ledger could not be restored from the API).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from jouleledger.controller.config import ConfigError, load_config
+
+__all__ = ["add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="operator configuration file (YAML); default: built-ins")
+    parser.add_argument("--listen-address", default="0.0.0.0", help="address of /metrics and /healthz")
+    parser.add_argument("--port", type=_port, default=9471, help="port of /metrics and /healthz")
+    parser.add_argument("--agent-namespace", default="", help="namespace of the agent pods (default: all)")
+    parser.add_argument(
+        "--agent-selector",
+        default="app.kubernetes.io/component=agent",
+        help="label selector of the agent pods (key=value[,key=value])",
+    )
+    parser.add_argument("--agent-port", type=_port, default=9470, help="the agents' metrics port")
+    parser.add_argument("--scrape-interval-s", type=_positive_float, default=15.0, help="seconds between passes")
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument("--standalone", action="store_true", help="run without kopf peering")
+    peering.add_argument("--peering", default=None, metavar="NAME", help="kopf peering object name")
+    parser.add_argument("--dry-run", action="store_true", help="compute and log; write nothing to the API")
+    parser.add_argument("--once", action="store_true", help="run one accounting pass, then exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from jouleledger.controller.app import OperatorApp, OperatorOptions
+    from jouleledger.intensity import build_provider
+
+    try:
+        config = load_config(args.config)
+        provider = build_provider(config.intensity)
+    except (ConfigError, ValueError) as error:
+        print(f"jouleledger operator: {error}", file=sys.stderr)
+        return 2
+    try:
+        options = OperatorOptions(
+            listen_address=args.listen_address,
+            port=args.port,
+            agent_namespace=args.agent_namespace,
+            agent_selector=args.agent_selector,
+            agent_port=args.agent_port,
+            scrape_interval_s=args.scrape_interval_s,
+            standalone=args.standalone,
+            peering=args.peering,
+            dry_run=args.dry_run,
+            serve_metrics=not args.once,
+        )
+        app = OperatorApp(options, config, provider)
+    except ValueError as error:
+        print(f"jouleledger operator: {error}", file=sys.stderr)
+        return 2
+    if args.once:
+        summary = asyncio.run(app.once())
+        log.info("one pass: %s", summary)
+        return 0 if summary.restored else 1
+    asyncio.run(app.operate())
+    return 0

@@ -1,0 +1,80 @@
+"""The operator's self-observation: the accounting loop's counters, and the immutable view ``/metrics`` renders."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from jouleledger.core.footprint import RollupSnapshot
+
+__all__ = ["DELAY_BUCKETS_S", "NodeIntensity", "OperatorStats", "OperatorView"]
+
+DELAY_BUCKETS_S: Final = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+"""Upper bounds of the completion-to-annotation delay histogram (``+Inf`` is implied)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIntensity:
+    """The grid intensity applied to a node's latest interval."""
+
+    zone: str
+    source: str
+    g_per_kwh: float
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorView:
+    """Everything one ``/metrics`` scrape of the operator renders, captured together."""
+
+    rollups: RollupSnapshot
+    scrapes: Mapping[str, int] = field(default_factory=dict)  # by result: ok | error | timeout
+    agents: int = 0
+    counter_resets: Mapping[str, int] = field(default_factory=dict)  # by node
+    footprints_written: int = 0
+    footprint_errors: Mapping[str, int] = field(default_factory=dict)  # by reason
+    intensity_fallbacks: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (provider, reason)
+    node_intensity: Mapping[str, NodeIntensity] = field(default_factory=dict)
+    delay_bucket_counts: tuple[int, ...] = (0,) * (len(DELAY_BUCKETS_S) + 1)  # per bucket, not cumulative
+    delay_sum_s: float = 0.0
+
+
+class OperatorStats:
+    """Mutable counters of the accounting loop (one owner: the loop's task)."""
+
+    def __init__(self) -> None:
+        self.scrapes: dict[str, int] = {"ok": 0, "error": 0, "timeout": 0}
+        self.agents = 0
+        self.counter_resets: dict[str, int] = {}
+        self.footprints_written = 0
+        self.footprint_errors: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+        self.node_intensity: dict[str, NodeIntensity] = {}
+        self.delay_bucket_counts = [0] * (len(DELAY_BUCKETS_S) + 1)
+        self.delay_sum_s = 0.0
+        self.delays_s: list[float] = []  # every delay, for benchmarks and logs (bounded)
+
+    def count_error(self, reason: str) -> None:
+        self.footprint_errors[reason] = self.footprint_errors.get(reason, 0) + 1
+
+    def observe_delay(self, delay_s: float) -> None:
+        delay_s = max(0.0, delay_s)
+        self.delay_bucket_counts[bisect.bisect_left(DELAY_BUCKETS_S, delay_s)] += 1
+        self.delay_sum_s += delay_s
+        if len(self.delays_s) < 100_000:
+            self.delays_s.append(delay_s)
+
+    def view(self, rollups: RollupSnapshot, fallbacks: Mapping[tuple[str, str], int]) -> OperatorView:
+        return OperatorView(
+            rollups=rollups,
+            scrapes=dict(self.scrapes),
+            agents=self.agents,
+            counter_resets=dict(self.counter_resets),
+            footprints_written=self.footprints_written,
+            footprint_errors=dict(self.footprint_errors),
+            intensity_fallbacks=dict(fallbacks),
+            node_intensity=dict(self.node_intensity),
+            delay_bucket_counts=tuple(self.delay_bucket_counts),
+            delay_sum_s=self.delay_sum_s,
+        )

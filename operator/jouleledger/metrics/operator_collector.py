@@ -1,0 +1,167 @@
+"""The operator's ``/metrics`` (namespace/team roll-ups and self-metrics), and parsing of the agents' exposition.
+
+:class:`OperatorCollector` builds fresh families from one immutable
+:class:`~jouleledger.controller.status.OperatorView` per scrape. Roll-up counters count what this operator process
+folded since it started (a restart is an ordinary counter reset for ``increase()``/``rate()``); the authoritative
+per-workload totals live in the ``WorkloadFootprint`` objects.
+
+:func:`parse_exposition` turns an agent's Prometheus text exposition into plain ``(sample, labels, value)``
+tuples for :func:`jouleledger.core.footprint_scrape.parse_agent_samples`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from jouleledger.controller.status import DELAY_BUCKETS_S, OperatorView
+from jouleledger.core.footprint import RollupSnapshot, TotalsView
+from jouleledger.core.footprint_scrape import Sample
+from jouleledger.core.units import MJ_PER_J
+from jouleledger.metrics import names
+
+__all__ = ["ExpositionError", "OperatorCollector", "parse_exposition"]
+
+
+class ExpositionError(ValueError):
+    """The text is not a valid Prometheus exposition."""
+
+
+def parse_exposition(text: str) -> list[Sample]:
+    """Every sample of a Prometheus text exposition as ``(sample name, labels, value)``."""
+    try:
+        return [
+            (sample.name, dict(sample.labels), float(sample.value))
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        ]
+    except (ValueError, TypeError, IndexError, KeyError) as error:
+        raise ExpositionError(f"invalid exposition: {error}") from error
+
+
+_HELP = {
+    names.NAMESPACE_ENERGY: "GPU energy of the namespace's workloads folded by this operator process, in joules.",
+    names.NAMESPACE_GPU_SECONDS: "GPU-seconds of the namespace's workloads folded by this operator process.",
+    names.NAMESPACE_CARBON: "Grams CO2e of the namespace (operational with PUE; embodied per GPU-hour).",
+    names.NAMESPACE_COST: "Energy cost of the namespace (facility energy = IT energy x PUE, times the zone price).",
+    names.TEAM_ENERGY: "GPU energy of the team's workloads folded by this operator process, in joules.",
+    names.TEAM_GPU_SECONDS: "GPU-seconds of the team's workloads folded by this operator process.",
+    names.TEAM_CARBON: "Grams CO2e of the team (operational with PUE; embodied per GPU-hour).",
+    names.TEAM_COST: "Energy cost of the team (facility energy = IT energy x PUE, times the zone price).",
+    names.NODE_UNALLOCATED: "GPU energy no pod held (idle), folded by this operator process, in joules.",
+    names.NODE_INTENSITY: "Grid carbon intensity applied to the node's latest interval, in g CO2e per kWh.",
+    names.OPERATOR_SCRAPES: "Agent scrapes by result.",
+    names.OPERATOR_AGENTS: "Agents discovered.",
+    names.OPERATOR_COUNTER_RESETS: "Agent counters seen going down (agent restarted without its checkpoint).",
+    names.OPERATOR_FOOTPRINTS_WRITTEN: "Finished Jobs whose footprint annotations were written.",
+    names.OPERATOR_FOOTPRINT_ERRORS: "Footprints or annotations that could not be written, by reason.",
+    names.OPERATOR_INTENSITY_FALLBACKS: "Intensity readings served from the fallback table, by provider and reason.",
+    names.OPERATOR_ANNOTATION_DELAY: "Seconds from a Job's completion to its footprint annotations.",
+}
+
+
+def _rollup_families(
+    rollups: RollupSnapshot,
+    key: str,
+    *,
+    groups: dict[str, TotalsView],
+    energy: str,
+    seconds: str,
+    carbon: str,
+    cost: str,
+) -> list[Metric]:
+    energy_family = CounterMetricFamily(energy, _HELP[energy], labels=(key,))
+    seconds_family = CounterMetricFamily(seconds, _HELP[seconds], labels=(key,))
+    carbon_family = CounterMetricFamily(carbon, _HELP[carbon], labels=(key, "scope"))
+    cost_family = CounterMetricFamily(cost, _HELP[cost], labels=(key, "currency"))
+    for name, totals in sorted(groups.items()):
+        energy_family.add_metric([name], totals.energy_mj / MJ_PER_J)
+        seconds_family.add_metric([name], totals.gpu_seconds)
+        carbon_family.add_metric([name, "operational"], totals.operational_g)
+        carbon_family.add_metric([name, "embodied"], totals.embodied_g)
+        cost_family.add_metric([name, rollups.currency], totals.cost)
+    return [energy_family, seconds_family, carbon_family, cost_family]
+
+
+def _families(view: OperatorView) -> list[Metric]:
+    rollups = view.rollups
+    families = [
+        *_rollup_families(
+            rollups,
+            "namespace",
+            groups=dict(rollups.namespaces),
+            energy=names.NAMESPACE_ENERGY,
+            seconds=names.NAMESPACE_GPU_SECONDS,
+            carbon=names.NAMESPACE_CARBON,
+            cost=names.NAMESPACE_COST,
+        ),
+        *_rollup_families(
+            rollups,
+            "team",
+            groups=dict(rollups.teams),
+            energy=names.TEAM_ENERGY,
+            seconds=names.TEAM_GPU_SECONDS,
+            carbon=names.TEAM_CARBON,
+            cost=names.TEAM_COST,
+        ),
+    ]
+    unallocated = CounterMetricFamily(names.NODE_UNALLOCATED, _HELP[names.NODE_UNALLOCATED], labels=("node",))
+    for node, energy_mj in sorted(rollups.unallocated_mj.items()):
+        unallocated.add_metric([node], energy_mj / MJ_PER_J)
+    intensity = GaugeMetricFamily(names.NODE_INTENSITY, _HELP[names.NODE_INTENSITY], labels=("node", "zone", "source"))
+    for node, reading in sorted(view.node_intensity.items()):
+        intensity.add_metric([node, reading.zone, reading.source], reading.g_per_kwh)
+    scrapes = CounterMetricFamily(names.OPERATOR_SCRAPES, _HELP[names.OPERATOR_SCRAPES], labels=("result",))
+    for result, count in sorted(view.scrapes.items()):
+        scrapes.add_metric([result], count)
+    agents = GaugeMetricFamily(names.OPERATOR_AGENTS, _HELP[names.OPERATOR_AGENTS], value=view.agents)
+    resets = CounterMetricFamily(names.OPERATOR_COUNTER_RESETS, _HELP[names.OPERATOR_COUNTER_RESETS], labels=("node",))
+    for node, count in sorted(view.counter_resets.items()):
+        resets.add_metric([node], count)
+    written = CounterMetricFamily(
+        names.OPERATOR_FOOTPRINTS_WRITTEN, _HELP[names.OPERATOR_FOOTPRINTS_WRITTEN], value=view.footprints_written
+    )
+    errors = CounterMetricFamily(
+        names.OPERATOR_FOOTPRINT_ERRORS, _HELP[names.OPERATOR_FOOTPRINT_ERRORS], labels=("reason",)
+    )
+    for reason, count in sorted(view.footprint_errors.items()):
+        errors.add_metric([reason], count)
+    fallbacks = CounterMetricFamily(
+        names.OPERATOR_INTENSITY_FALLBACKS, _HELP[names.OPERATOR_INTENSITY_FALLBACKS], labels=("provider", "reason")
+    )
+    for (provider, reason), count in sorted(view.intensity_fallbacks.items()):
+        fallbacks.add_metric([provider, reason], count)
+    cumulative = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, count in zip((*DELAY_BUCKETS_S, float("inf")), view.delay_bucket_counts, strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", cumulative))
+    delay = HistogramMetricFamily(
+        names.OPERATOR_ANNOTATION_DELAY,
+        _HELP[names.OPERATOR_ANNOTATION_DELAY],
+        buckets=buckets,
+        sum_value=view.delay_sum_s,
+    )
+    return [*families, unallocated, intensity, scrapes, agents, resets, written, errors, fallbacks, delay]
+
+
+class OperatorCollector:
+    """A prometheus_client collector: register it on an injected ``CollectorRegistry``.
+
+    ``view_provider`` returns the latest :class:`OperatorView`; it is called from the metrics server's threads, so
+    it must only read an attribute that the accounting loop replaces after each pass.
+    """
+
+    def __init__(self, view_provider: Callable[[], OperatorView]) -> None:
+        self._view_provider = view_provider
+
+    def describe(self) -> Iterator[Metric]:
+        empty = OperatorView(rollups=RollupSnapshot({}, {}, {}, ""))
+        for family in _families(empty):
+            family.samples.clear()
+            yield family
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(_families(self._view_provider()))
