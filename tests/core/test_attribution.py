@@ -54,7 +54,7 @@ def test_time_sliced_holders_split_by_sm_util() -> None:
     pods = [pod("a", ("GPU-x::0",), (1, 2)), pod("b", ("GPU-x::1",), (3,))]
     split = split_gpu(GPU, 1000, reading((1, 10), (2, 20), (3, 10)), HolderIndex(pods))
     assert shares(split) == {"a": 750, "b": 250}
-    assert [s.fraction for s in split.shares] == [Fraction(3, 4), Fraction(1, 4)]
+    assert [s.fraction for s in split.shares] == [0.75, 0.25]
 
 
 def test_zero_utilisation_splits_equally_ties_to_first_listed() -> None:
@@ -79,7 +79,7 @@ def test_mig_split_by_slices_and_never_through_processes() -> None:
     split = split_gpu(MIG, 700, reading((5, 90), uuid="GPU-m"), HolderIndex(pods))
     assert shares(split) == {"m2": 400}
     assert split.unallocated_mj == 300
-    assert split.shares[0].fraction == Fraction(4, 7)
+    assert split.shares[0].fraction == pytest.approx(4 / 7)
 
 
 @st.composite
@@ -108,8 +108,8 @@ def test_conservation_is_exact(scenario: tuple[GpuInfo, int, GpuReading, list[Po
     split = split_gpu(gpu, energy, gpu_reading, HolderIndex(pods))
     assert sum(s.energy_mj for s in split.shares) + split.unallocated_mj == energy
     assert all(s.energy_mj >= 0 for s in split.shares)
-    fractions = sum((s.fraction for s in split.shares), Fraction(0))
-    assert 0 <= fractions <= 1
+    fractions = sum(s.fraction for s in split.shares)
+    assert 0 <= fractions <= 1 + 1e-9
     for device in split.devices:
         assert sum(s.energy_mj for s in device.shares) + device.unallocated_mj == device.energy_mj
         names = [s.pod.name for s in device.shares]

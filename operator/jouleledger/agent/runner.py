@@ -85,10 +85,11 @@ class AgentRunner:
         self._health = SourceHealth()
         self._started_s = wall_clock()
         self._last_tick_s = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         if checkpoint_path is not None:
             self._restore(checkpoint_path)
         self._view = self._build_view()
+        self._view_tick = self._ticks
 
     # --- checkpoint --------------------------------------------------------------------------------------------
 
@@ -159,6 +160,10 @@ class AgentRunner:
 
     def tick(self) -> bool:
         """Read one sample and account for it; False when the source is exhausted."""
+        with self._lock:
+            return self._tick_locked()
+
+    def _tick_locked(self) -> bool:
         cpu_start = self._cpu()
         sample = self.source.sample()
         if sample is None:
@@ -172,9 +177,6 @@ class AgentRunner:
         self._ticks += 1
         self._last_tick_s = self._wall()
         self._tick_cpu_s += self._cpu() - cpu_start
-        view = self._build_view()
-        with self._lock:
-            self._view = view
         return True
 
     def _build_view(self) -> ExportView:
@@ -198,8 +200,15 @@ class AgentRunner:
         return ExportView(self.pipeline.ledger.snapshot(rejected), status, self.label_allowlist)
 
     def view(self) -> ExportView:
-        """The latest published view (what a scrape renders)."""
+        """An immutable view of the counters after the latest tick (what a scrape renders).
+
+        Built on demand, at most once per tick, under the same lock as the tick: a scrape never sees a
+        half-applied tick, and ticks pay nothing for views nobody reads.
+        """
         with self._lock:
+            if self._view_tick != self._ticks:
+                self._view = self._build_view()
+                self._view_tick = self._ticks
             return self._view
 
     def health(self) -> tuple[bool, dict[str, Any]]:

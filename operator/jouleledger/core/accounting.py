@@ -48,6 +48,7 @@ class NodeAccountant:
         self._gpus: dict[str, GpuInfo] = {gpu.uuid: gpu for gpu in header.gpus}
         self._baselines: dict[str, Baseline] = {}
         self.rejected: Counter[tuple[str, str]] = Counter()
+        self._index: HolderIndex | None = None
 
     @property
     def baselines(self) -> Mapping[str, Baseline]:
@@ -83,7 +84,13 @@ class NodeAccountant:
             for reason in measurement.rejected:
                 self.rejected[(gpu.uuid, reason.value)] += 1
             if index is None:
-                index = HolderIndex(sample.pods)
+                index = self._holder_index(sample)
             split = split_gpu(gpu, measurement.delta_mj, reading, index)
             intervals.append(GpuInterval(gpu, measurement, split))
         return IntervalResult(sample.t_s, sample.grid_g_per_kwh, tuple(intervals), power_mw)
+
+    def _holder_index(self, sample: Sample) -> HolderIndex:
+        # Sources that keep the same pods tuple while nothing changes (the simulated node) skip the rebuild.
+        if self._index is None or self._index.pods is not sample.pods:
+            self._index = HolderIndex(sample.pods)
+        return self._index

@@ -1,17 +1,18 @@
 """Rules 2-6 of attribution: splitting one GPU's measured interval energy across the pods that held it.
 
 Every split is exact: shares are whole millijoules by the largest-remainder method (ties to the pod listed
-first), so ``sum(shares) + unallocated == delta`` for every device and interval. Fractions are kept as exact
-rationals until the final rounding.
+first), so ``sum(shares) + unallocated == delta`` for every device and interval. The split itself is exact
+integer arithmetic (utilisations that are not whole numbers are scaled to integers without rounding).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from jouleledger.core.model import GpuInfo, GpuReading, PodInfo, base_device_id
+from jouleledger.core.model import REPLICA_SEPARATOR, GpuInfo, GpuReading, PodInfo, base_device_id
 
 __all__ = ["DeviceSplit", "GpuSplit", "HolderIndex", "Share", "largest_remainder", "split_gpu"]
 
@@ -20,15 +21,15 @@ __all__ = ["DeviceSplit", "GpuSplit", "HolderIndex", "Share", "largest_remainder
 class Share:
     """One pod's part of one device's interval energy.
 
-    ``fraction`` is the pod's exact fraction of the *physical* GPU (for a MIG instance, the instance's slice
-    fraction times the pod's fraction of the instance); GPU-seconds are ``fraction x interval``.
+    ``fraction`` is the pod's fraction of the *physical* GPU (for a MIG instance, the instance's slice fraction
+    times the pod's fraction of the instance); GPU-seconds are ``fraction x interval``.
     """
 
     pod: PodInfo
     container: str
     device: str
     energy_mj: int
-    fraction: Fraction
+    fraction: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,28 +59,44 @@ class GpuSplit:
         return tuple(share for device in self.devices for share in device.shares)
 
 
-def largest_remainder(total: int, weights: Sequence[Fraction]) -> list[int]:
+def _as_integers(weights: Sequence[int | float | Fraction]) -> list[int]:
+    """Exact integer weights with the same ratios (floats and fractions scaled by a common denominator)."""
+    if all(type(weight) is int for weight in weights):
+        return list(weights)  # type: ignore[arg-type]
+    ratios = [Fraction(weight) for weight in weights]
+    denominator = math.lcm(*(ratio.denominator for ratio in ratios))
+    return [ratio.numerator * (denominator // ratio.denominator) for ratio in ratios]
+
+
+def largest_remainder(total: int, weights: Sequence[int | float | Fraction]) -> list[int]:
     """Split ``total`` into whole parts proportional to ``weights`` that add up to ``total`` exactly.
 
     Each part is the floor of its exact quota; the units left over go to the largest fractional remainders,
-    ties to the earlier weight. All-zero weights split equally. ``total`` must be non-negative.
+    ties to the earlier weight. All-zero weights split equally. ``total`` must be non-negative. The arithmetic
+    is exact (integers throughout), whatever the weights' type.
     """
     if total < 0:
         raise ValueError(f"cannot split a negative total ({total})")
     if not weights:
         raise ValueError("cannot split across no weights")
-    if any(weight < 0 for weight in weights):
+    integers = _as_integers(weights)
+    if any(weight < 0 for weight in integers):
         raise ValueError("weights must be non-negative")
-    weight_sum = sum(weights, Fraction(0))
+    weight_sum = sum(integers)
     if weight_sum == 0:
-        weights = [Fraction(1)] * len(weights)
-        weight_sum = Fraction(len(weights))
-    quotas = [total * weight / weight_sum for weight in weights]
-    parts = [quota.numerator // quota.denominator for quota in quotas]
+        integers = [1] * len(integers)
+        weight_sum = len(integers)
+    parts: list[int] = []
+    remainders: list[int] = []
+    for weight in integers:
+        part, remainder = divmod(total * weight, weight_sum)
+        parts.append(part)
+        remainders.append(remainder)
     left = total - sum(parts)
-    order = sorted(range(len(quotas)), key=lambda i: (-(quotas[i] - parts[i]), i))
-    for i in order[:left]:
-        parts[i] += 1
+    if left:
+        order = sorted(range(len(parts)), key=lambda i: (-remainders[i], i))
+        for i in order[:left]:
+            parts[i] += 1
     return parts
 
 
@@ -87,40 +104,48 @@ def largest_remainder(total: int, weights: Sequence[Fraction]) -> list[int]:
 class _Holder:
     pod: PodInfo
     container: str
-    weight: Fraction
+    weight: int
 
 
 class HolderIndex:
     """Who holds what in one sample: built once per sample, shared by every GPU's split.
 
     ``by_device`` maps a base device id to its holders in pod order; ``by_pid`` maps a process id to the pod
-    (and container) that owns it; ``order`` gives each pod's position for tie-breaking.
+    (and container) that owns it (the first pod listing it); ``order`` gives each pod's position for ties.
     """
 
-    __slots__ = ("by_device", "by_pid", "order", "pod_pids")
+    __slots__ = ("by_device", "by_pid", "order", "pods")
 
     def __init__(self, pods: Sequence[PodInfo]) -> None:
+        self.pods = pods
         self.by_device: dict[str, list[tuple[PodInfo, str]]] = {}
         self.by_pid: dict[int, tuple[PodInfo, str]] = {}
         self.order: dict[int, int] = {}
-        self.pod_pids: dict[int, frozenset[int]] = {}
         for position, pod in enumerate(pods):
             marker = id(pod)
             if marker in self.order:
                 continue
             self.order[marker] = position
             seen_devices: set[str] = set()
-            pids: set[int] = set()
             for container in pod.containers:
                 for listed in container.devices:
-                    device = base_device_id(listed)
+                    device = base_device_id(listed) if REPLICA_SEPARATOR in listed else listed
                     if device not in seen_devices:
                         seen_devices.add(device)
                         self.by_device.setdefault(device, []).append((pod, container.name))
                 for pid in container.pids:
-                    pids.add(pid)
                     self.by_pid.setdefault(pid, (pod, container.name))
-            self.pod_pids[marker] = frozenset(pids)
+
+    def _weighted_exact(self, holders: list[tuple[PodInfo, str]], reading: GpuReading) -> list[_Holder]:
+        """Utilisations that are not whole numbers: summed as exact rationals, then scaled to integers."""
+        totals: dict[int, Fraction] = {}
+        for process in reading.processes:
+            owner = self.by_pid.get(process.pid)
+            if owner is not None:
+                marker = id(owner[0])
+                totals[marker] = totals.get(marker, Fraction(0)) + Fraction(process.sm_util)
+        weights = _as_integers([totals.get(id(pod), Fraction(0)) for pod, _ in holders])
+        return [_Holder(pod, name, weight) for (pod, name), weight in zip(holders, weights, strict=True)]
 
     def device_holders(self, device: str) -> list[tuple[PodInfo, str]]:
         """Pods whose containers list ``device`` (replicas ``::n`` count as the device), in pod order."""
@@ -139,29 +164,42 @@ class HolderIndex:
         """Attach to each holder the summed SM utilisation of its processes on the GPU of ``reading``."""
         if len(holders) == 1:
             pod, name = holders[0]
-            return [_Holder(pod, name, Fraction(0))]
-        util_by_pid: dict[int, Fraction] = {}
+            return [_Holder(pod, name, 0)]
+        by_pid = self.by_pid
+        totals: dict[int, int] = {}
         for process in reading.processes:
-            util_by_pid[process.pid] = util_by_pid.get(process.pid, Fraction(0)) + Fraction(process.sm_util)
-        weighted = []
-        for pod, name in holders:
-            pids = self.pod_pids[id(pod)]
-            weight = sum((util for pid, util in util_by_pid.items() if pid in pids), Fraction(0))
-            weighted.append(_Holder(pod, name, weight))
-        return weighted
+            owner = by_pid.get(process.pid)
+            if owner is None:
+                continue
+            util = process.sm_util
+            if type(util) is not int:
+                if not util.is_integer():
+                    return self._weighted_exact(holders, reading)
+                util = int(util)
+            marker = id(owner[0])
+            totals[marker] = totals.get(marker, 0) + util
+        weights = [totals.get(id(pod), 0) for pod, _ in holders]
+        return [_Holder(pod, name, weight) for (pod, name), weight in zip(holders, weights, strict=True)]
 
 
-def _split_device(device: str, energy_mj: int, device_fraction: Fraction, holders: list[_Holder]) -> DeviceSplit:
+def _split_device(device: str, energy_mj: int, device_fraction: float, holders: list[_Holder]) -> DeviceSplit:
     if not holders:
         return DeviceSplit(device, energy_mj, (), energy_mj)
     weights = [holder.weight for holder in holders]
     parts = largest_remainder(energy_mj, weights)
-    weight_sum = sum(weights, Fraction(0))
-    shares = []
-    for holder, part in zip(holders, parts, strict=True):
-        pod_fraction = holder.weight / weight_sum if weight_sum else Fraction(1, len(holders))
-        shares.append(Share(holder.pod, holder.container, device, part, device_fraction * pod_fraction))
-    return DeviceSplit(device, energy_mj, tuple(shares), 0)
+    weight_sum = sum(weights)
+    count = len(holders)
+    shares = tuple(
+        Share(
+            holder.pod,
+            holder.container,
+            device,
+            part,
+            device_fraction * (holder.weight / weight_sum if weight_sum else 1 / count),
+        )
+        for holder, part in zip(holders, parts, strict=True)
+    )
+    return DeviceSplit(device, energy_mj, shares, 0)
 
 
 def split_gpu(gpu: GpuInfo, energy_mj: int, reading: GpuReading, index: HolderIndex) -> GpuSplit:
@@ -171,8 +209,8 @@ def split_gpu(gpu: GpuInfo, energy_mj: int, reading: GpuReading, index: HolderIn
     in the pod order that breaks largest-remainder ties.
     """
     if gpu.mig:
-        slices = [Fraction(instance.slices) for instance in gpu.mig]
-        total_slices = sum(slices, Fraction(0))
+        slices = [instance.slices for instance in gpu.mig]
+        total_slices = sum(slices)
         instance_mj = largest_remainder(energy_mj, slices)
         devices = []
         for instance, part, instance_slices in zip(gpu.mig, instance_mj, slices, strict=True):
@@ -182,5 +220,5 @@ def split_gpu(gpu: GpuInfo, energy_mj: int, reading: GpuReading, index: HolderIn
             devices.append(_split_device(instance.uuid, part, instance_slices / total_slices, holders))
         return GpuSplit(gpu.uuid, energy_mj, tuple(devices))
     pods = index.device_holders(gpu.uuid) or index.process_holders(reading)
-    device = _split_device(gpu.uuid, energy_mj, Fraction(1), index.weighted(pods, reading))
+    device = _split_device(gpu.uuid, energy_mj, 1.0, index.weighted(pods, reading))
     return GpuSplit(gpu.uuid, energy_mj, (device,))

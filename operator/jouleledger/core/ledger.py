@@ -63,6 +63,10 @@ class Ledger:
     _pods: dict[str, _Pod] = field(default_factory=dict)
     _devices: dict[tuple[str, str], _Device] = field(default_factory=dict)
     _gpus: dict[str, _Gpu] = field(default_factory=dict)
+    _last_pods: Sequence[PodInfo] | None = None
+    _tracked: int = 0
+    _next_expiry_s: float | None = None
+    _known_s: float = 0.0
 
     def __post_init__(self) -> None:
         if math.isnan(self.retention_s) or self.retention_s < 0:
@@ -76,6 +80,7 @@ class Ledger:
         ``pods_known`` is False when the pod source could not be read: then no pod is marked finished.
         """
         t_s = result.t_s
+        previous_known_s = self._known_s
         self.t_s = max(self.t_s, t_s)
         for interval in result.gpus:
             totals = self._gpus.setdefault(interval.gpu.uuid, _Gpu())
@@ -94,17 +99,29 @@ class Ledger:
                 device.gpu_seconds += float(share.fraction) * seconds
         for uuid, power_mw in result.power_mw.items():
             self._gpus.setdefault(uuid, _Gpu()).power_w = power_mw / 1000
+        if pods_known and (pods is not self._last_pods or len(self._pods) != self._tracked):
+            # Liveness changes only when the pod list or the set of tracked pods does; a live pod's last
+            # sighting is the ledger's time (see snapshot), so an unchanged list needs no per-pod work.
+            self._track_liveness(t_s, previous_known_s, pods)
+            self._last_pods = pods
+            self._tracked = len(self._pods)
+        elif not pods_known:
+            self._last_pods = None
         if pods_known:
-            self._track_liveness(t_s, pods)
+            self._known_s = t_s
         self._expire(t_s)
 
-    def _track_liveness(self, t_s: float, pods: Sequence[PodInfo]) -> None:
+    def _track_liveness(self, t_s: float, previous_known_s: float, pods: Sequence[PodInfo]) -> None:
         present = {pod.key: pod for pod in pods}
         for key, state in self._pods.items():
             pod = present.get(key)
             if pod is None:
                 if state.finished_s is None:
                     state.finished_s = t_s
+                    state.last_seen_s = max(state.last_seen_s, previous_known_s)
+                    expiry = t_s + self.retention_s
+                    if self._next_expiry_s is None or expiry < self._next_expiry_s:
+                        self._next_expiry_s = expiry
                 continue
             state.last_seen_s = t_s
             state.finished_s = None
@@ -114,11 +131,15 @@ class Ledger:
                 state.labels = dict(pod.labels)
 
     def _expire(self, t_s: float) -> None:
+        if self._next_expiry_s is None or t_s < self._next_expiry_s:
+            return
         expired = [
             key
             for key, state in self._pods.items()
             if state.finished_s is not None and t_s - state.finished_s >= self.retention_s
         ]
+        finished = [state.finished_s for state in self._pods.values() if state.finished_s is not None]
+        self._next_expiry_s = min(finished) + self.retention_s if finished else None
         if not expired:
             return
         gone = set(expired)
@@ -138,7 +159,7 @@ class Ledger:
                 dict(state.labels),
                 state.owner,
                 state.first_seen_s,
-                state.last_seen_s,
+                self.t_s if state.finished_s is None else state.last_seen_s,
                 state.finished_s,
             )
             for key, state in self._pods.items()
@@ -243,4 +264,7 @@ class Ledger:
                 )
         except (KeyError, TypeError, AttributeError, InvalidValueError) as error:
             raise LedgerStateError(f"malformed ledger state: {error}") from error
+        finished = [pod.finished_s for pod in ledger._pods.values() if pod.finished_s is not None]
+        ledger._next_expiry_s = min(finished) + retention_s if finished else None
+        ledger._known_s = ledger.t_s
         return ledger
