@@ -111,7 +111,7 @@ def main() -> None:
         f"  -> {statistics.fmean(pipeline_cpu) * 100:.3f} % of a core at 1 Hz"
     )
     print(
-        f"  simulated sample generation (stands in for driver reads): median {statistics.median(sample_cpu) * ms:.3f} ms"
+        f"  sample generation (stands in for driver reads): median {statistics.median(sample_cpu) * ms:.3f} ms"
     )
     print(f"  scrape: median {statistics.median(scrape_cpu) * ms:.2f} ms CPU, {scrape_bytes / 1024:.0f} KiB exposition")
     print("  RSS (MiB) by tick: " + ", ".join(f"{tick}: {rss:.1f}" for tick, rss in rss_points))
