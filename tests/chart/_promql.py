@@ -12,6 +12,7 @@ from tests._tools import REPO_ROOT
 
 __all__ = [
     "NAMES_PY",
+    "agent_exported_names",
     "exported_names",
     "metric_families",
     "metric_names",
@@ -98,6 +99,23 @@ def metric_families(path: Path = NAMES_PY) -> dict[str, tuple[str, str]]:
 def exported_names(path: Path = NAMES_PY) -> set[str]:
     """Every series name the program exposes: counters with ``_total``, info with ``_info``, histograms' parts."""
     return {family + suffix for family, kind in metric_families(path).values() for suffix in _SUFFIXES[kind]}
+
+
+def agent_exported_names(path: Path = NAMES_PY) -> set[str]:
+    """The series of the agent's sections of names.py (``# --- agent...`` up to the next ``# ---`` section)."""
+    families = metric_families(path)
+    agent_constants: set[str] = set()
+    in_agent = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# ---"):
+            in_agent = line.startswith("# --- agent")
+        elif in_agent and (match := _NAME_LINE.match(line)):
+            agent_constants.add(match.group(1))
+    if not agent_constants:
+        raise ValueError(f"no '# --- agent' section in {path}")
+    return {
+        families[constant][0] + suffix for constant in agent_constants for suffix in _SUFFIXES[families[constant][1]]
+    }
 
 
 def recording_rule_names(template: Path = PROMETHEUS_RULE_TEMPLATE) -> set[str]:
