@@ -81,3 +81,34 @@ def test_record_then_replay_gives_what_the_pipeline_counted(tmp_path: Path) -> N
         direct[device.pod_key] = direct.get(device.pod_key, 0) + device.energy_mj
     assert {pod["uid"]: pod["energy_mj"] for pod in replayed["pods"]} == direct
     assert sum(direct.values()) + snapshot.unallocated_mj == snapshot.measured_mj
+
+
+@pytest.mark.gpu
+def test_record_on_a_real_gpu_then_replay(tmp_path: Path) -> None:
+    """On a GPU machine: record a few real samples (no kubelet needed) and replay them."""
+    from jouleledger.hardware.base import BackendError
+    from jouleledger.hardware.nvml import NvmlMeter
+
+    try:
+        NvmlMeter().close()
+    except BackendError as error:
+        pytest.skip(f"no usable NVML here: {error}")
+    trace = tmp_path / "gpu.jsonl"
+    done = jl(
+        "record",
+        "--out",
+        str(trace),
+        "--samples",
+        "3",
+        "--interval-s",
+        "0.5",
+        "--pod-metadata",
+        "none",
+        "--kubelet-socket",
+        f"unix://{tmp_path}/absent.sock",
+    )
+    assert done.returncode == 0, done.stderr
+    replayed = json.loads(jl("replay", str(trace), "--json").stdout)
+    assert replayed["gpus"], "the real GPUs appear in the trace header"
+    assert replayed["measured_mj"] > 0
+    assert replayed["unallocated_mj"] == replayed["measured_mj"], "without a kubelet no pod holds a GPU"

@@ -1,0 +1,99 @@
+"""Whole-pipeline properties over random sample streams: exact conservation, no impossible energy."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jouleledger.agent.pipeline import Pipeline
+from jouleledger.core.model import (
+    ContainerDevices,
+    GpuInfo,
+    GpuReading,
+    MigInstance,
+    NodeHeader,
+    PodInfo,
+    ProcessUsage,
+    Sample,
+)
+
+HEADER = NodeHeader(
+    "n",
+    (
+        GpuInfo("GPU-a", "H100", True, 700),
+        GpuInfo("GPU-m", "H100", True, 700, (MigInstance("MIG-1", 3), MigInstance("MIG-2", 4))),
+        GpuInfo("GPU-t", "T4", False, 70),
+    ),
+)
+DEVICES = ["GPU-a", "GPU-a::1", "GPU-a::2", "MIG-1", "MIG-2", "GPU-t", "GPU-zzz"]
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[Sample]:
+    pods = [
+        PodInfo(
+            "ns",
+            f"p{i}",
+            f"u{i}",
+            containers=(
+                ContainerDevices(
+                    "c",
+                    tuple(draw(st.lists(st.sampled_from(DEVICES), max_size=2))),
+                    tuple(draw(st.lists(st.integers(1, 9), max_size=2, unique=True))),
+                ),
+            ),
+        )
+        for i in range(draw(st.integers(0, 5)))
+    ]
+    t = 0.0
+    energy = {"GPU-a": 0, "GPU-m": 0}
+    samples = []
+    for _ in range(draw(st.integers(1, 12))):
+        t += draw(st.sampled_from([0.5, 1.0, 2.0, 7.5]))
+        readings = []
+        for gpu in HEADER.gpus:
+            if draw(st.integers(0, 9)) == 0:
+                continue  # could not be read this sample
+            processes = tuple(
+                ProcessUsage(pid, util)
+                for pid, util in draw(
+                    st.lists(st.tuples(st.integers(1, 9), st.integers(0, 100)), max_size=3, unique_by=lambda p: p[0])
+                )
+            )
+            power = draw(st.one_of(st.none(), st.integers(0, int(gpu.power_limit_w * 1000))))
+            if gpu.energy_counter:
+                jump = draw(st.sampled_from(["normal", "reset", "impossible", "missing"]))
+                if jump == "reset":
+                    energy[gpu.uuid] = draw(st.integers(0, 1000))
+                elif jump == "impossible":
+                    energy[gpu.uuid] += 10**12
+                elif jump == "normal":
+                    energy[gpu.uuid] += draw(st.integers(0, 700_000))
+                value = None if jump == "missing" else energy[gpu.uuid]
+                readings.append(GpuReading(gpu.uuid, value, power, processes))
+            else:
+                readings.append(GpuReading(gpu.uuid, None, power, processes))
+        present = tuple(pod for pod in pods if draw(st.booleans()))
+        samples.append(Sample(t, tuple(readings), present, draw(st.one_of(st.none(), st.floats(0, 900)))))
+    return samples
+
+
+@settings(max_examples=60, deadline=None)
+@given(streams())
+def test_every_interval_conserves_energy_and_respects_the_power_limit(stream: list[Sample]) -> None:
+    pipeline = Pipeline(HEADER, retention_s=1e9)
+    limits = {gpu.uuid: gpu.power_limit_w for gpu in HEADER.gpus}
+    measured = 0
+    for sample in stream:
+        result = pipeline.step(sample)
+        for interval in result.gpus:
+            split = interval.split
+            assert sum(share.energy_mj for share in split.shares) + split.unallocated_mj == split.energy_mj
+            assert split.energy_mj == interval.measurement.delta_mj >= 0
+            if interval.measurement.method.value == "energy_counter":
+                assert split.energy_mj <= limits[split.uuid] * 1000 * interval.measurement.interval_s
+            measured += split.energy_mj
+    snapshot = pipeline.snapshot()
+    assert snapshot.measured_mj == measured
+    assert sum(device.energy_mj for device in snapshot.devices) + snapshot.unallocated_mj == measured
+    assert all(device.gpu_seconds >= 0 for device in snapshot.devices)
