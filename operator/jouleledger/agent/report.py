@@ -74,6 +74,14 @@ def format_report(snapshot: LedgerSnapshot, carbon_g: Mapping[str, float], team_
     for title, group in (("per team", "team"), ("per namespace", "namespace"), ("per pod", "pod")):
         lines += _table(title, rows_by(snapshot, carbon_g, group, team_label), snapshot.unallocated_mj, measured)
         lines.append("")
+    lines.append("per GPU")
+    lines.append(f"  {'':<48} {'model':<24} {'measured kWh':>13} {'unallocated kWh':>16}")
+    for gpu in snapshot.gpus:
+        lines.append(
+            f"  {gpu.uuid[:48]:<48} {gpu.model[:24]:<24} {mj_to_kwh(gpu.measured_mj):>13.6f} "
+            f"{mj_to_kwh(gpu.unallocated_mj):>16.6f}"
+        )
+    lines.append("")
     rejected = sum(snapshot.rejected.values())
     if rejected:
         lines.append(f"{rejected} readings were rejected as untrustworthy (see jouleledger_agent_rejected_readings)")
