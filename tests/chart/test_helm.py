@@ -112,3 +112,13 @@ def test_ci_values_are_accepted_by_the_schema_alone(helm: str) -> None:
     default = render(helm)
     for path in CI_VALUES:
         assert render(helm, (path,)) != default, path.name
+
+
+def test_notes_tell_how_to_reach_the_metrics(helm: str) -> None:
+    output = helm_run(helm, "install", "jl", str(CHART), "--namespace", "energy", "--dry-run=client")
+    notes = output[output.index("NOTES:") :]
+    assert "port-forward daemonset/jl-jouleledger-agent 9470:9470" in notes
+    assert "port-forward service/jl-jouleledger-operator 9471:9471" in notes
+    assert "http://jl-jouleledger-agent.energy.svc:9470/metrics" in notes
+    assert "honor_labels: true" in notes
+    assert "helm test jl -n energy" in notes
