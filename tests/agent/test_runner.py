@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jouleledger.agent import checkpoint
+from jouleledger.agent.journal import journal_path
 from jouleledger.agent.runner import AgentRunner, SourceHealth
 from jouleledger.core.model import ContainerDevices, GpuInfo, GpuReading, NodeHeader, PodInfo, Sample
 
@@ -69,6 +70,22 @@ def drain(runner: AgentRunner) -> Iterator[None]:
         yield None
 
 
+@pytest.fixture(autouse=True)
+def close_runners(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every runner a test makes releases its journal at the end, as the process would at exit."""
+    made: list[AgentRunner] = []
+    original = AgentRunner.__init__
+
+    def tracking_init(self: AgentRunner, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.append(self)
+
+    monkeypatch.setattr(AgentRunner, "__init__", tracking_init)
+    yield
+    for runner in made:
+        runner.close()
+
+
 def test_counts_each_interval_once(tmp_path: Path) -> None:
     runner = AgentRunner(ScriptedSource(samples([0, 100, 300, 600])), backend="replay", wall_clock=FakeClock())
     list(drain(runner))
@@ -89,14 +106,57 @@ def test_restart_from_checkpoint_neither_loses_nor_double_counts(tmp_path: Path)
     assert pod_energy(second) == 1500, "the interval across the restart is counted exactly once"
 
 
-def test_a_crash_loses_at_most_the_tick_in_flight(tmp_path: Path) -> None:
+def test_a_crash_loses_nothing_that_was_ticked(tmp_path: Path) -> None:
     path = tmp_path / "ck.json"
-    runner = AgentRunner(ScriptedSource(samples([0, 100, 300])), backend="replay", checkpoint_path=path)
-    list(drain(runner))
-    saved = checkpoint.load(path)
-    assert saved is not None
-    ledger = saved["pipeline"]["ledger"]
-    assert sum(device["energy_mj"] for device in ledger["devices"]) == 300
+    crashed = AgentRunner(ScriptedSource(samples([0, 100, 300, 350])), backend="replay", checkpoint_path=path)
+    list(drain(crashed))  # no save_checkpoint(): the process is killed after its last tick
+    assert journal_path(path).exists()
+    restarted = AgentRunner(ScriptedSource([]), backend="replay", checkpoint_path=path)
+    assert pod_energy(restarted) == 350
+
+
+def test_a_torn_journal_line_loses_only_the_tick_in_flight(tmp_path: Path) -> None:
+    path = tmp_path / "ck.json"
+    crashed = AgentRunner(ScriptedSource(samples([0, 100, 300])), backend="replay", checkpoint_path=path)
+    list(drain(crashed))
+    with journal_path(path).open("ab") as journal:
+        journal.write(b'0badc0de {"ledger": {"t_s": 3')  # killed mid-append
+    restarted = AgentRunner(ScriptedSource(samples([600], start_s=3.0)), backend="replay", checkpoint_path=path)
+    assert pod_energy(restarted) == 300
+    assert restarted.view().status.checkpoint_errors_total == 0, "a torn tail is expected after a crash"
+    list(drain(restarted))
+    assert pod_energy(restarted) == 600, "the interval since the last journalled reading is counted once"
+
+
+def test_a_corrupt_journal_line_is_reported_and_nothing_after_it_is_used(tmp_path: Path) -> None:
+    path = tmp_path / "ck.json"
+    crashed = AgentRunner(ScriptedSource(samples([0, 100, 300, 600])), backend="replay", checkpoint_path=path)
+    list(drain(crashed))
+    lines = journal_path(path).read_bytes().split(b"\n")
+    assert len(lines) == 5  # header, three ticks after the first full checkpoint, final newline
+    lines[2] = lines[2].replace(b"300", b"301")  # checksum no longer matches
+    journal_path(path).write_bytes(b"\n".join(lines))
+    restarted = AgentRunner(ScriptedSource([]), backend="replay", checkpoint_path=path)
+    assert restarted.view().status.checkpoint_errors_total == 1
+    assert pod_energy(restarted) == 100, "the state stops at the last intact tick, consistent with its baseline"
+
+
+def test_compaction_starts_a_new_generation_and_ignores_the_stale_journal(tmp_path: Path) -> None:
+    path = tmp_path / "ck.json"
+    runner = AgentRunner(
+        ScriptedSource(samples([0, 10, 20, 30, 40, 50, 60])), backend="replay", checkpoint_path=path, compact_every=3
+    )
+    generations = set()
+    while runner.tick():
+        payload = checkpoint.load(path)
+        assert payload is not None
+        generations.add(payload["generation"])
+    assert len(generations) == 2, "a full checkpoint at ticks 1 and 5, journal lines in between"
+    stale = journal_path(path).read_bytes()
+    runner.save_checkpoint()  # a new generation; the old journal's ticks are all inside it
+    journal_path(path).write_bytes(stale)
+    restarted = AgentRunner(ScriptedSource([]), backend="replay", checkpoint_path=path)
+    assert pod_energy(restarted) == 60
 
 
 def test_corrupt_checkpoint_is_quarantined_counted_and_not_trusted(tmp_path: Path) -> None:

@@ -42,11 +42,33 @@ class Pipeline:
         return {
             "version": STATE_VERSION,
             "ledger": self.ledger.to_state(),
-            "baselines": {
-                uuid: {"t_s": base.t_s, "energy_mj": base.energy_mj, "power_mw": base.power_mw}
-                for uuid, base in self.accountant.baselines.items()
-            },
+            "baselines": self._baselines_state(),
             "rejected": [[uuid, reason, count] for (uuid, reason), count in self.accountant.rejected.items()],
+        }
+
+    def journal_entry(self) -> dict[str, Any]:
+        """What changed since the last entry or full state (absolute values, idempotent), plus the baselines."""
+        return {
+            "ledger": self.ledger.drain_delta(),
+            "baselines": self._baselines_state(),
+            "rejected": [[uuid, reason, count] for (uuid, reason), count in self.accountant.rejected.items()],
+        }
+
+    def apply_journal_entry(self, entry: Mapping[str, Any]) -> None:
+        """Fold in one :meth:`journal_entry` after :meth:`restore`; raises :class:`LedgerStateError`."""
+        try:
+            self.ledger.apply_delta(entry["ledger"])
+            baselines, rejected = _load_baselines(entry["baselines"]), _load_rejected(entry["rejected"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            if isinstance(error, LedgerStateError):
+                raise
+            raise LedgerStateError(f"malformed journal entry: {error!r}") from error
+        self.accountant.restore(baselines, rejected)
+
+    def _baselines_state(self) -> dict[str, Any]:
+        return {
+            uuid: {"t_s": base.t_s, "energy_mj": base.energy_mj, "power_mw": base.power_mw}
+            for uuid, base in self.accountant.baselines.items()
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -55,15 +77,8 @@ class Pipeline:
             if state.get("version") != STATE_VERSION:
                 raise LedgerStateError(f"unsupported pipeline state version {state.get('version')!r}")
             ledger = Ledger.from_state(self.header, self.ledger.retention_s, state["ledger"])
-            baselines = {
-                str(uuid): Baseline(
-                    checked_float("t_s", base["t_s"], minimum=-1e300),
-                    None if base["energy_mj"] is None else checked_int("energy_mj", base["energy_mj"]),
-                    None if base["power_mw"] is None else checked_int("power_mw", base["power_mw"]),
-                )
-                for uuid, base in dict(state["baselines"]).items()
-            }
-            rejected = {(str(u), str(r)): checked_int("rejected", c) for u, r, c in state["rejected"]}
+            baselines = _load_baselines(state["baselines"])
+            rejected = _load_rejected(state["rejected"])
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             if isinstance(error, LedgerStateError):
                 raise
@@ -71,3 +86,18 @@ class Pipeline:
             raise LedgerStateError(f"malformed pipeline state: {detail}") from error
         self.ledger = ledger
         self.accountant.restore(baselines, rejected)
+
+
+def _load_baselines(data: Mapping[str, Any]) -> dict[str, Baseline]:
+    return {
+        str(uuid): Baseline(
+            checked_float("t_s", base["t_s"], minimum=-1e300),
+            None if base["energy_mj"] is None else checked_int("energy_mj", base["energy_mj"]),
+            None if base["power_mw"] is None else checked_int("power_mw", base["power_mw"]),
+        )
+        for uuid, base in dict(data).items()
+    }
+
+
+def _load_rejected(data: Any) -> dict[tuple[str, str], int]:
+    return {(str(uuid), str(reason)): checked_int("rejected", count) for uuid, reason, count in data}

@@ -18,18 +18,16 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from jouleledger import __version__
-from jouleledger.agent import checkpoint
+from jouleledger.agent.persistence import CounterStore
 from jouleledger.agent.pipeline import Pipeline
 from jouleledger.agent.status import AgentStatus, ExportView
 from jouleledger.core.accounting import IntervalResult
-from jouleledger.core.ledger import LedgerStateError
 from jouleledger.hardware.base import NodeSource
 
 __all__ = ["AgentRunner", "HealthReporting", "SourceHealth"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "jouleledger-agent"
 STALL_INTERVALS = 5  # /healthz fails when no tick completed for this many intervals
 
 
@@ -65,6 +63,7 @@ class AgentRunner:
         wall_clock: Callable[[], float] = time.time,
         cpu_clock: Callable[[], float] = time.process_time,
         on_interval: Callable[[IntervalResult], None] | None = None,
+        compact_every: int = 300,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s must be positive, got {interval_s!r}")
@@ -80,81 +79,35 @@ class AgentRunner:
         self.pipeline = Pipeline(self.header, retention_s=retention_s)
         self._ticks = 0
         self._tick_cpu_s = 0.0
-        self._checkpoint_writes = 0
-        self._checkpoint_errors = 0
         self._health = SourceHealth()
         self._started_s = wall_clock()
         self._last_tick_s = 0.0
         self._lock = threading.RLock()
+        self._store: CounterStore | None = None
         if checkpoint_path is not None:
-            self._restore(checkpoint_path)
+            self._store = CounterStore(
+                checkpoint_path,
+                backend=backend,
+                node=self.header.node,
+                compact_every=compact_every,
+                wall_clock=wall_clock,
+            )
+            self._store.restore(self.pipeline)
         self._view = self._build_view()
         self._view_tick = self._ticks
 
     # --- checkpoint --------------------------------------------------------------------------------------------
 
-    def _restore(self, path: Path) -> None:
-        try:
-            payload = checkpoint.load(path)
-        except checkpoint.CorruptCheckpointError as error:
-            self._checkpoint_errors += 1
-            log.error("checkpoint %s is corrupt (%s); starting from zero", path, error)
-            self._quarantine(path)
-            return
-        except OSError as error:
-            self._checkpoint_errors += 1
-            log.error("cannot read checkpoint %s: %s; starting from zero", path, error)
-            return
-        if payload is None:
-            log.info("no checkpoint at %s; starting from zero", path)
-            return
-        if payload.get("format") != CHECKPOINT_FORMAT or payload.get("backend") != self.backend:
-            log.warning(
-                "checkpoint %s was written by backend %r, this agent runs %r: not restoring it",
-                path,
-                payload.get("backend"),
-                self.backend,
-            )
-            return
-        try:
-            self.pipeline.restore(payload["pipeline"])
-        except (LedgerStateError, KeyError, TypeError) as error:
-            self._checkpoint_errors += 1
-            log.error("checkpoint %s cannot be restored (%s); starting from zero", path, error)
-            self._quarantine(path)
-            return
-        log.info(
-            "restored checkpoint %s: %d pods, %.3f kWh measured so far",
-            path,
-            len(self.pipeline.ledger.snapshot().pods),
-            self.pipeline.ledger.snapshot().measured_mj / 3.6e9,
-        )
-
-    def _quarantine(self, path: Path) -> None:
-        try:
-            moved = checkpoint.quarantine(path, self._wall())
-        except OSError as error:
-            log.error("cannot move the bad checkpoint %s aside (%s); it will be overwritten", path, error)
-        else:
-            log.warning("kept the bad checkpoint for inspection as %s", moved)
-
     def save_checkpoint(self) -> None:
-        """Write the counters and baselines atomically; failures are counted and logged, never fatal."""
-        if self.checkpoint_path is None:
-            return
-        payload: dict[str, Any] = {
-            "format": CHECKPOINT_FORMAT,
-            "backend": self.backend,
-            "node": self.header.node,
-            "saved_unix_s": self._wall(),
-            "pipeline": self.pipeline.to_state(),
-        }
-        try:
-            checkpoint.save(self.checkpoint_path, payload)
-            self._checkpoint_writes += 1
-        except (OSError, ValueError) as error:
-            self._checkpoint_errors += 1
-            log.error("cannot write checkpoint %s: %s", self.checkpoint_path, error)
+        """Write the whole state now (at shutdown); failures are counted and logged, never fatal."""
+        if self._store is not None:
+            self._store.save_full(self.pipeline)
+            self._store.close()
+
+    def close(self) -> None:
+        """Release the checkpoint journal (the source belongs to the caller)."""
+        if self._store is not None:
+            self._store.close()
 
     # --- ticks -------------------------------------------------------------------------------------------------
 
@@ -173,7 +126,8 @@ class AgentRunner:
         result = self.pipeline.step(sample, pods_known=self._health.pods_known)
         if self._on_interval is not None:
             self._on_interval(result)
-        self.save_checkpoint()
+        if self._store is not None:
+            self._store.record_tick(self.pipeline)
         self._ticks += 1
         self._last_tick_s = self._wall()
         self._tick_cpu_s += self._cpu() - cpu_start
@@ -193,8 +147,8 @@ class AgentRunner:
             pod_source_up=self._health.pods_known,
             pod_source_errors_total=self._health.pod_source_errors_total,
             reading_errors=dict(self._health.reading_errors),
-            checkpoint_errors_total=self._checkpoint_errors,
-            checkpoint_writes_total=self._checkpoint_writes,
+            checkpoint_errors_total=0 if self._store is None else self._store.errors,
+            checkpoint_writes_total=0 if self._store is None else self._store.writes,
             started_unix_s=self._started_s,
         )
         return ExportView(self.pipeline.ledger.snapshot(rejected), status, self.label_allowlist)

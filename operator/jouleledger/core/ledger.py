@@ -8,7 +8,11 @@ plain JSON-serialisable dict for the checkpoint.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import sys
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +46,7 @@ class _Pod:
 @dataclass(slots=True)
 class _Device:
     container: str
+    slot: int
     energy_mj: int = 0
     gpu_seconds: float = 0.0
 
@@ -67,6 +72,13 @@ class Ledger:
     _tracked: int = 0
     _next_expiry_s: float | None = None
     _known_s: float = 0.0
+    _dirty_pods: set[str] = field(default_factory=set)
+    _dirty_devices: set[tuple[str, str]] = field(default_factory=set)
+    _dirty_gpus: set[str] = field(default_factory=set)
+    _expired: list[str] = field(default_factory=list)
+    _slots: dict[int, tuple[str, str]] = field(default_factory=dict)
+    _defined: set[int] = field(default_factory=set)
+    _next_slot: int = 0
 
     def __post_init__(self) -> None:
         if math.isnan(self.retention_s) or self.retention_s < 0:
@@ -82,7 +94,9 @@ class Ledger:
         t_s = result.t_s
         previous_known_s = self._known_s
         self.t_s = max(self.t_s, t_s)
+        dirty_devices = self._dirty_devices
         for interval in result.gpus:
+            self._dirty_gpus.add(interval.gpu.uuid)
             totals = self._gpus.setdefault(interval.gpu.uuid, _Gpu())
             totals.measured_mj += interval.split.energy_mj
             totals.unallocated_mj += interval.split.unallocated_mj
@@ -92,13 +106,19 @@ class Ledger:
                 key = pod.key
                 if key not in self._pods:
                     self._pods[key] = _Pod(pod.namespace, pod.name, pod.uid, dict(pod.labels), pod.owner, t_s, t_s)
-                device = self._devices.get((key, share.device))
+                    self._dirty_pods.add(key)
+                device_key = (key, share.device)
+                dirty_devices.add(device_key)
+                device = self._devices.get(device_key)
                 if device is None:
-                    device = self._devices[(key, share.device)] = _Device(share.container)
+                    device = self._devices[device_key] = _Device(share.container, self._next_slot)
+                    self._slots[self._next_slot] = device_key
+                    self._next_slot += 1
                 device.energy_mj += share.energy_mj
                 device.gpu_seconds += float(share.fraction) * seconds
         for uuid, power_mw in result.power_mw.items():
             self._gpus.setdefault(uuid, _Gpu()).power_w = power_mw / 1000
+            self._dirty_gpus.add(uuid)
         if pods_known and (pods is not self._last_pods or len(self._pods) != self._tracked):
             # Liveness changes only when the pod list or the set of tracked pods does; a live pod's last
             # sighting is the ledger's time (see snapshot), so an unchanged list needs no per-pod work.
@@ -119,16 +139,21 @@ class Ledger:
                 if state.finished_s is None:
                     state.finished_s = t_s
                     state.last_seen_s = max(state.last_seen_s, previous_known_s)
+                    self._dirty_pods.add(key)
                     expiry = t_s + self.retention_s
                     if self._next_expiry_s is None or expiry < self._next_expiry_s:
                         self._next_expiry_s = expiry
                 continue
             state.last_seen_s = t_s
-            state.finished_s = None
-            if pod.owner is not None:
+            if state.finished_s is not None:
+                state.finished_s = None
+                self._dirty_pods.add(key)
+            if pod.owner is not None and pod.owner != state.owner:
                 state.owner = pod.owner
+                self._dirty_pods.add(key)
             if pod.labels and pod.labels != state.labels:
                 state.labels = dict(pod.labels)
+                self._dirty_pods.add(key)
 
     def _expire(self, t_s: float) -> None:
         if self._next_expiry_s is None or t_s < self._next_expiry_s:
@@ -143,10 +168,13 @@ class Ledger:
         if not expired:
             return
         gone = set(expired)
+        self._expired.extend(expired)
+        self._dirty_pods -= gone
+        self._dirty_devices = {device_key for device_key in self._dirty_devices if device_key[0] not in gone}
         for key in expired:
             del self._pods[key]
         for device_key in [device_key for device_key in self._devices if device_key[0] in gone]:
-            del self._devices[device_key]
+            del self._slots[self._devices.pop(device_key).slot]
 
     def snapshot(self, rejected: Mapping[tuple[str, str], int] | None = None) -> LedgerSnapshot:
         """An immutable copy of every counter, for exporters."""
@@ -186,85 +214,156 @@ class Ledger:
 
     def to_state(self) -> dict[str, Any]:
         """Everything needed to resume counting exactly, as plain JSON types."""
+        self.drain_delta()  # a full state supersedes the pending changes
+        self._defined = set(self._slots)
         return {
             "version": STATE_VERSION,
             "node": self.header.node,
             "t_s": self.t_s,
-            "pods": [
-                {
-                    "key": key,
-                    "namespace": state.namespace,
-                    "name": state.name,
-                    "uid": state.uid,
-                    "labels": state.labels,
-                    "owner": None
-                    if state.owner is None
-                    else {"kind": state.owner.kind, "name": state.owner.name, "uid": state.owner.uid},
-                    "first_seen_s": state.first_seen_s,
-                    "last_seen_s": state.last_seen_s,
-                    "finished_s": state.finished_s,
-                }
-                for key, state in self._pods.items()
-            ],
-            "devices": [
-                {
-                    "key": key,
-                    "device": device_id,
-                    "container": device.container,
-                    "energy_mj": device.energy_mj,
-                    "gpu_seconds": device.gpu_seconds,
-                }
-                for (key, device_id), device in self._devices.items()
-            ],
-            "gpus": {
-                uuid: {
-                    "measured_mj": totals.measured_mj,
-                    "unallocated_mj": totals.unallocated_mj,
-                    "power_w": totals.power_w,
-                }
-                for uuid, totals in self._gpus.items()
-            },
+            "pods": [_pod_entry(key, state) for key, state in self._pods.items()],
+            "devices": [_device_entry(key, device) for key, device in self._devices.items()],
+            "gpus": {uuid: _gpu_entry(totals) for uuid, totals in self._gpus.items()},
         }
+
+    def drain_delta(self) -> dict[str, Any]:
+        """What changed since the last call (or :meth:`to_state`), as absolute values: applying it twice is
+        harmless. The agent appends it to its journal every tick instead of rewriting the whole state."""
+        new_devices: list[list[Any]] = []
+        slots_energy = array("q")
+        seconds = array("d")
+        for key in self._dirty_devices:
+            device = self._devices[key]
+            if device.slot in self._defined:  # named earlier in this generation: its numbers, packed
+                slots_energy.append(device.slot)
+                slots_energy.append(device.energy_mj)
+                seconds.append(device.gpu_seconds)
+            else:
+                self._defined.add(device.slot)
+                new_devices.append(_device_entry(key, device))
+        if sys.byteorder != "little":  # pragma: no cover - the packed counters are little-endian everywhere
+            slots_energy.byteswap()
+            seconds.byteswap()
+        delta = {
+            "t_s": self.t_s,
+            "pods": [_pod_entry(key, self._pods[key]) for key in self._dirty_pods],
+            "devices": new_devices,
+            "counters": base64.b64encode(slots_energy.tobytes()).decode("ascii"),
+            "seconds": base64.b64encode(seconds.tobytes()).decode("ascii"),
+            "gpus": {uuid: _gpu_entry(self._gpus[uuid]) for uuid in self._dirty_gpus},
+            "expired": self._expired,
+        }
+        self._dirty_pods = set()
+        self._dirty_devices = set()
+        self._dirty_gpus = set()
+        self._expired = []
+        return delta
 
     @classmethod
     def from_state(cls, header: NodeHeader, retention_s: float, state: Mapping[str, Any]) -> Ledger:
         """Rebuild a ledger saved by :meth:`to_state`; raises :class:`LedgerStateError` on any inconsistency."""
+        if state.get("version") != STATE_VERSION:
+            raise LedgerStateError(f"unsupported ledger state version {state.get('version')!r}")
+        if state.get("node") != header.node:
+            raise LedgerStateError(f"state is for node {state.get('node')!r}, not {header.node!r}")
+        ledger = cls(header, retention_s)
+        ledger.apply_delta({**state, "expired": []})
+        ledger.drain_delta()
+        return ledger
+
+    def apply_delta(self, delta: Mapping[str, Any]) -> None:
+        """Fold in a :meth:`drain_delta` (or a whole state); raises :class:`LedgerStateError` when malformed."""
         try:
-            if state.get("version") != STATE_VERSION:
-                raise LedgerStateError(f"unsupported ledger state version {state.get('version')!r}")
-            if state.get("node") != header.node:
-                raise LedgerStateError(f"state is for node {state.get('node')!r}, not {header.node!r}")
-            ledger = cls(header, retention_s, checked_float("t_s", state["t_s"]))
-            for item in state["pods"]:
-                owner = item["owner"]
-                ledger._pods[str(item["key"])] = _Pod(
-                    str(item["namespace"]),
-                    str(item["name"]),
-                    str(item["uid"]),
-                    {str(k): str(v) for k, v in dict(item["labels"]).items()},
-                    None if owner is None else Owner(str(owner["kind"]), str(owner["name"]), str(owner["uid"])),
-                    checked_float("first_seen_s", item["first_seen_s"]),
-                    checked_float("last_seen_s", item["last_seen_s"]),
-                    None if item["finished_s"] is None else checked_float("finished_s", item["finished_s"]),
-                )
-            for item in state["devices"]:
-                key = str(item["key"])
-                if key not in ledger._pods:
-                    raise LedgerStateError(f"device totals for unknown pod {key!r}")
-                ledger._devices[(key, str(item["device"]))] = _Device(
-                    str(item["container"]),
-                    checked_int("energy_mj", item["energy_mj"]),
-                    checked_float("gpu_seconds", item["gpu_seconds"]),
-                )
-            for uuid, totals in dict(state["gpus"]).items():
-                ledger._gpus[str(uuid)] = _Gpu(
+            self.t_s = max(self.t_s, checked_float("t_s", delta["t_s"]))
+            for item in delta["pods"]:
+                self._pods[str(item["key"])] = _load_pod(item)
+            for entry in delta["devices"]:
+                self._load_device(entry)
+            if "counters" in delta:
+                self._load_packed(delta["counters"], delta["seconds"])
+            for uuid, totals in dict(delta["gpus"]).items():
+                self._gpus[str(uuid)] = _Gpu(
                     checked_int("measured_mj", totals["measured_mj"]),
                     checked_int("unallocated_mj", totals["unallocated_mj"]),
                     None if totals.get("power_w") is None else checked_float("power_w", totals["power_w"]),
                 )
-        except (KeyError, TypeError, AttributeError, InvalidValueError) as error:
+            gone = {str(key) for key in delta["expired"]}
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as error:
+            if isinstance(error, LedgerStateError):
+                raise
             raise LedgerStateError(f"malformed ledger state: {error}") from error
-        finished = [pod.finished_s for pod in ledger._pods.values() if pod.finished_s is not None]
-        ledger._next_expiry_s = min(finished) + retention_s if finished else None
-        ledger._known_s = ledger.t_s
-        return ledger
+        for key in gone:
+            self._pods.pop(key, None)
+        for device_key in [device_key for device_key in self._devices if device_key[0] in gone]:
+            del self._slots[self._devices.pop(device_key).slot]
+        finished = [pod.finished_s for pod in self._pods.values() if pod.finished_s is not None]
+        self._next_expiry_s = min(finished) + self.retention_s if finished else None
+        self._known_s = self.t_s
+        self._last_pods = None
+
+    def _load_packed(self, counters_b64: str, seconds_b64: str) -> None:
+        """Counters of devices named earlier: little-endian int64 (slot, energy_mj) pairs and float64 seconds."""
+        slots_energy = array("q", base64.b64decode(counters_b64, validate=True))
+        seconds = array("d", base64.b64decode(seconds_b64, validate=True))
+        if sys.byteorder != "little":  # pragma: no cover
+            slots_energy.byteswap()
+            seconds.byteswap()
+        if len(slots_energy) != 2 * len(seconds):
+            raise LedgerStateError("packed device counters and seconds differ in length")
+        for index, gpu_seconds in enumerate(seconds):
+            slot, energy_mj = slots_energy[2 * index], slots_energy[2 * index + 1]
+            if slot not in self._slots:
+                raise LedgerStateError(f"journal names device slot {slot}, which was never defined")
+            device = self._devices[self._slots[slot]]
+            device.energy_mj = checked_int("energy_mj", energy_mj)
+            device.gpu_seconds = checked_float("gpu_seconds", gpu_seconds)
+
+    def _load_device(self, entry: Sequence[Any]) -> None:
+        raw_slot, raw_key, device_id, container, energy_mj, gpu_seconds = entry
+        slot, key = checked_int("slot", raw_slot), str(raw_key)
+        if key not in self._pods:
+            raise LedgerStateError(f"device totals for unknown pod {key!r}")
+        device_key = (key, str(device_id))
+        self._devices[device_key] = _Device(
+            str(container), slot, checked_int("energy_mj", energy_mj), checked_float("gpu_seconds", gpu_seconds)
+        )
+        self._slots[slot] = device_key
+        self._next_slot = max(self._next_slot, slot + 1)
+
+
+def _pod_entry(key: str, state: _Pod) -> dict[str, Any]:
+    owner = state.owner
+    return {
+        "key": key,
+        "namespace": state.namespace,
+        "name": state.name,
+        "uid": state.uid,
+        "labels": state.labels,
+        "owner": None if owner is None else {"kind": owner.kind, "name": owner.name, "uid": owner.uid},
+        "first_seen_s": state.first_seen_s,
+        "last_seen_s": state.last_seen_s,
+        "finished_s": state.finished_s,
+    }
+
+
+def _load_pod(item: Mapping[str, Any]) -> _Pod:
+    owner = item["owner"]
+    return _Pod(
+        str(item["namespace"]),
+        str(item["name"]),
+        str(item["uid"]),
+        {str(k): str(v) for k, v in dict(item["labels"]).items()},
+        None if owner is None else Owner(str(owner["kind"]), str(owner["name"]), str(owner["uid"])),
+        checked_float("first_seen_s", item["first_seen_s"]),
+        checked_float("last_seen_s", item["last_seen_s"]),
+        None if item["finished_s"] is None else checked_float("finished_s", item["finished_s"]),
+    )
+
+
+def _device_entry(key: tuple[str, str], device: _Device) -> list[Any]:
+    # Positional, to keep the per-tick journal small: [slot, pod key, device, container, energy_mj, gpu_seconds];
+    # later entries of the same generation name the device by its slot alone.
+    return [device.slot, key[0], key[1], device.container, device.energy_mj, device.gpu_seconds]
+
+
+def _gpu_entry(totals: _Gpu) -> dict[str, Any]:
+    return {"measured_mj": totals.measured_mj, "unallocated_mj": totals.unallocated_mj, "power_w": totals.power_w}
