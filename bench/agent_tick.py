@@ -5,8 +5,9 @@ Prints figures; asserts nothing (this machine is shared and noisy: medians and r
     python bench/agent_tick.py [--ticks 100000] [--no-checkpoint]
 
 What one tick costs is split into: generating the simulated sample (stands in for NVML + kubelet + /proc reads,
-which on a real node are driver and syscall time), the pipeline (attribution + counters + immutable view), and
-the checkpoint (a journal line per tick, the full file every 300 ticks), as the DaemonSet runs it. Scrape cost is measured separately: it is per scrape (every 15-60 s), not per tick.
+which on a real node are driver and syscall time), and the rest: attribution, counters and the checkpoint (a
+journal line per tick, the full file every 300 ticks), as the DaemonSet runs it. Scrape cost is measured
+separately: it is per scrape (every 15-60 s), not per tick.
 """
 
 from __future__ import annotations
