@@ -1,9 +1,11 @@
 """Kill the agent at random moments (SIGKILL) and restart it: the counters must end exactly where an
 uninterrupted run ends, so nothing is lost and nothing is counted twice across crashes.
 
-The child process runs the real AgentRunner with the real checkpoint and journal over a recorded trace; after a
-restart it resumes the trace after the newest reading its restored state already holds (as a live node would:
-the next NVML reading simply comes later).
+The child process runs the real AgentRunner with the real checkpoint and journal over a recorded trace. Time goes
+on while it is down, as on a live node: after a restart it resumes the trace after the last tick the killed
+process completed (noted in a side file after each tick), not after what its checkpoint holds. Ticks the
+checkpoint lost would then be covered by one long gap interval split by the pods of its end, and per-pod totals
+would differ from the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ CHILD = textwrap.dedent(
     from jouleledger.agent.runner import AgentRunner
     from jouleledger.hardware.replay import ReplaySource
 
-    trace, checkpoint, done = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    trace, checkpoint, done, progress = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 
     class Resuming(ReplaySource):
         def __init__(self, path, after_s):
@@ -46,9 +48,12 @@ CHILD = textwrap.dedent(
     probe.close()
     runner = AgentRunner(Resuming(trace, float("-inf")), backend="replay", checkpoint_path=checkpoint,
                          retention_s=1e9, compact_every=7)
-    baselines = runner.pipeline.accountant.baselines
-    runner.source = Resuming(trace, max((b.t_s for b in baselines.values()), default=float("-inf")))
+    restored = max((b.t_s for b in runner.pipeline.accountant.baselines.values()), default=float("-inf"))
+    completed = float(progress.read_text()) if progress.exists() else float("-inf")
+    runner.source = Resuming(trace, max(restored, completed))
     while runner.tick():
+        progress.with_suffix(".tmp").write_text(repr(runner.view().ledger.t_s))
+        progress.with_suffix(".tmp").replace(progress)
         time.sleep(0.002)
     snapshot = runner.view().ledger
     done.write_text(json.dumps({
@@ -77,13 +82,13 @@ def test_random_sigkills_neither_lose_nor_double_count(tmp_path: Path) -> None:
     }
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    checkpoint, done = tmp_path / "ck.json", tmp_path / "done.json"
+    checkpoint, done, progress = tmp_path / "ck.json", tmp_path / "done.json", tmp_path / "progress"
     rng = random.Random(1234)
     kills = 0
     deadline = time.monotonic() + 60
     while not done.exists():
         assert time.monotonic() < deadline, "the agent never finished the trace"
-        child = subprocess.Popen([sys.executable, str(script), str(trace), str(checkpoint), str(done)])
+        child = subprocess.Popen([sys.executable, str(script), str(trace), str(checkpoint), str(done), str(progress)])
         try:
             child.wait(timeout=rng.uniform(0.3, 0.9))
         except subprocess.TimeoutExpired:
