@@ -265,6 +265,7 @@ async def test_agent_timeout_backs_off_and_the_job_is_recorded_incomplete_at_the
     agents.texts["n2"] = agent_text("n2", base + 1, [train_pod(3600.0, 1.0)])
     await running.accountant.run_pass()
     agents.delay_s["n2"] = 1.0  # the agent on n2 stops answering in time
+    agents.texts["n1"] = agent_text("n1", base + 2)  # the agent on n1 keeps ticking
     await complete_job(api, base + 1.5)
     await job_seen_finished(running)
     await running.accountant.run_pass()

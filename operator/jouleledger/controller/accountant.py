@@ -9,13 +9,16 @@ One pass (every scrape interval):
 3. **Fold** each agent's deltas as one interval ``(previous scrape, now]`` with the grid intensity of the node's
    zone at ``now``. A node whose intensity cannot be read is not folded this pass (its counters keep growing, the
    next pass folds the difference: nothing is lost).
-4. **Finalize** finished Jobs whose agents have all reported a tick after the Job finished (or whose deadline
-   passed): the footprint is frozen, written to its ``WorkloadFootprint`` (``finalized: true``), and only then the
-   Job is annotated, once: the Job is re-read first, and an existing ``jouleledger.io/footprint-version``
-   annotation means it was done already (a re-delivered event, a restart, a relist never writes twice); the
-   values always come from the frozen record, so a retry writes the same values. An Event on the Job says
-   whether the footprint was recorded, recorded incomplete, or not recorded (and why).
-5. **Persist** changed footprints (each at most every ``write_interval_s``; final ones at once).
+4. **Finalize** finished Jobs once the agents of the nodes their pods used, and every agent that answered, have
+   reported a tick after the Job finished (or once the deadline passed): the footprint is frozen, written to its
+   ``WorkloadFootprint`` (``finalized: true``), and only then the Job is annotated, once: the Job is re-read
+   first, and an existing ``jouleledger.io/footprint-version`` annotation means it was done already (a
+   re-delivered event, a restart, a relist never writes twice); the values always come from the frozen record,
+   so a retry writes the same values. An Event on the Job says whether the footprint was recorded, recorded
+   incomplete, or not recorded (and why).
+5. **Persist** changed footprints: each at most every ``write_interval_s`` (default: 300 s or four intervals),
+   final ones at once, and at most ``max_writes_per_s`` x interval writes per pass (final ones first), so that
+   thousands of running workloads do not flood the API server.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class Accountant:
         write_interval_s: float | None = None,
         finalize_deadline_s: float | None = None,
         write_concurrency: int = 16,
+        max_writes_per_s: float = 50.0,
     ) -> None:
         if scrape_interval_s <= 0:
             raise ValueError(f"scrape_interval_s must be positive, got {scrape_interval_s}")
@@ -120,7 +124,8 @@ class Accountant:
         self.dry_run = dry_run
         self._clock = clock
         self._monotonic = monotonic
-        self.write_interval_s = 4 * scrape_interval_s if write_interval_s is None else write_interval_s
+        self.write_interval_s = max(4 * scrape_interval_s, 300.0) if write_interval_s is None else write_interval_s
+        self.writes_per_pass = max(1, int(max_writes_per_s * scrape_interval_s))
         self.finalize_deadline_s = (
             max(10 * scrape_interval_s, 120.0) if finalize_deadline_s is None else finalize_deadline_s
         )
@@ -131,6 +136,7 @@ class Accountant:
         self.restored = False
         self._exists: set[str] = set()
         self._folded_tick: dict[str, float] = {}
+        self._scrape_ok: set[str] = set()
         self._last_end: dict[str, float] = {}
         self._done_jobs: set[str] = set()
         self._team_key = _LABEL_CHARS.sub("_", config.team_label)
@@ -200,18 +206,33 @@ class Accountant:
                 self.stats.count_error("restore_failed")
                 self._publish()
                 return PassSummary(False, 0, 0, 0, 0, 0, 0, 0)
+        started = self._monotonic()
         targets = self.cluster.agent_targets()
         self.stats.agents = len(targets)
         outcomes = await self.scraper.scrape_all(targets)
+        scraped = self._monotonic()
         now = self._clock()
         folded_mj, scraped_ok = await self._fold(outcomes, now)
         finalized = self._finalize_jobs(now)
+        folded = self._monotonic()
         written, write_errors = await self._persist(now)
         annotated = await self._annotate_jobs(now)
         self._collect_garbage(now)
         self.passes += 1
         self._last_pass_s = self._monotonic()
         self._publish()
+        log.debug(
+            "pass %d: %d/%d agents in %.3fs, fold %.3fs, %d footprints written (%d failed), %d Jobs annotated, %.3fs",
+            self.passes,
+            scraped_ok,
+            len(targets),
+            scraped - started,
+            folded - scraped,
+            written,
+            write_errors,
+            annotated,
+            self._last_pass_s - started,
+        )
         return PassSummary(True, len(targets), scraped_ok, folded_mj, finalized, annotated, written, write_errors)
 
     def _publish(self) -> None:
@@ -232,6 +253,7 @@ class Accountant:
             except Exception:  # a provider must not raise; if one does, that zone waits for the next pass
                 log.exception("intensity provider failed for zone %s; not folding its nodes this pass", zone)
                 self.stats.count_error("intensity_error")
+        self._scrape_ok = {scrape.node for scrape in ok}
         folded = 0
         for scrape in ok:
             reading = readings.get(zones[scrape.node])
@@ -296,7 +318,10 @@ class Accountant:
             if not self.cluster.is_top_level_job(job):
                 self._done_jobs.add(job.uid)
                 continue  # charged to its owner (a JobSet...): that workload's footprint holds it
+            # Every agent that answered the latest pass must have a reading after the completion (a pod that ran
+            # briefly may not have shown up yet), and so must the agents of the nodes the Job is known to have used.
             nodes = (self.cluster.job_nodes(job.uid) & agent_nodes) | (account.nodes if account else set())
+            nodes |= self._scrape_ok
             decision = decide_finalization(
                 state.completion_unix_s, nodes, self._folded_tick, now, self.finalize_deadline_s
             )
@@ -436,6 +461,10 @@ class Accountant:
         ]
         if not due:
             return 0, 0
+        # Final footprints first (a Job waits for its annotation), then the least recently written; the rest waits
+        # for the next pass. Restarts lose nothing by writing less often: the watermarks make recounting exact.
+        due.sort(key=lambda account: (account.final is None, account.written_unix_s))
+        due = due[: self.writes_per_pass]
         results = await asyncio.gather(*(self._write(account, now) for account in due))
         errors = results.count(False)
         return len(results) - errors, errors

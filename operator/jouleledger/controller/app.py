@@ -1,7 +1,8 @@
 """The operator process: kopf observes the cluster, one accounting task does the rest.
 
-kopf watches pods, Jobs, ReplicaSets and nodes with ``@kopf.on.event`` handlers only (no finalizers, no patches of
-user objects: they feed :class:`ClusterState`). The accounting loop is one asyncio task, started by a startup
+kopf watches Jobs, ReplicaSets, nodes and the agent pods (server-side label and field selectors: workload pods are
+not watched, the agents report them) with ``@kopf.on.event`` handlers only (no finalizers, no patches of user
+objects: they feed :class:`ClusterState`). The accounting loop is one asyncio task, started by a startup
 handler and stopped by a cleanup handler; it talks to the API with its own small client built from the same
 credentials kopf logs in with. ``/metrics`` and ``/healthz`` are served on a background thread.
 
@@ -44,7 +45,7 @@ WATCHED: tuple[tuple[str, str, str], ...] = (
 """``(group, version, plural)`` of every resource the operator observes."""
 
 LIST_PATHS: dict[str, str] = {
-    PODS: "/api/v1/pods",
+    PODS: "/api/v1/pods",  # with the agent selectors (see once())
     JOBS: "/apis/batch/v1/jobs",
     REPLICASETS: "/apis/apps/v1/replicasets",
     NODES: "/api/v1/nodes",
@@ -209,6 +210,10 @@ class OperatorApp:
             settings.scanning.disabled = True
             settings.watching.server_timeout = 300
             settings.watching.client_timeout = 330
+            # Only agent pods are watched (server-side selectors): 10,000 workload pods cost kopf nothing.
+            settings.watching.label_selectors["pods"] = app.options.agent_selector
+            if app.options.agent_namespace:
+                settings.watching.field_selectors["pods"] = f"metadata.namespace={app.options.agent_namespace}"
             await app.start_accounting(settings=settings, logger=kwargs.get("logger", log))
 
         @kopf.on.cleanup(registry=registry)
@@ -246,8 +251,13 @@ class OperatorApp:
         accountant.write_interval_s = 0.0
         try:
             for plural, path in LIST_PATHS.items():
+                params: dict[str, str] = {}
+                if plural == PODS:
+                    params["labelSelector"] = self.options.agent_selector
+                    if self.options.agent_namespace:
+                        params["fieldSelector"] = f"metadata.namespace={self.options.agent_namespace}"
                 try:
-                    objects = await accountant.api.list(path)
+                    objects = await accountant.api.list(path, params=params)
                 except ApiError as error:
                     log.error("cannot list %s: %s", plural, error)
                     continue

@@ -1,0 +1,496 @@
+"""Operator load benchmark: 10,000 live GPU pods and 200 Job completions per minute against a mock API.
+
+This process runs a Kubernetes API emulator (kmock) and fake agents (one HTTP server answering for every node on
+its own loopback address, 127.0.x.y); the operator runs as it does in a cluster, ``jouleledger operator``, in a
+subprocess with a kubeconfig that points at the emulator. Measured: the operator process's CPU and RSS (from
+/proc) and the delay from each Job's completion to the request that annotates it, against the target
+p99 < 2 scrape intervals.
+
+Time compression: the scrape interval defaults to 5 s (15 s in production); Job completions run at the real rate.
+Both processes share this machine's cores, so the figures are an upper bound for the operator alone. Printed
+figures are medians/percentiles and ratios, never assertions.
+
+    .venv/bin/python bench/operator_load.py [--pods 10000] [--nodes 1250] [--jobs-per-minute 200]
+        [--scrape-interval-s 5] [--duration-s 90] [--warmup-s 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+
+AGENT_NAMESPACE = "jouleledger"
+POWER_W = 300.0
+RESOURCES: dict[str, tuple[str, bool]] = {
+    "v1/pods": ("Pod", True),
+    "v1/nodes": ("Node", False),
+    "v1/events": ("Event", True),
+    "v1/namespaces": ("Namespace", False),
+    "batch/v1/jobs": ("Job", True),
+    "apps/v1/replicasets": ("ReplicaSet", True),
+    "jouleledger.io/v1alpha1/workloadfootprints": ("WorkloadFootprint", True),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False),
+}
+
+
+@attrs.define(kw_only=True)
+class BenchEmulator(kmock.KubernetesEmulator):
+    """kmock with O(1) lookups of named objects (its own lookup scans every object) and a hook on Job patches."""
+
+    annotated_at: dict[str, float] = attrs.field(factory=dict)
+    writes: dict[str, int] = attrs.field(factory=dict)
+    watch_events: dict[str, int] = attrs.field(factory=dict)
+
+    def _KubernetesEmulator__get_objs(self, request: Any, strict: bool) -> list[Any]:  # noqa: N802 - kmock's name
+        if request.name is not None and request.resource is not None:
+            key = (request.resource, request.namespace, request.name)
+            return [self.objects[key]] if key in self.objects else []
+        return [
+            obj
+            for (resource, namespace, _), obj in self.objects.items()
+            if resource == request.resource and (request.namespace is None or namespace == request.namespace)
+        ]
+
+    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        method = request.method.value
+        if method in ("POST", "PATCH") and request.resource is not None:
+            key = f"{method} {request.resource.plural}{'/' + request.subresource if request.subresource else ''}"
+            self.writes[key] = self.writes.get(key, 0) + 1
+            if request.resource.plural == "jobs" and request.subresource is None and method == "PATCH":
+                annotations = ((request.data or {}).get("metadata") or {}).get("annotations") or {}
+                if "jouleledger.io/footprint-version" in annotations:
+                    self.annotated_at.setdefault(request.name, time.time())
+        fast = await self._fast(request)
+        return fast if fast is not None else await super()._handle(request)
+
+    async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
+        async for event in super()._serve_watch(request):
+            if not isinstance(event, dict) or _selected(event.get("object") or {}, request.params):
+                if isinstance(event, dict):
+                    key = f"{request.resource.plural} {event.get('type')}"
+                    self.watch_events[key] = self.watch_events.get(key, 0) + 1
+                yield event
+
+    async def _fast(self, request: Any) -> aiohttp.web.StreamResponse | None:
+        """Serve get/create/patch/list straight from the object store (kmock's request matching costs ~20 ms per
+        request, which would dominate the benchmark); watches still take kmock's own path and see every change."""
+        action, resource = request.action, request.resource
+        if (
+            resource is None
+            or not resource.plural
+            or request.params.get("watch") == "true"
+            or action not in (kmock.action.FETCH, kmock.action.CREATE, kmock.action.UPDATE, kmock.action.LIST)
+        ):
+            return None
+        if action == kmock.action.LIST:
+            items = [
+                obj.raw
+                for (res, namespace, _), obj in self.objects.items()
+                if res == resource
+                and (request.namespace is None or namespace == request.namespace)
+                and not obj.deleted
+                and _selected(obj.raw, request.params)
+            ]
+            return aiohttp.web.json_response({"metadata": {"resourceVersion": "1"}, "items": items})
+        data = request.data if isinstance(request.data, dict) else {}
+        name = request.name or (data.get("metadata") or {}).get("name")
+        namespace = request.namespace or (data.get("metadata") or {}).get("namespace")
+        key = (resource, namespace, name)
+        exists = key in self.objects and not self.objects[key].deleted
+        if action == kmock.action.FETCH:
+            if not exists:
+                return aiohttp.web.json_response({"kind": "Status", "code": 404, "reason": "NotFound"}, status=404)
+            return aiohttp.web.json_response(self.objects[key].raw)
+        async with self._lock:
+            if action == kmock.action.CREATE:
+                if exists:
+                    return aiohttp.web.json_response(
+                        {"kind": "Status", "code": 409, "reason": "AlreadyExists"}, status=409
+                    )
+                self.objects[key] = data
+                event = "ADDED"
+            else:
+                if not exists:
+                    return aiohttp.web.json_response({"kind": "Status", "code": 404, "reason": "NotFound"}, status=404)
+                self.objects[key].patch(data)
+                event = "MODIFIED"
+            raw = self.objects[key].raw
+            await self._buses[resource].put({"type": event, "object": raw})
+        return aiohttp.web.json_response(raw)
+
+
+def _selected(obj: dict[str, Any], params: dict[str, str]) -> bool:
+    """Equality label selectors and the ``metadata.namespace`` field selector, as the API server applies them."""
+    metadata = obj.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    for term in filter(None, params.get("labelSelector", "").split(",")):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    for term in filter(None, params.get("fieldSelector", "").split(",")):
+        key, _, value = term.partition("=")
+        if key == "metadata.namespace" and metadata.get("namespace") != value:
+            return False
+    return True
+
+
+@dataclass
+class SimPod:
+    namespace: str
+    name: str
+    uid: str
+    node: str
+    owner_kind: str
+    owner_name: str
+    owner_uid: str
+    started_s: float
+    finished_s: float | None = None
+
+    def energy_j(self, now_s: float) -> float:
+        end = self.finished_s if self.finished_s is not None else now_s
+        return max(0.0, end - self.started_s) * POWER_W
+
+    def gpu_seconds(self, now_s: float) -> float:
+        end = self.finished_s if self.finished_s is not None else now_s
+        return max(0.0, end - self.started_s)
+
+
+@dataclass
+class Simulation:
+    nodes: list[str]
+    ips: dict[str, str]
+    by_node: dict[str, dict[str, SimPod]] = field(default_factory=dict)
+    completed_at: dict[str, float] = field(default_factory=dict)
+    scrapes: int = 0
+
+    def exposition(self, node: str, now_s: float) -> str:
+        tick = float(int(now_s))  # the agent ticks every second
+        lines = [
+            "# TYPE jouleledger_agent_info gauge",
+            f'jouleledger_agent_info{{backend="nvml",node="{node}",simulated="false",version="0.1.0"}} 1.0',
+            "# TYPE jouleledger_agent_last_tick_timestamp_seconds gauge",
+            f'jouleledger_agent_last_tick_timestamp_seconds{{node="{node}"}} {tick}',
+            "# TYPE jouleledger_gpu_energy_joules counter",
+            f'jouleledger_gpu_energy_joules_total{{gpu="GPU-0",model="NVIDIA H100 80GB HBM3",node="{node}"}} 1.0',
+            "# TYPE jouleledger_pod_info gauge",
+        ]
+        pods = list(self.by_node.get(node, {}).values())
+        for pod in pods:
+            lines.append(
+                f'jouleledger_pod_info{{label_team="t{hash(pod.namespace) % 7}",namespace="{pod.namespace}",'
+                f'node="{node}",owner_kind="{pod.owner_kind}",owner_name="{pod.owner_name}",'
+                f'owner_uid="{pod.owner_uid}",pod="{pod.name}",uid="{pod.uid}"}} 1.0'
+            )
+        lines.append("# TYPE jouleledger_pod_gpu_energy_joules counter")
+        for index, pod in enumerate(pods):
+            lines.append(
+                f'jouleledger_pod_gpu_energy_joules_total{{container="main",gpu="GPU-{index % 8}",'
+                f'namespace="{pod.namespace}",node="{node}",pod="{pod.name}"}} {pod.energy_j(tick):.3f}'
+            )
+        lines.append("# TYPE jouleledger_pod_gpu_seconds counter")
+        for index, pod in enumerate(pods):
+            lines.append(
+                f'jouleledger_pod_gpu_seconds_total{{container="main",gpu="GPU-{index % 8}",'
+                f'namespace="{pod.namespace}",node="{node}",pod="{pod.name}"}} {pod.gpu_seconds(tick):.3f}'
+            )
+        return "\n".join(lines) + "\n"
+
+
+def rfc3339(unix_s: float) -> str:
+    return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def pod_object(pod: SimPod) -> dict[str, Any]:
+    api_version = "batch/v1" if pod.owner_kind == "Job" else "apps/v1"
+    return {
+        "metadata": {
+            "name": pod.name,
+            "namespace": pod.namespace,
+            "uid": pod.uid,
+            "resourceVersion": "1",
+            "labels": {"team": f"t{hash(pod.namespace) % 7}"},
+            "ownerReferences": [
+                {
+                    "apiVersion": api_version,
+                    "kind": pod.owner_kind,
+                    "name": pod.owner_name,
+                    "uid": pod.owner_uid,
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"nodeName": pod.node},
+        "status": {"phase": "Running"},
+    }
+
+
+def populate(api: BenchEmulator, sim: Simulation, pods: int, live_jobs: int, now_s: float) -> list[SimPod]:
+    """Nodes and their agents, ``pods - live_jobs`` pods in Deployments of 40, and ``live_jobs`` one-pod Jobs."""
+    for node in sim.nodes:
+        api.objects["v1/nodes", None, node] = {
+            "metadata": {"name": node, "uid": f"uid-{node}", "labels": {"topology.kubernetes.io/zone": "z1"}}
+        }
+        api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = {
+            "metadata": {
+                "name": f"agent-{node}",
+                "namespace": AGENT_NAMESPACE,
+                "uid": f"agent-{node}",
+                "labels": {"app.kubernetes.io/component": "agent"},
+            },
+            "spec": {"nodeName": node},
+            "status": {"phase": "Running", "podIP": sim.ips[node]},
+        }
+    rng = random.Random(7)
+    jobs: list[SimPod] = []
+    for index in range(pods):
+        node = sim.nodes[index % len(sim.nodes)]
+        namespace = f"team-{index % 20}"
+        if index < pods - live_jobs:
+            rs = index // 40
+            pod = SimPod(
+                namespace, f"svc-{rs}-{index}", f"pod-{index}", node, "ReplicaSet", f"svc-{rs}-rs", f"rs-{rs}", now_s
+            )
+            if (namespace, rs) not in {(None, None)}:
+                api.objects["apps/v1/replicasets", namespace, f"svc-{rs}-rs"] = {
+                    "metadata": {
+                        "name": f"svc-{rs}-rs",
+                        "namespace": namespace,
+                        "uid": f"rs-{rs}",
+                        "ownerReferences": [
+                            {
+                                "apiVersion": "apps/v1",
+                                "kind": "Deployment",
+                                "name": f"svc-{rs}",
+                                "uid": f"dep-{rs}",
+                                "controller": True,
+                            }
+                        ],
+                    }
+                }
+        else:
+            job = f"job-{index}"
+            pod = SimPod(
+                namespace, f"{job}-p", f"pod-{index}", node, "Job", job, f"uid-{job}", now_s - rng.uniform(0, 600)
+            )
+            api.objects["batch/v1/jobs", namespace, job] = {
+                "metadata": {"name": job, "namespace": namespace, "uid": f"uid-{job}", "resourceVersion": "1"},
+                "status": {},
+            }
+            jobs.append(pod)
+        api.objects["v1/pods", pod.namespace, pod.name] = pod_object(pod)
+        sim.by_node.setdefault(node, {})[pod.uid] = pod
+    return jobs
+
+
+async def drive_jobs(
+    api: BenchEmulator, sim: Simulation, jobs: list[SimPod], per_minute: float, stop: asyncio.Event
+) -> None:
+    """Complete the oldest running Job at ``per_minute`` and start a replacement on a random node."""
+    rng = random.Random(11)
+    counter = 10**6
+    period = 60.0 / per_minute
+    next_at = time.time()
+    session = api.servers[0].client
+    while not stop.is_set():
+        next_at += period
+        await asyncio.sleep(max(0.0, next_at - time.time()))
+        pod = jobs.pop(0)
+        now = time.time()
+        pod.finished_s = now
+        sim.completed_at[pod.owner_name] = now
+        status = {
+            "status": {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": rfc3339(now)}]}
+        }
+        async with session.patch(
+            f"/apis/batch/v1/namespaces/{pod.namespace}/jobs/{pod.owner_name}/status", json=status
+        ) as r:
+            await r.read()
+        counter += 1
+        node = rng.choice(sim.nodes)
+        job = f"job-{counter}"
+        new = SimPod(pod.namespace, f"{job}-p", f"pod-{counter}", node, "Job", job, f"uid-{job}", now)
+        body = {
+            "metadata": {"name": job, "namespace": new.namespace, "uid": new.owner_uid, "resourceVersion": "1"},
+            "status": {},
+        }
+        async with session.post(f"/apis/batch/v1/namespaces/{new.namespace}/jobs", json=body) as r:
+            await r.read()
+        async with session.post(f"/api/v1/namespaces/{new.namespace}/pods", json=pod_object(new)) as r:
+            await r.read()
+        sim.by_node.setdefault(node, {})[new.uid] = new
+        jobs.append(new)
+        # The agent forgets a finished pod after its retention window (here: 60 s).
+        for pods in sim.by_node.values():
+            for uid in [uid for uid, p in pods.items() if p.finished_s is not None and now - p.finished_s > 60]:
+                del pods[uid]
+
+
+def read_proc(pid: int) -> tuple[float, int, int]:
+    """CPU seconds (user + system), RSS and peak RSS in bytes of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu_s = (int(fields[11]) + int(fields[12])) / ticks
+    rss = peak = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+        elif line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    return cpu_s, rss, peak
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def main(args: argparse.Namespace) -> int:
+    nodes = [f"gpu-{i:04d}" for i in range(args.nodes)]
+    sim = Simulation(nodes, {node: f"127.{1 + i // 250}.{i % 250}.1" for i, node in enumerate(nodes)})
+    by_ip = {ip: node for node, ip in sim.ips.items()}
+
+    async def metrics(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        local = request.transport.get_extra_info("sockname")[0] if request.transport else ""
+        sim.scrapes += 1
+        return aiohttp.web.Response(text=sim.exposition(by_ip.get(local, ""), time.time()), content_type="text/plain")
+
+    agent_app = aiohttp.web.Application()
+    agent_app.router.add_get("/metrics", metrics)
+    runner = aiohttp.web.AppRunner(agent_app, access_log=None)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "0.0.0.0", 0)
+    await site.start()
+    agent_port = runner.addresses[0][1]
+
+    async with BenchEmulator() as api, kmock.Server(api):
+        for name, (kind, namespaced) in RESOURCES.items():
+            api.resources[name] = kmock.ResourceInfo(
+                kind=kind,
+                namespaced=namespaced,
+                verbs={"get", "list", "watch", "create", "patch"},
+                subresources={"status"},
+            )
+        live_jobs = max(1, int(args.jobs_per_minute * args.job_minutes))
+        started = time.time()
+        jobs = populate(api, sim, args.pods, min(live_jobs, args.pods), started)
+        with tempfile.TemporaryDirectory() as tmp:
+            kubeconfig = Path(tmp) / "kubeconfig"
+            kubeconfig.write_text(
+                "apiVersion: v1\nkind: Config\ncurrent-context: bench\n"
+                f"clusters: [{{name: bench, cluster: {{server: '{str(api.url).rstrip('/')}'}}}}]\n"
+                "users: [{name: bench, user: {}}]\n"
+                "contexts: [{name: bench, context: {cluster: bench, user: bench}}]\n"
+            )
+            config = Path(tmp) / "config.yaml"
+            config.write_text(
+                "pue: 1.2\nprice: {defaultPerKwh: 0.15}\nintensity: {provider: static, defaultGramsPerKwh: 400}\n"
+            )
+            env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+            env.pop("KUBERNETES_SERVICE_HOST", None)
+            profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+            command = [sys.executable, *profile, "-m", "jouleledger", "--log-level", args.operator_log_level]
+            command += ["operator", "--config", str(config), "--listen-address", "127.0.0.1", "--port", "0"]
+            command += ["--agent-namespace", AGENT_NAMESPACE, "--agent-port", str(agent_port), "--standalone"]
+            command += ["--scrape-interval-s", str(args.scrape_interval_s)]
+            operator = await asyncio.create_subprocess_exec(
+                *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+            stop = asyncio.Event()
+            driver = asyncio.create_task(drive_jobs(api, sim, jobs, args.jobs_per_minute, stop))
+            stderr_lines: list[bytes] = []
+
+            async def drain() -> None:
+                assert operator.stderr is not None
+                async for line in operator.stderr:
+                    if len(stderr_lines) < 5000:
+                        stderr_lines.append(line)
+
+            drainer = asyncio.create_task(drain())
+            await asyncio.sleep(args.warmup_s)
+            cpu0, _, _ = read_proc(operator.pid)
+            t0 = time.time()
+            scrapes0 = sim.scrapes
+            await asyncio.sleep(args.duration_s)
+            cpu1, rss, peak = read_proc(operator.pid)
+            t1 = time.time()
+            stop.set()
+            driver.cancel()
+            operator.terminate()
+            await operator.wait()
+            drainer.cancel()
+
+    await runner.cleanup()
+    delays = [
+        api.annotated_at[job] - done
+        for job, done in sim.completed_at.items()
+        if t0 <= done <= t1 - 2 * args.scrape_interval_s and job in api.annotated_at
+    ]
+    considered = [job for job, done in sim.completed_at.items() if t0 <= done <= t1 - 2 * args.scrape_interval_s]
+    wall = t1 - t0
+    passes = (sim.scrapes - scrapes0) / max(1, args.nodes)
+    print("Joule Ledger operator load benchmark (mock API: kmock; agents: fake expositions on loopback)")
+    print(f"  pods live: {args.pods} on {args.nodes} nodes; Job completions: {args.jobs_per_minute:g}/min (real time)")
+    print(f"  scrape interval: {args.scrape_interval_s:g} s (time-compressed; production default 15 s)")
+    print(f"  measured window: {wall:.0f} s after {args.warmup_s:g} s warm-up; passes in window: {passes:.1f}")
+    cpu_s = cpu1 - cpu0
+    print(f"  operator CPU: {100 * cpu_s / wall:.1f} % of one core ({cpu_s / max(passes, 1):.2f} s per pass)")
+    print(f"  operator RSS: {rss / 2**20:.0f} MiB (peak {peak / 2**20:.0f} MiB)")
+    if delays:
+        p50, p99 = statistics.median(delays), percentile(delays, 99)
+        print(f"  completion -> annotation delay: p50 {p50:.2f} s, p99 {p99:.2f} s over {len(delays)} Jobs")
+        print(f"  p99 / scrape interval: {p99 / args.scrape_interval_s:.2f} (target < 2)")
+    print(f"  Jobs annotated in window: {len(delays)}/{len(considered)}")
+    print(f"  API writes by the operator: {dict(sorted(api.writes.items()))}")
+    print(f"  watch events sent to the operator: {dict(sorted(api.watch_events.items()))}")
+    if args.show_watches:
+        for request in api._requests:
+            if request.params.get("watch") == "true" or (
+                request.method.value == "GET"
+                and "limit" not in request.params
+                and request.name is None
+                and request.resource is not None
+                and request.resource.plural
+            ):
+                print("   ", request.method.value, request.url.path_qs)
+    if len(delays) < len(considered) or args.operator_log_level != "WARNING":
+        print("  operator stderr (first lines):")
+        for line in stderr_lines[-60:]:
+            print("   ", line.decode(errors="replace").rstrip())
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--pods", type=int, default=10_000)
+    parser.add_argument("--nodes", type=int, default=1_250)
+    parser.add_argument("--jobs-per-minute", type=float, default=200.0)
+    parser.add_argument("--job-minutes", type=float, default=10.0, help="how long a Job's pod runs (live Jobs)")
+    parser.add_argument("--scrape-interval-s", type=float, default=5.0)
+    parser.add_argument("--duration-s", type=float, default=90.0)
+    parser.add_argument("--warmup-s", type=float, default=30.0)
+    parser.add_argument("--show-watches", action="store_true", help="print the list and watch requests served")
+    parser.add_argument("--profile", default="", help="write a cProfile of the operator process to this file")
+    parser.add_argument("--operator-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse_args())))
