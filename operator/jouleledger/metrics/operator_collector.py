@@ -177,7 +177,7 @@ def _families(view: OperatorView) -> list[Metric]:
     buckets: list[tuple[str, float]] = []
     for bound, count in zip((*DELAY_BUCKETS_S, float("inf")), view.delay_bucket_counts, strict=True):
         cumulative += count
-        buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", cumulative))
+        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
     delay = HistogramMetricFamily(
         names.OPERATOR_ANNOTATION_DELAY,
         _HELP[names.OPERATOR_ANNOTATION_DELAY],
