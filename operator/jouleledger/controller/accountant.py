@@ -34,7 +34,6 @@ from typing import Any, Final
 
 from jouleledger.controller.cluster import ClusterState, JobInfo
 from jouleledger.controller.config import OperatorConfig
-from jouleledger.controller.kubeapi import ApiError, ConflictError, KubeApi, NotFoundError
 from jouleledger.controller.scrape import OK, AgentScraper, ScrapeOutcome
 from jouleledger.controller.status import NodeIntensity, OperatorStats, OperatorView
 from jouleledger.core.footprint import (
@@ -60,6 +59,7 @@ from jouleledger.core.footprint_scrape import AgentScrape, PodIdentity
 from jouleledger.core.units import mj_to_kwh
 from jouleledger.core.workload import resolve_workload
 from jouleledger.intensity import IntensityProvider
+from jouleledger.kube.api import ApiError, ConflictError, KubeApi, NotFoundError
 
 __all__ = ["Accountant", "PassSummary"]
 

@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry
 from jouleledger.controller.accountant import Accountant, PassSummary
 from jouleledger.controller.cluster import JOBS, NODES, PODS, REPLICASETS, ClusterState, parse_selector
 from jouleledger.controller.config import OperatorConfig
-from jouleledger.controller.kubeapi import ApiError, KubeApi, build_http_client
 from jouleledger.controller.scrape import AgentScraper
 from jouleledger.intensity import IntensityProvider
+from jouleledger.kube.api import ApiError, KubeApi, build_http_client
 from jouleledger.metrics.operator_collector import OperatorCollector
 from jouleledger.metrics.server import MetricsServer
 

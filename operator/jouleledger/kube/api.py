@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import httpx
 
-__all__ = ["ApiError", "ConflictError", "KubeApi", "NotFoundError", "build_http_client"]
+__all__ = ["ApiError", "ConflictError", "KubeApi", "NotFoundError", "RotatingTokenAuth", "build_http_client"]
 
 log = logging.getLogger(__name__)
 
@@ -147,15 +148,75 @@ class KubeApi:
         return result if isinstance(result, dict) else {}
 
 
-def build_http_client(info: Any, *, timeout_s: float = 30.0) -> httpx.AsyncClient:
+SERVICE_ACCOUNT_TOKEN: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+class RotatingTokenAuth(httpx.Auth):
+    """Bearer auth that re-reads a projected service-account token when the kubelet rotates the file.
+
+    The file is read again only when its modification time changes; if it cannot be read, the last token stays.
+    """
+
+    def __init__(self, path: Path, token: str) -> None:
+        self.path = path
+        self._token = token
+        self._mtime_ns = self._stat()
+
+    def _stat(self) -> int:
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return -1
+
+    def token(self) -> str:
+        mtime_ns = self._stat()
+        if mtime_ns != self._mtime_ns:
+            try:
+                fresh = self.path.read_text(encoding="utf-8").strip()
+            except OSError as error:
+                log.warning("cannot re-read the service-account token %s: %s", self.path, error)
+            else:
+                if fresh:
+                    self._token = fresh
+                    self._mtime_ns = mtime_ns
+        return self._token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        yield request
+
+
+def build_http_client(
+    info: Any,
+    *,
+    timeout_s: float = 30.0,
+    token_path: Path = SERVICE_ACCOUNT_TOKEN,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` for a :class:`kopf.ConnectionInfo`: its server, authorization headers and TLS
-    context (CA, client certificate, ``insecure``), exactly as kopf itself connects."""
+    context (CA, client certificate, ``insecure``), exactly as kopf itself connects. In a pod, where the token
+    came from the projected service-account file, the token follows that file as it is rotated."""
     server = str(info.server).rstrip("/")
     verify: ssl.SSLContext | bool = info.as_ssl_context() if server.startswith("https") else True
+    headers = dict(info.as_http_headers())
+    auth: httpx.Auth | None = None
+    token = getattr(info, "token", None)
+    if token and _file_holds(token_path, token):
+        headers.pop("Authorization", None)
+        auth = RotatingTokenAuth(token_path, token)
     return httpx.AsyncClient(
         base_url=server,
-        headers=dict(info.as_http_headers()),
+        headers=headers,
+        auth=auth,
         verify=verify,
         timeout=timeout_s,
         trust_env=bool(getattr(info, "trust_env", False)),
+        transport=transport,
     )
+
+
+def _file_holds(path: Path, token: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8").strip() == token
+    except OSError:
+        return False
