@@ -133,6 +133,7 @@ def test_collector_renders_rollups_and_self_metrics() -> None:
     stats.observe_delay(4.0)
     stats.observe_delay(40.0)
     stats.node_intensity["n1"] = NodeIntensity("z1", "static", 321.0)
+    stats.rejected["wrong_node"] = 5
     rollups = RollupSnapshot(
         namespaces={"ml": TotalsView(2_000, 7.0, 1.5, 0.5, 0.25)},
         teams={"vision": TotalsView(2_000, 7.0, 1.5, 0.5, 0.25)},
@@ -155,3 +156,4 @@ def test_collector_renders_rollups_and_self_metrics() -> None:
     assert value("jouleledger_operator_annotation_delay_seconds_bucket", {"le": "5.0"}) == 1
     assert value("jouleledger_operator_annotation_delay_seconds_bucket", {"le": "+Inf"}) == 2
     assert value("jouleledger_operator_annotation_delay_seconds_sum") == 44.0
+    assert value("jouleledger_operator_rejected_samples_total", {"reason": "wrong_node"}) == 5

@@ -34,6 +34,7 @@ class OperatorView:
     counter_resets: Mapping[str, int] = field(default_factory=dict)  # by node
     footprints_written: int = 0
     footprint_errors: Mapping[str, int] = field(default_factory=dict)  # by reason
+    rejected_samples: Mapping[str, int] = field(default_factory=dict)  # agent samples not trusted, by reason
     intensity_fallbacks: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (provider, reason)
     node_intensity: Mapping[str, NodeIntensity] = field(default_factory=dict)
     delay_bucket_counts: tuple[int, ...] = (0,) * (len(DELAY_BUCKETS_S) + 1)  # per bucket, not cumulative
@@ -73,6 +74,7 @@ class OperatorStats:
             counter_resets=dict(self.counter_resets),
             footprints_written=self.footprints_written,
             footprint_errors=dict(self.footprint_errors),
+            rejected_samples=dict(self.rejected),
             intensity_fallbacks=dict(fallbacks),
             node_intensity=dict(self.node_intensity),
             delay_bucket_counts=tuple(self.delay_bucket_counts),

@@ -52,4 +52,5 @@ OPERATOR_COUNTER_RESETS: Final = "jouleledger_operator_counter_resets"  # counte
 OPERATOR_FOOTPRINTS_WRITTEN: Final = "jouleledger_operator_job_footprints_written"  # counter
 OPERATOR_FOOTPRINT_ERRORS: Final = "jouleledger_operator_job_footprint_errors"  # counter {reason}
 OPERATOR_INTENSITY_FALLBACKS: Final = "jouleledger_operator_intensity_fallbacks"  # counter {provider,reason}
+OPERATOR_REJECTED_SAMPLES: Final = "jouleledger_operator_rejected_samples"  # counter {reason}
 OPERATOR_ANNOTATION_DELAY: Final = "jouleledger_operator_annotation_delay_seconds"  # histogram

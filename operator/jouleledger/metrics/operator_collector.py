@@ -98,6 +98,7 @@ _HELP = {
     names.OPERATOR_FOOTPRINTS_WRITTEN: "Finished Jobs whose footprint annotations were written.",
     names.OPERATOR_FOOTPRINT_ERRORS: "Footprints or annotations that could not be written, by reason.",
     names.OPERATOR_INTENSITY_FALLBACKS: "Intensity readings served from the fallback table, by provider and reason.",
+    names.OPERATOR_REJECTED_SAMPLES: "Agent samples not trusted (wrong node, invalid value, no pod info), by reason.",
     names.OPERATOR_ANNOTATION_DELAY: "Seconds from a Job's completion to its footprint annotations.",
 }
 
@@ -173,6 +174,11 @@ def _families(view: OperatorView) -> list[Metric]:
     )
     for (provider, reason), count in sorted(view.intensity_fallbacks.items()):
         fallbacks.add_metric([provider, reason], count)
+    rejected = CounterMetricFamily(
+        names.OPERATOR_REJECTED_SAMPLES, _HELP[names.OPERATOR_REJECTED_SAMPLES], labels=("reason",)
+    )
+    for reason, count in sorted(view.rejected_samples.items()):
+        rejected.add_metric([reason], count)
     cumulative = 0
     buckets: list[tuple[str, float]] = []
     for bound, count in zip((*DELAY_BUCKETS_S, float("inf")), view.delay_bucket_counts, strict=True):
@@ -184,7 +190,7 @@ def _families(view: OperatorView) -> list[Metric]:
         buckets=buckets,
         sum_value=view.delay_sum_s,
     )
-    return [*families, unallocated, intensity, scrapes, agents, resets, written, errors, fallbacks, delay]
+    return [*families, unallocated, intensity, scrapes, agents, resets, written, errors, fallbacks, rejected, delay]
 
 
 class OperatorCollector:
