@@ -92,5 +92,5 @@ class NodeAccountant:
     def _holder_index(self, sample: Sample) -> HolderIndex:
         # Sources that keep the same pods tuple while nothing changes (the simulated node) skip the rebuild.
         if self._index is None or self._index.pods is not sample.pods:
-            self._index = HolderIndex(sample.pods)
+            self._index = HolderIndex(sample.pods, self._index)
         return self._index

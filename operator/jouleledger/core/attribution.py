@@ -107,6 +107,29 @@ class _Holder:
     weight: int
 
 
+@dataclass(frozen=True, slots=True)
+class _PodSummary:
+    """One pod's devices (base ids, once each) and process ids, each with the container that lists it."""
+
+    pod: PodInfo
+    devices: tuple[tuple[str, str], ...]
+    pids: tuple[tuple[int, str], ...]
+
+    @classmethod
+    def of(cls, pod: PodInfo) -> _PodSummary:
+        devices: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        pids: list[tuple[int, str]] = []
+        for container in pod.containers:
+            for listed in container.devices:
+                device = base_device_id(listed) if REPLICA_SEPARATOR in listed else listed
+                if device not in seen:
+                    seen.add(device)
+                    devices.append((device, container.name))
+            pids.extend((pid, container.name) for pid in container.pids)
+        return cls(pod, tuple(devices), tuple(pids))
+
+
 class HolderIndex:
     """Who holds what in one sample: built once per sample, shared by every GPU's split.
 
@@ -114,27 +137,31 @@ class HolderIndex:
     (and container) that owns it (the first pod listing it); ``order`` gives each pod's position for ties.
     """
 
-    __slots__ = ("by_device", "by_pid", "order", "pods")
+    __slots__ = ("by_device", "by_pid", "order", "pods", "summaries")
 
-    def __init__(self, pods: Sequence[PodInfo]) -> None:
+    def __init__(self, pods: Sequence[PodInfo], previous: HolderIndex | None = None) -> None:
+        """Index ``pods``; ``previous`` (the index of an earlier sample) lends its per-pod summaries, so that
+        pods that are the same objects as before are not walked again."""
         self.pods = pods
         self.by_device: dict[str, list[tuple[PodInfo, str]]] = {}
         self.by_pid: dict[int, tuple[PodInfo, str]] = {}
         self.order: dict[int, int] = {}
+        self.summaries: dict[int, _PodSummary] = {}
+        known = previous.summaries if previous is not None else {}
+        by_device, by_pid = self.by_device, self.by_pid
         for position, pod in enumerate(pods):
             marker = id(pod)
             if marker in self.order:
                 continue
             self.order[marker] = position
-            seen_devices: set[str] = set()
-            for container in pod.containers:
-                for listed in container.devices:
-                    device = base_device_id(listed) if REPLICA_SEPARATOR in listed else listed
-                    if device not in seen_devices:
-                        seen_devices.add(device)
-                        self.by_device.setdefault(device, []).append((pod, container.name))
-                for pid in container.pids:
-                    self.by_pid.setdefault(pid, (pod, container.name))
+            summary = known.get(marker)
+            if summary is None or summary.pod is not pod:
+                summary = _PodSummary.of(pod)
+            self.summaries[marker] = summary
+            for device, container_name in summary.devices:
+                by_device.setdefault(device, []).append((pod, container_name))
+            for pid, container_name in summary.pids:
+                by_pid.setdefault(pid, (pod, container_name))
 
     def _weighted_exact(self, holders: list[tuple[PodInfo, str]], reading: GpuReading) -> list[_Holder]:
         """Utilisations that are not whole numbers: summed as exact rationals, then scaled to integers."""

@@ -79,6 +79,7 @@ class Ledger:
     _slots: dict[int, tuple[str, str]] = field(default_factory=dict)
     _defined: set[int] = field(default_factory=set)
     _next_slot: int = 0
+    _seen: dict[str, PodInfo] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if math.isnan(self.retention_s) or self.retention_s < 0:
@@ -133,6 +134,7 @@ class Ledger:
 
     def _track_liveness(self, t_s: float, previous_known_s: float, pods: Sequence[PodInfo]) -> None:
         present = {pod.key: pod for pod in pods}
+        seen = self._seen
         for key, state in self._pods.items():
             pod = present.get(key)
             if pod is None:
@@ -148,6 +150,9 @@ class Ledger:
             if state.finished_s is not None:
                 state.finished_s = None
                 self._dirty_pods.add(key)
+            if seen.get(key) is pod:
+                continue  # the very same object as last time: nothing about the pod changed
+            seen[key] = pod
             if pod.owner is not None and pod.owner != state.owner:
                 state.owner = pod.owner
                 self._dirty_pods.add(key)
@@ -163,18 +168,17 @@ class Ledger:
             for key, state in self._pods.items()
             if state.finished_s is not None and t_s - state.finished_s >= self.retention_s
         ]
-        finished = [state.finished_s for state in self._pods.values() if state.finished_s is not None]
-        self._next_expiry_s = min(finished) + self.retention_s if finished else None
-        if not expired:
-            return
         gone = set(expired)
         self._expired.extend(expired)
         self._dirty_pods -= gone
         self._dirty_devices = {device_key for device_key in self._dirty_devices if device_key[0] not in gone}
         for key in expired:
             del self._pods[key]
+            self._seen.pop(key, None)
         for device_key in [device_key for device_key in self._devices if device_key[0] in gone]:
             del self._slots[self._devices.pop(device_key).slot]
+        finished = [state.finished_s for state in self._pods.values() if state.finished_s is not None]
+        self._next_expiry_s = min(finished) + self.retention_s if finished else None
 
     def snapshot(self, rejected: Mapping[tuple[str, str], int] | None = None) -> LedgerSnapshot:
         """An immutable copy of every counter, for exporters."""
