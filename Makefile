@@ -45,7 +45,7 @@ typecheck: install
 
 bench: install ## print the agent and operator benchmark figures
 	$(PY) bench/agent_tick.py
-	$(PY) bench/operator_load.py
+	$(PY) bench/operator_load.py --scrape-interval-s 15 --duration-s 120 --warmup-s 90
 
 chart: install helm ## lint and render the Helm chart
 	$(HELM) lint --strict charts/jouleledger
