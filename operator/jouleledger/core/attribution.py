@@ -11,14 +11,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 from jouleledger.core.model import REPLICA_SEPARATOR, GpuInfo, GpuReading, PodInfo, base_device_id
 
 __all__ = ["DeviceSplit", "GpuSplit", "HolderIndex", "Share", "largest_remainder", "split_gpu"]
 
 
-@dataclass(frozen=True, slots=True)
-class Share:
+class Share(NamedTuple):
     """One pod's part of one device's interval energy.
 
     ``fraction`` is the pod's fraction of the *physical* GPU (for a MIG instance, the instance's slice fraction
@@ -100,8 +100,7 @@ def largest_remainder(total: int, weights: Sequence[int | float | Fraction]) -> 
     return parts
 
 
-@dataclass(frozen=True, slots=True)
-class _Holder:
+class _Holder(NamedTuple):
     pod: PodInfo
     container: str
     weight: int
