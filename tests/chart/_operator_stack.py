@@ -19,7 +19,7 @@ from typing import Any
 
 import kmock
 
-from tests.controller.conftest import AGENT_NAMESPACE, RESOURCES, Emulator, agent_pod, node_object
+from tests.controller.conftest import AGENT_NAMESPACE, Emulator, agent_pod, node_object, register_resources
 
 __all__ = ["AGENT_NAMESPACE", "MockKubernetesApi", "agent_pod", "node_object", "write_kubeconfig"]
 
@@ -63,13 +63,7 @@ class MockKubernetesApi:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with Emulator() as emulator, kmock.Server(emulator):
-            for name, (kind, namespaced) in RESOURCES.items():
-                emulator.resources[name] = kmock.ResourceInfo(
-                    kind=kind,
-                    namespaced=namespaced,
-                    verbs={"get", "list", "watch", "create", "patch", "delete"},
-                    subresources={"status"} if name.endswith(("jobs", "workloadfootprints")) else set(),
-                )
+            register_resources(emulator)
             self.url = str(emulator.url).rstrip("/")
             self._ready.set()
             await self._stop.wait()

@@ -97,16 +97,21 @@ class Emulator(kmock.KubernetesEmulator):
         )
 
 
+def register_resources(emulator: kmock.KubernetesEmulator) -> None:
+    """Declare the resources the operator uses (kmock serves only what it was told exists)."""
+    for name, (kind, namespaced) in RESOURCES.items():
+        emulator.resources[name] = kmock.ResourceInfo(
+            kind=kind,
+            namespaced=namespaced,
+            verbs={"get", "list", "watch", "create", "patch", "delete"},
+            subresources={"status"} if name.endswith(("jobs", "workloadfootprints")) else set(),
+        )
+
+
 @pytest_asyncio.fixture()
 async def api() -> AsyncIterator[Emulator]:
     async with Emulator() as emulator, kmock.Server(emulator):
-        for name, (kind, namespaced) in RESOURCES.items():
-            emulator.resources[name] = kmock.ResourceInfo(
-                kind=kind,
-                namespaced=namespaced,
-                verbs={"get", "list", "watch", "create", "patch", "delete"},
-                subresources={"status"} if name.endswith(("jobs", "workloadfootprints")) else set(),
-            )
+        register_resources(emulator)
         yield emulator
 
 
