@@ -61,7 +61,7 @@ MAY_BE_EMPTY = {
     "jouleledger_pod_finished_timestamp_seconds": "no simulated pod need finish within the test (mean life 300 s)",
     "jouleledger_agent_rejected_readings_total": "{reason}: the simulated GPUs give no implausible reading",
     "jouleledger_agent_gpu_read_errors_total": "{kind}: no GPU read fails",
-    "jouleledger_operator_counter_resets_total": "{node}: the agent does not restart",
+    "jouleledger_operator_agent_resets_total": "{node}: the agent does not restart",
     "jouleledger_operator_job_footprint_errors_total": "{reason}: the mock API accepts every write",
     "jouleledger_operator_intensity_fallbacks_total": "{provider,reason}: the static table never falls back",
     "jouleledger_operator_rejected_samples_total": "{reason}: the agent's samples are all valid",

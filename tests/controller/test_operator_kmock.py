@@ -214,7 +214,7 @@ async def test_agent_restart_without_checkpoint_counts_the_new_value(
     await running.accountant.run_pass()
     assert job_annotations(api)["jouleledger.io/energy-kwh"] == f"{10_800 / 3_600_000:.6f}"
     assert running.accountant.stats.counter_resets == {"n1": 1}
-    assert 'jouleledger_operator_counter_resets_total{node="n1"} 1.0' in await scrape_metrics(running)
+    assert 'jouleledger_operator_agent_resets_total{node="n1"} 1.0' in await scrape_metrics(running)
 
 
 async def test_api_errors_and_relists_are_retried_and_still_write_once(

@@ -48,7 +48,7 @@ NODE_INTENSITY: Final = "jouleledger_node_grid_intensity_grams_per_kwh"  # gauge
 # --- operator: self ----------------------------------------------------------------------------------------------
 OPERATOR_SCRAPES: Final = "jouleledger_operator_scrapes"  # counter {result=ok|error|timeout}
 OPERATOR_AGENTS: Final = "jouleledger_operator_agents"  # gauge: agents discovered
-OPERATOR_COUNTER_RESETS: Final = "jouleledger_operator_counter_resets"  # counter {node}
+OPERATOR_AGENT_RESETS: Final = "jouleledger_operator_agent_resets"  # counter {node}
 OPERATOR_FOOTPRINTS_WRITTEN: Final = "jouleledger_operator_job_footprints_written"  # counter
 OPERATOR_FOOTPRINT_ERRORS: Final = "jouleledger_operator_job_footprint_errors"  # counter {reason}
 OPERATOR_INTENSITY_FALLBACKS: Final = "jouleledger_operator_intensity_fallbacks"  # counter {provider,reason}

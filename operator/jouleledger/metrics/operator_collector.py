@@ -94,7 +94,7 @@ _HELP = {
     names.NODE_INTENSITY: "Grid carbon intensity applied to the node's latest interval, in g CO2e per kWh.",
     names.OPERATOR_SCRAPES: "Agent scrapes by result.",
     names.OPERATOR_AGENTS: "Agents discovered.",
-    names.OPERATOR_COUNTER_RESETS: "Agent counters seen going down (agent restarted without its checkpoint).",
+    names.OPERATOR_AGENT_RESETS: "Agent counters seen going down (agent restarted without its checkpoint).",
     names.OPERATOR_FOOTPRINTS_WRITTEN: "Finished Jobs whose footprint annotations were written.",
     names.OPERATOR_FOOTPRINT_ERRORS: "Footprints or annotations that could not be written, by reason.",
     names.OPERATOR_INTENSITY_FALLBACKS: "Intensity readings served from the fallback table, by provider and reason.",
@@ -158,7 +158,7 @@ def _families(view: OperatorView) -> list[Metric]:
     for result, count in sorted(view.scrapes.items()):
         scrapes.add_metric([result], count)
     agents = GaugeMetricFamily(names.OPERATOR_AGENTS, _HELP[names.OPERATOR_AGENTS], value=view.agents)
-    resets = CounterMetricFamily(names.OPERATOR_COUNTER_RESETS, _HELP[names.OPERATOR_COUNTER_RESETS], labels=("node",))
+    resets = CounterMetricFamily(names.OPERATOR_AGENT_RESETS, _HELP[names.OPERATOR_AGENT_RESETS], labels=("node",))
     for node, count in sorted(view.counter_resets.items()):
         resets.add_metric([node], count)
     written = CounterMetricFamily(
