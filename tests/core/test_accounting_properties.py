@@ -97,3 +97,14 @@ def test_every_interval_conserves_energy_and_respects_the_power_limit(stream: li
     assert snapshot.measured_mj == measured
     assert sum(device.energy_mj for device in snapshot.devices) + snapshot.unallocated_mj == measured
     assert all(device.gpu_seconds >= 0 for device in snapshot.devices)
+
+
+def test_unknown_gpus_and_time_going_backwards_are_counted_not_used() -> None:
+    pipeline = Pipeline(HEADER)
+    pipeline.step(Sample(10.0, (GpuReading("GPU-a", 0, 1000), GpuReading("GPU-ghost", 5, 5))))
+    result = pipeline.step(Sample(9.0, (GpuReading("GPU-a", 500, 1000),)))  # a clock step backwards
+    assert result.gpus == ()
+    result = pipeline.step(Sample(11.0, (GpuReading("GPU-a", 900, 1000),)))
+    assert [interval.split.energy_mj for interval in result.gpus] == [400], "the reading at t=9 is the baseline"
+    assert pipeline.accountant.rejected == {("GPU-ghost", "unknown_gpu"): 1, ("GPU-a", "time_not_increasing"): 1}
+    assert pipeline.snapshot().unallocated_mj == 400
