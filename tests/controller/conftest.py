@@ -311,6 +311,7 @@ async def start_operator(api: Emulator, agents: FakeAgents) -> AsyncIterator[Sta
             connection=kopf.ConnectionInfo(server=str(api.url).rstrip("/")),
             finalize_deadline_s=finalize_deadline_s,
             write_interval_s=write_interval_s,
+            clock_skew_s=0.0,  # the fake agents stamp their ticks with this process's own clock
             **extra,
         )
         task = asyncio.create_task(app.operate(settings=test_settings()))

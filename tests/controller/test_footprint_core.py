@@ -359,6 +359,14 @@ def test_finalization_waits_for_every_agent_tick_after_completion_until_the_dead
     assert (late.ready, late.timed_out, late.missing_nodes) == (True, True, ("n2",))
 
 
+def test_finalization_allows_for_node_clocks_behind_the_api_server() -> None:
+    ticks = {"n1": 101.5}
+    # A tick 1.5 s after the completion could be a reading from before it on a node whose clock is 2 s behind.
+    assert not decide_finalization(100.0, {"n1"}, ticks, 102.0, 60.0, clock_skew_s=2.0).ready
+    assert decide_finalization(100.0, {"n1"}, {"n1": 102.5}, 103.0, 60.0, clock_skew_s=2.0).ready
+    assert decide_finalization(100.0, {"n1"}, ticks, 102.0, 60.0).ready  # no allowance
+
+
 def test_method_names() -> None:
     assert method_of("nvml", False) == "measured-nvml-energy-counter"
     assert method_of("nvml", True) == method_of("simulated", True) == "simulated"

@@ -44,7 +44,13 @@ from jouleledger.core.footprint import (
     Ledger,
     WorkloadAccount,
 )
-from jouleledger.core.footprint_job import KEY_VERSION, decide_finalization, job_annotations, method_of
+from jouleledger.core.footprint_job import (
+    CLOCK_SKEW_ALLOWANCE_S,
+    KEY_VERSION,
+    decide_finalization,
+    job_annotations,
+    method_of,
+)
 from jouleledger.core.footprint_record import (
     GROUP,
     PLURAL,
@@ -110,6 +116,7 @@ class Accountant:
         monotonic: Callable[[], float] = time.monotonic,
         write_interval_s: float | None = None,
         finalize_deadline_s: float | None = None,
+        clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
         write_concurrency: int = 16,
         max_writes_per_s: float = 50.0,
     ) -> None:
@@ -129,6 +136,7 @@ class Accountant:
         self.finalize_deadline_s = (
             max(10 * scrape_interval_s, 120.0) if finalize_deadline_s is None else finalize_deadline_s
         )
+        self.clock_skew_s = clock_skew_s
         self._write_slots = asyncio.Semaphore(write_concurrency)
         self.ledger = Ledger(config.currency)
         self.tracker = DeltaTracker()
@@ -323,7 +331,12 @@ class Accountant:
             nodes = (self.cluster.job_nodes(job.uid) & agent_nodes) | (account.nodes if account else set())
             nodes |= self._scrape_ok
             decision = decide_finalization(
-                state.completion_unix_s, nodes, self._folded_tick, now, self.finalize_deadline_s
+                state.completion_unix_s,
+                nodes,
+                self._folded_tick,
+                now,
+                self.finalize_deadline_s,
+                clock_skew_s=self.clock_skew_s,
             )
             if not decision.ready:
                 continue

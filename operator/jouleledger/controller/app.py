@@ -27,6 +27,7 @@ from jouleledger.controller.accountant import Accountant, PassSummary
 from jouleledger.controller.cluster import JOBS, NODES, PODS, REPLICASETS, ClusterState, parse_selector
 from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.scrape import AgentScraper
+from jouleledger.core.footprint_job import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.intensity import IntensityProvider
 from jouleledger.kube.api import ApiError, KubeApi, build_http_client
 from jouleledger.metrics.operator_collector import OperatorCollector
@@ -92,6 +93,7 @@ class OperatorApp:
         metrics_registry: CollectorRegistry | None = None,
         write_interval_s: float | None = None,
         finalize_deadline_s: float | None = None,
+        clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
     ) -> None:
         self.options = options
         self.config = config
@@ -101,6 +103,7 @@ class OperatorApp:
         self._clock = clock
         self._write_interval_s = write_interval_s
         self._finalize_deadline_s = finalize_deadline_s
+        self._clock_skew_s = clock_skew_s
         self.cluster = ClusterState(
             team_label=config.team_label,
             agent_namespace=options.agent_namespace,
@@ -151,6 +154,7 @@ class OperatorApp:
             clock=self._clock,
             write_interval_s=self._write_interval_s,
             finalize_deadline_s=self._finalize_deadline_s,
+            clock_skew_s=self._clock_skew_s,
         )
         return self.accountant
 

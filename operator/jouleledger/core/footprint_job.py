@@ -23,6 +23,7 @@ from jouleledger.core.units import S_PER_HOUR, mj_to_kwh
 
 __all__ = [
     "ANNOTATION_PREFIX",
+    "CLOCK_SKEW_ALLOWANCE_S",
     "FOOTPRINT_VERSION",
     "KEY_CO2E",
     "KEY_COST",
@@ -114,22 +115,28 @@ class Decision:
     timed_out: bool = False
 
 
+CLOCK_SKEW_ALLOWANCE_S: Final = 2.0
+"""How far a node's clock may run behind the API server's before a tick could be mistaken for a later one."""
+
+
 def decide_finalization(
     completion_unix_s: float,
     nodes: Iterable[str],
     folded_tick_unix_s: Mapping[str, float],
     now_unix_s: float,
     deadline_s: float,
+    *,
+    clock_skew_s: float = 0.0,
 ) -> Decision:
     """Whether a Job's footprint is final.
 
     ``nodes`` are the nodes its pods ran on (only nodes with an agent); ``folded_tick_unix_s`` the last tick of each
-    agent's latest *folded* scrape. Ready when every node's folded tick is strictly later than the completion, or
-    when ``deadline_s`` has passed since the completion (``timed_out``, ``missing_nodes`` set).
+    agent's latest *folded* scrape (the node's clock). Ready when every node's folded tick is later than the
+    completion (the API server's clock) by more than ``clock_skew_s``, or when ``deadline_s`` has passed since the
+    completion (``timed_out``, ``missing_nodes`` set).
     """
-    missing = tuple(
-        sorted(node for node in set(nodes) if folded_tick_unix_s.get(node, float("-inf")) <= completion_unix_s)
-    )
+    after_s = completion_unix_s + clock_skew_s
+    missing = tuple(sorted(node for node in set(nodes) if folded_tick_unix_s.get(node, float("-inf")) <= after_s))
     if not missing:
         return Decision(True)
     if now_unix_s - completion_unix_s >= deadline_s:
