@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 
+from jouleledger.agent.main import serve_metrics
 from jouleledger.agent.report import format_report
 from jouleledger.agent.runner import AgentRunner
 from jouleledger.core.carbon import CarbonRates, CarbonTally
@@ -55,22 +56,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     tally = CarbonTally(rates)
     runner = AgentRunner(node, backend="simulated", interval_s=args.interval_s, retention_s=1e9, on_interval=tally.add)
-    server = None
-    if args.port:
-        from prometheus_client import CollectorRegistry
-
-        from jouleledger.metrics.agent import AgentCollector
-        from jouleledger.metrics.server import MetricsServer
-
-        registry = CollectorRegistry()
-        registry.register(AgentCollector(runner.view))
-        server = MetricsServer(registry, runner.health)
-        try:
-            port = server.start("127.0.0.1", args.port)
-        except OSError as error:
-            print(f"jouleledger demo: cannot serve on 127.0.0.1:{args.port} ({error}); use --port", file=sys.stderr)
-            return 1
-        print(f"SIMULATED node: serving /metrics on http://127.0.0.1:{port}/metrics while it runs", flush=True)
+    try:
+        server = serve_metrics(runner, "127.0.0.1", args.port)
+    except OSError as error:
+        print(f"jouleledger demo: cannot serve on 127.0.0.1:{args.port} ({error}); use --port", file=sys.stderr)
+        return 1
+    if server is not None:
+        print(f"SIMULATED node: serving /metrics on http://127.0.0.1:{server.port}/metrics while it runs", flush=True)
     ticks = max(2, int(args.duration_s / args.interval_s) + 1)
     pause_s = args.wall_s / ticks
     stop = threading.Event()

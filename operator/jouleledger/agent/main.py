@@ -23,8 +23,9 @@ from jouleledger.hardware.base import BackendError, NodeSource
 
 if TYPE_CHECKING:
     from jouleledger.kube.podmeta import PodMetadataCache
+    from jouleledger.metrics.server import MetricsServer
 
-__all__ = ["add_arguments", "build_source", "run"]
+__all__ = ["add_arguments", "build_source", "run", "serve_metrics"]
 
 log = logging.getLogger("jouleledger.agent")
 
@@ -129,7 +130,8 @@ def build_source(args: argparse.Namespace) -> NodeSource:
     return LiveNodeSource(args.node_name, meter, pods, ProcMap(args.proc_root))
 
 
-def _serve(runner: AgentRunner, host: str, port: int) -> object | None:
+def serve_metrics(runner: AgentRunner, host: str, port: int) -> MetricsServer | None:
+    """Serve the runner's ``/metrics`` and ``/healthz`` on ``host:port`` (port 0: not at all)."""
     if port == 0:
         return None
     from prometheus_client import CollectorRegistry
@@ -137,11 +139,10 @@ def _serve(runner: AgentRunner, host: str, port: int) -> object | None:
     from jouleledger.metrics.agent import AgentCollector
     from jouleledger.metrics.server import MetricsServer
 
-    registry = CollectorRegistry(auto_describe=True)
+    registry = CollectorRegistry()
     registry.register(AgentCollector(runner.view))
     server = MetricsServer(registry, runner.health)
-    bound = server.start(host, port)
-    log.info("serving /metrics and /healthz on %s:%d", host, bound)
+    server.start(host, port)
     return server
 
 
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    server = None if args.once else _serve(runner, args.listen_address, args.port)
+    server = None if args.once else serve_metrics(runner, args.listen_address, args.port)
     log.info(
         "agent on node %s: backend %s, %d GPUs, tick every %.3g s",
         runner.header.node,
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         runner.save_checkpoint()
         if server is not None:
-            server.stop()  # type: ignore[attr-defined]
+            server.stop()
         source.close()
     if args.once:
         healthy, body = runner.health()
