@@ -38,6 +38,14 @@ def test_agent_once_on_the_simulated_backend(tmp_path: Path) -> None:
     assert checkpoint.exists()
 
 
+def test_agent_dry_run_leaves_the_checkpoint_alone(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "ck.json"
+    done = jl("agent", "--backend", "simulated", "--once", "--dry-run", "--checkpoint-path", str(checkpoint))
+    assert done.returncode == 0, done.stderr
+    assert not checkpoint.exists()
+    assert "neither read nor written" in done.stderr
+
+
 def test_agent_requires_an_explicit_backend(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

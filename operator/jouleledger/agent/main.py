@@ -76,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", type=Path, help="trace file for --backend replay")
     parser.add_argument("--seed", type=int, default=0, help="seed for --backend simulated")
     parser.add_argument("--gpus", type=int, default=4, help="GPUs of the simulated node")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="measure, attribute and serve /metrics, but neither read nor write the checkpoint",
+    )
     parser.add_argument("--once", action="store_true", help="run a single tick, print the status and exit")
     parser.add_argument("--max-ticks", type=int, default=None, help="stop after this many ticks")
 
@@ -152,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     except BackendError as error:
         print(f"jouleledger agent: {error}", file=sys.stderr)
         return 1
+    if args.dry_run and args.checkpoint_path is not None:
+        log.info("--dry-run: the checkpoint %s is neither read nor written", args.checkpoint_path)
+        args.checkpoint_path = None
     if args.checkpoint_path is not None:
         args.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     runner = AgentRunner(
