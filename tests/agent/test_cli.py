@@ -33,7 +33,8 @@ def test_agent_once_on_the_simulated_backend(tmp_path: Path) -> None:
     checkpoint = tmp_path / "state" / "ck.json"
     done = jl("agent", "--backend", "simulated", "--once", "--checkpoint-path", str(checkpoint))
     assert done.returncode == 0, done.stderr
-    assert "'simulated': True" in done.stdout
+    health = json.loads(done.stdout)
+    assert (health["status"], health["simulated"], health["ticks"]) == ("ok", True, 1)
     assert "SIMULATED" in done.stderr
     assert checkpoint.exists()
 

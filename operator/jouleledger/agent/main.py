@@ -8,6 +8,7 @@ loop runs and what is degraded. SIGTERM and SIGINT stop it after a final checkpo
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -195,6 +196,6 @@ def run(args: argparse.Namespace) -> int:
         source.close()
     if args.once:
         healthy, body = runner.health()
-        print(body)
+        print(json.dumps(body, indent=2))
         return 0 if healthy else 1
     return 0
