@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypedDict
 from urllib.parse import urlsplit
 
 import httpx
@@ -160,6 +160,17 @@ def parse_timestamp(what: str, value: object) -> float:
     return moment.timestamp()
 
 
+class HttpOptions(TypedDict, total=False):
+    """The keyword options every HTTP provider takes (see :class:`HttpIntensityProvider`)."""
+
+    client: httpx.AsyncClient | None
+    timeout_s: float
+    cache_ttl_s: float
+    max_age_s: float
+    failure_ttl_s: float | None
+    max_g_per_kwh: float | None
+
+
 class HttpIntensityProvider(abc.ABC):
     """Base of the HTTP providers: cache, concurrency, timeout, validation and fallback around ``_fetch``.
 
@@ -177,10 +188,10 @@ class HttpIntensityProvider(abc.ABC):
         base_url: str,
         fallback: StaticIntensity,
         zone_map: Mapping[str, str],
-        client: httpx.AsyncClient | None,
-        timeout_s: float,
-        cache_ttl_s: float,
-        max_age_s: float,
+        client: httpx.AsyncClient | None = None,
+        timeout_s: float = 5.0,
+        cache_ttl_s: float = 300.0,
+        max_age_s: float = 7200.0,
         failure_ttl_s: float | None = None,
         max_g_per_kwh: float | None = None,
     ) -> None:

@@ -19,14 +19,13 @@ A ``null`` intensity (a zone without data) is a ``malformed_response``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
-
-import httpx
+from typing import Final, Unpack
 
 from jouleledger.intensity._http import (
     USER_AGENT,
     FetchError,
     HttpIntensityProvider,
+    HttpOptions,
     RawValue,
     check_status,
     json_object,
@@ -53,24 +52,9 @@ class ElectricityMapsIntensity(HttpIntensityProvider):
         token: Secret | str,
         fallback: StaticIntensity,
         zone_map: Mapping[str, str],
-        client: httpx.AsyncClient | None = None,
-        timeout_s: float = 5.0,
-        cache_ttl_s: float = 300.0,
-        max_age_s: float = 7200.0,
-        failure_ttl_s: float | None = None,
-        max_g_per_kwh: float | None = None,
+        **options: Unpack[HttpOptions],
     ) -> None:
-        super().__init__(
-            base_url=base_url,
-            fallback=fallback,
-            zone_map=zone_map,
-            client=client,
-            timeout_s=timeout_s,
-            cache_ttl_s=cache_ttl_s,
-            max_age_s=max_age_s,
-            failure_ttl_s=failure_ttl_s,
-            max_g_per_kwh=max_g_per_kwh,
-        )
+        super().__init__(base_url=base_url, fallback=fallback, zone_map=zone_map, **options)
         self._token = token if isinstance(token, Secret) else Secret.literal(token)
 
     async def _fetch(self, vendor_zone: str, now_unix_s: float) -> RawValue:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Unpack
 
 import httpx
 
@@ -36,6 +36,7 @@ from jouleledger.intensity._http import (
     USER_AGENT,
     FetchError,
     HttpIntensityProvider,
+    HttpOptions,
     RawValue,
     check_status,
     json_object,
@@ -81,24 +82,9 @@ class WattTimeIntensity(HttpIntensityProvider):
         password: Secret | str,
         fallback: StaticIntensity,
         zone_map: Mapping[str, str],
-        client: httpx.AsyncClient | None = None,
-        timeout_s: float = 5.0,
-        cache_ttl_s: float = 300.0,
-        max_age_s: float = 7200.0,
-        failure_ttl_s: float | None = None,
-        max_g_per_kwh: float | None = None,
+        **options: Unpack[HttpOptions],
     ) -> None:
-        super().__init__(
-            base_url=base_url,
-            fallback=fallback,
-            zone_map=zone_map,
-            client=client,
-            timeout_s=timeout_s,
-            cache_ttl_s=cache_ttl_s,
-            max_age_s=max_age_s,
-            failure_ttl_s=failure_ttl_s,
-            max_g_per_kwh=max_g_per_kwh,
-        )
+        super().__init__(base_url=base_url, fallback=fallback, zone_map=zone_map, **options)
         self._username = username if isinstance(username, Secret) else Secret.literal(username)
         self._password = password if isinstance(password, Secret) else Secret.literal(password)
         self._token: str | None = None
