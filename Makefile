@@ -44,8 +44,8 @@ typecheck: install
 	$(BIN)/mypy
 
 bench: install ## print the agent and operator benchmark figures
-	$(PY) bench/agent_tick.py
-	$(PY) bench/operator_load.py --scrape-interval-s 15 --duration-s 120 --warmup-s 90
+	$(PY) -m bench.agent_tick
+	$(PY) -m bench.operator_load --scrape-interval-s 15 --duration-s 120 --warmup-s 90
 
 chart: install helm ## lint and render the Helm chart
 	$(HELM) lint --strict charts/jouleledger

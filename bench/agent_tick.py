@@ -2,7 +2,7 @@
 
 Prints figures; asserts nothing (this machine is shared and noisy: medians and ratios are what to compare).
 
-    python bench/agent_tick.py [--ticks 100000] [--no-checkpoint]
+    python -m bench.agent_tick [--ticks 100000] [--no-checkpoint]
 
 What one tick costs is split into: generating the simulated sample (stands in for NVML + kubelet + /proc reads,
 which on a real node are driver and syscall time), and the rest: attribution, counters and the checkpoint (a

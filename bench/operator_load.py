@@ -10,7 +10,7 @@ Time compression: the scrape interval defaults to 5 s (15 s in production); Job 
 Both processes share this machine's cores, so the figures are an upper bound for the operator alone. Printed
 figures are medians/percentiles and ratios, never assertions.
 
-    .venv/bin/python bench/operator_load.py [--pods 10000] [--nodes 1250] [--jobs-per-minute 200]
+    .venv/bin/python -m bench.operator_load [--pods 10000] [--nodes 1250] [--jobs-per-minute 200]
         [--scrape-interval-s 5] [--duration-s 90] [--warmup-s 30]
 """
 
@@ -33,19 +33,9 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
+from tests.controller.conftest import AGENT_NAMESPACE, RESOURCES, register_resources
 
-AGENT_NAMESPACE = "jouleledger"
 POWER_W = 300.0
-RESOURCES: dict[str, tuple[str, bool]] = {
-    "v1/pods": ("Pod", True),
-    "v1/nodes": ("Node", False),
-    "v1/events": ("Event", True),
-    "v1/namespaces": ("Namespace", False),
-    "batch/v1/jobs": ("Job", True),
-    "apps/v1/replicasets": ("ReplicaSet", True),
-    "jouleledger.io/v1alpha1/workloadfootprints": ("WorkloadFootprint", True),
-    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False),
-}
 
 
 @attrs.define(kw_only=True)
@@ -395,13 +385,7 @@ async def main(args: argparse.Namespace) -> int:
     agent_port = runner.addresses[0][1]
 
     async with BenchEmulator() as api, kmock.Server(api):
-        for name, (kind, namespaced) in RESOURCES.items():
-            api.resources[name] = kmock.ResourceInfo(
-                kind=kind,
-                namespaced=namespaced,
-                verbs={"get", "list", "watch", "create", "patch"},
-                subresources={"status"},
-            )
+        register_resources(api)  # the same API surface as the operator's tests
         live_jobs = max(1, int(args.jobs_per_minute * args.job_minutes))
         started = time.time()
         jobs = populate(api, sim, args.pods, min(live_jobs, args.pods), started)
