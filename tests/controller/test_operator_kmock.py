@@ -18,7 +18,7 @@ import yaml
 
 from jouleledger.controller.app import OperatorApp, OperatorOptions
 from jouleledger.controller.config import parse_config
-from jouleledger.core.footprint_job import KEY_VERSION
+from jouleledger.core.footprints import KEY_VERSION
 from tests._tools import REPO_ROOT
 from tests.controller._exposition import Pod, agent_text
 from tests.controller.conftest import (
@@ -192,8 +192,8 @@ async def test_operator_restart_mid_job_counts_every_joule_once(
 
     # A stale view of the Job (an event from before the annotation) must not write it again: the Job is re-read.
     job = second.app.cluster.jobs["job-1"]
-    second.app.cluster.jobs["job-1"] = dataclasses.replace(job, state=dataclasses.replace(job.state, annotated=False))
-    second.accountant._done_jobs.clear()
+    second.app.cluster.jobs["job-1"] = dataclasses.replace(job, state=dataclasses.replace(job.state, annotations={}))
+    second.accountant.recorder.done.clear()
     await second.accountant.run_pass()
     assert requests_to(api, "PATCH", JOB_PATH) == 1
 

@@ -27,7 +27,7 @@ from jouleledger.controller.accountant import Accountant, PassSummary
 from jouleledger.controller.cluster import JOBS, NODES, PODS, REPLICASETS, ClusterState, parse_selector
 from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.scrape import AgentScraper
-from jouleledger.core.footprint_job import CLOCK_SKEW_ALLOWANCE_S
+from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.intensity import IntensityProvider
 from jouleledger.kube.api import ApiError, KubeApi, build_http_client
 from jouleledger.metrics.operator_collector import OperatorCollector

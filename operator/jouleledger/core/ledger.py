@@ -22,7 +22,7 @@ from jouleledger.core.model import NodeHeader, Owner, PodInfo
 from jouleledger.core.snapshot import GpuTotals, LedgerSnapshot, PodDeviceTotals, PodRecord
 from jouleledger.core.units import InvalidValueError, checked_float, checked_int
 
-__all__ = ["Ledger", "LedgerStateError"]
+__all__ = ["LedgerStateError", "PodCounters"]
 
 STATE_VERSION = 1
 
@@ -59,7 +59,7 @@ class _Gpu:
 
 
 @dataclass(slots=True)
-class Ledger:
+class PodCounters:
     """Cumulative per-pod and per-GPU counters of one node."""
 
     header: NodeHeader
@@ -263,7 +263,7 @@ class Ledger:
         return delta
 
     @classmethod
-    def from_state(cls, header: NodeHeader, retention_s: float, state: Mapping[str, Any]) -> Ledger:
+    def from_state(cls, header: NodeHeader, retention_s: float, state: Mapping[str, Any]) -> PodCounters:
         """Rebuild a ledger saved by :meth:`to_state`; raises :class:`LedgerStateError` on any inconsistency."""
         if state.get("version") != STATE_VERSION:
             raise LedgerStateError(f"unsupported ledger state version {state.get('version')!r}")

@@ -4,7 +4,7 @@ Nothing here keeps state between scrapes: every scrape asks the injected ``view_
 view and builds fresh metric families from it, so the exposition holds exactly the pods the ledger still
 retains (running pods and finished pods inside their retention window) and grows linearly with them.
 
-Label discipline (see :mod:`jouleledger.metrics.names`): per-pod series carry only ``namespace``, ``pod``,
+Label discipline (see :mod:`jouleledger.core.contract`): per-pod series carry only ``namespace``, ``pod``,
 ``container``, ``node`` and ``gpu``; the pod UID, its owner and its allow-listed labels appear only on
 ``jouleledger_pod_info``. A pod re-created under the same name is a second ledger record with the same
 ``namespace``/``pod``/``container``/``gpu`` labels; its counters are summed into one series (the sum only
@@ -14,7 +14,6 @@ expires).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -26,8 +25,8 @@ from prometheus_client.core import (
 )
 
 from jouleledger.agent.status import AgentStatus, ExportView
+from jouleledger.core import contract as names
 from jouleledger.core.snapshot import LedgerSnapshot, PodRecord
-from jouleledger.metrics import names
 
 __all__ = [
     "POD_LABELS",
@@ -50,31 +49,8 @@ _POD_INFO_FIXED: tuple[str, ...] = (
     "owner_name",
     "owner_uid",
 )
-_INVALID_LABEL_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
-_HELP = {
-    names.POD_ENERGY: "GPU energy attributed to a pod's container on one GPU device, in joules.",
-    names.POD_GPU_SECONDS: (
-        "GPU time held by a pod's container on one device, in GPU-seconds (device fraction x seconds)."
-    ),
-    names.POD_INFO: ("Identity of a pod the agent accounts for: UID, controller owner and allow-listed pod labels."),
-    names.POD_FINISHED: ("Unix time (agent sample clock) at which the pod was first seen gone; absent while it runs."),
-    names.GPU_ENERGY: "Energy measured on a physical GPU, in joules.",
-    names.GPU_UNALLOCATED: "Energy measured on a physical GPU while no pod held it (idle), in joules.",
-    names.GPU_POWER: "Latest power reading of a physical GPU, in watts.",
-    names.AGENT_INFO: "The agent's build and data source; simulated is true when the data is not measured.",
-    names.AGENT_TICKS: "Sampling ticks the agent completed.",
-    names.AGENT_TICK_CPU: "CPU time the agent spent in its sampling ticks, in seconds.",
-    names.AGENT_LAST_TICK: "Unix time at which the agent's last tick completed (0 before the first).",
-    names.AGENT_REJECTED: "GPU readings rejected as untrustworthy (never counted as energy), by reason.",
-    names.AGENT_READ_ERRORS: "Failed GPU reads, by error kind.",
-    names.AGENT_POD_SOURCE_UP: (
-        "1 while the pod source (kubelet) can be read, 0 while all energy goes to unallocated."
-    ),
-    names.AGENT_POD_SOURCE_ERRORS: "Failed reads of the pod source (kubelet).",
-    names.AGENT_CHECKPOINT_WRITES: "Checkpoints of the agent's counters written.",
-    names.AGENT_CHECKPOINT_ERRORS: ("Checkpoint writes or loads that failed (corrupt checkpoint files included)."),
-}
+_HELP = names.HELP
 
 
 def label_name_for(pod_label_key: str) -> str:
@@ -82,7 +58,7 @@ def label_name_for(pod_label_key: str) -> str:
     ``label_app_kubernetes_io_name`` (every character outside ``[A-Za-z0-9_]`` becomes ``_``)."""
     if not pod_label_key:
         raise ValueError("pod label key must not be empty")
-    return "label_" + _INVALID_LABEL_CHARS.sub("_", pod_label_key)
+    return "label_" + names.sanitize_label(pod_label_key)
 
 
 def pod_info_label_names(label_allowlist: Iterable[str], *, strict: bool = False) -> tuple[tuple[str, str], ...]:
