@@ -178,7 +178,7 @@ class Accountant:
             self._exists.add(name)
         watermarks = 0
         for key, pod_uid, value in self.ledger.watermarks():
-            self.tracker.restore(key, pod_uid, value.energy_mj, value.gpu_seconds)
+            self.tracker.restore(key, pod_uid, value.energy_mj, value.gpu_seconds, value.epoch)
             watermarks += 1
         self.restored = True
         log.info("restored %d footprints (%d series watermarks)", len(self.ledger.accounts), watermarks)
@@ -261,7 +261,17 @@ class Accountant:
             deltas = self.tracker.observe(scrape)
             if deltas.resets:
                 self.stats.counter_resets[scrape.node] = self.stats.counter_resets.get(scrape.node, 0) + deltas.resets
-                log.warning("agent on %s: %d counters went down (agent restarted?)", scrape.node, deltas.resets)
+                log.warning("agent on %s: %d counters reset (agent restarted?)", scrape.node, deltas.resets)
+            if deltas.regressions:
+                self.stats.rejected["counter_regression"] = (
+                    self.stats.rejected.get("counter_regression", 0) + deltas.regressions
+                )
+                log.warning(
+                    "agent on %s: %d counters went down within epoch %s: rejected",
+                    scrape.node,
+                    deltas.regressions,
+                    deltas.epoch,
+                )
             rates = IntervalRates(
                 start_unix_s=self._last_end.get(scrape.node, now),
                 end_unix_s=now,
@@ -297,6 +307,17 @@ class Accountant:
             return 0, 0
         results = await asyncio.gather(*(self._write(account, now) for account in due))
         errors = results.count(False)
+        return len(results) - errors, errors
+
+    async def flush(self) -> tuple[int, int]:
+        """Persist every changed footprint now, without the per-pass limit (at shutdown)."""
+        if not self.restored:
+            return 0, 0
+        now = self._clock()
+        due = self.ledger.due_for_write(now, 0.0, len(self.ledger.accounts))
+        results = await asyncio.gather(*(self._write(account, now) for account in due))
+        errors = results.count(False)
+        log.info("flushed %d footprints at shutdown (%d failed)", len(results) - errors, errors)
         return len(results) - errors, errors
 
     async def _write(self, account: WorkloadAccount, now: float) -> bool:

@@ -99,10 +99,13 @@ class SeriesKey:
 
 @dataclass(frozen=True, slots=True)
 class SeriesValue:
-    """Cumulative values of one series: energy (integer mJ) and GPU-seconds."""
+    """Cumulative values of one series: energy (integer mJ) and GPU-seconds; as a watermark, also the agent
+    ``epoch`` and tick count they were read under."""
 
     energy_mj: int
     gpu_seconds: float
+    epoch: str = ""
+    ticks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,8 @@ class AgentScrape:
     gpu_models: Mapping[str, str]
     finished_unix_s: Mapping[tuple[str, str], float] = field(default_factory=dict)
     rejected: tuple[Rejection, ...] = ()
+    epoch: str = ""
+    """The agent's counter identity (empty for an agent that exports none)."""
 
     def newest_pod(self, namespace: str, pod: str) -> PodIdentity | None:
         """The most recently created pod of that name (the one new energy belongs to)."""
@@ -274,6 +279,7 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
         simulated=agent_info.get("simulated", "false").lower() == "true",
         last_tick_unix_s=last_tick,
         ticks=ticks,
+        epoch=agent_info.get("epoch", ""),
         series=series,
         pods={key: tuple(value) for key, value in pods.items()},
         unallocated_mj=unallocated,
@@ -290,6 +296,7 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
 class _Share:
     energy_mj: int = 0
     gpu_seconds: float = 0.0
+    epoch: str = ""
 
 
 @dataclass(slots=True)
@@ -329,6 +336,10 @@ class ScrapeDeltas:
     resets: int = 0
     expired: tuple[tuple[SeriesKey, str], ...] = ()
     pruned: tuple[SeriesKey, ...] = ()
+    regressions: int = 0
+    """Series whose value went down under an unchanged epoch: rejected, their baselines kept."""
+    epoch: str = ""
+    ticks: int = 0
 
 
 class DeltaTracker:
@@ -341,6 +352,7 @@ class DeltaTracker:
         self._series: dict[SeriesKey, _SeriesState] = {}
         self._by_node: dict[str, set[SeriesKey]] = {}
         self._unallocated: dict[tuple[str, str], int] = {}
+        self._epochs: dict[str, str] = {}  # node -> epoch of its unallocated baselines
         self._tracked: set[str] = set()
 
     @property
@@ -356,11 +368,14 @@ class DeltaTracker:
         state = self._series.get(key)
         return None if state is None else SeriesValue(state.energy_mj, state.gpu_seconds)
 
-    def restore(self, key: SeriesKey, pod_uid: str, energy_mj: int, gpu_seconds: float) -> None:
-        """Load a persisted watermark: ``pod_uid``'s share of ``key`` that its footprint already includes.
+    def restore(self, key: SeriesKey, pod_uid: str, energy_mj: int, gpu_seconds: float, epoch: str = "") -> None:
+        """Load a persisted watermark: ``pod_uid``'s share of ``key`` (read under agent ``epoch``) that its footprint
+        already includes.
 
         Shares of several pods of one series add up to its baseline. Restoring the same ``(key, pod_uid)`` twice
-        keeps the larger share (a footprint is never behind itself).
+        keeps the larger share (a footprint is never behind itself). A watermark of another epoch than the ones
+        restored for that series is kept apart: the first scrape keeps the shares of its own epoch and drops the
+        others (their energy is in their footprints already; their counters are gone).
         """
         if energy_mj < 0 or gpu_seconds < 0:
             raise ValueError(f"negative watermark for {key} / {pod_uid}: {energy_mj} mJ, {gpu_seconds} s")
@@ -368,7 +383,14 @@ class DeltaTracker:
         if state is None:
             state = self._series[key] = _SeriesState(0, 0.0)
             self._by_node.setdefault(key.node, set()).add(key)
-        share = state.shares.setdefault(pod_uid, _Share())
+        share = state.shares.get(pod_uid)
+        if share is None or share.epoch != epoch:
+            if share is not None:  # the same pod's share under two epochs: the larger one is what was persisted last
+                if share.energy_mj >= energy_mj:
+                    return
+                state.energy_mj -= share.energy_mj
+                state.gpu_seconds -= share.gpu_seconds
+            share = state.shares[pod_uid] = _Share(epoch=epoch)
         if energy_mj > share.energy_mj:
             state.energy_mj += energy_mj - share.energy_mj
             share.energy_mj = energy_mj
@@ -384,7 +406,8 @@ class DeltaTracker:
         keys = self._by_node.setdefault(node, set())
         pods: list[PodDelta] = []
         expired: list[tuple[SeriesKey, str]] = []
-        resets = 0
+        resets = regressions = 0
+        epoch = scrape.epoch
         for key, value in scrape.series.items():
             identities = scrape.pods.get((key.namespace, key.pod), ())
             if not identities:  # parse_agent_samples never yields such a series; keep the baseline as is
@@ -397,15 +420,32 @@ class DeltaTracker:
                 state = self._series[key] = _SeriesState(0, 0.0)
                 keys.add(key)
             else:
+                stale = [uid for uid, sh in state.shares.items() if epoch and sh.epoch and sh.epoch != epoch]
+                for uid in stale:  # shares of another agent epoch: those counters are gone
+                    gone = state.shares.pop(uid)
+                    state.energy_mj -= gone.energy_mj
+                    state.gpu_seconds -= gone.gpu_seconds
+                    if uid != newest.uid:
+                        expired.append((key, uid))
                 live = {identity.uid for identity in identities}
                 vanished = [uid for uid in state.shares if uid not in live]
                 expected_mj = state.energy_mj - sum(state.shares[uid].energy_mj for uid in vanished)
                 expected_s = state.gpu_seconds - sum(state.shares[uid].gpu_seconds for uid in vanished)
-                if value.energy_mj >= expected_mj:
+                same_epoch = bool(epoch) and any(share.epoch == epoch for share in state.shares.values())
+                if stale and not state.shares:
+                    origin = RESET  # every share was of an older epoch: all of this epoch's value is new
+                    resets += 1
+                    energy_mj, gpu_seconds = value.energy_mj, value.gpu_seconds
+                    dropped = []
+                elif value.energy_mj >= expected_mj:
                     origin = CONTINUED
                     energy_mj = value.energy_mj - expected_mj
                     gpu_seconds = max(0.0, value.gpu_seconds - expected_s)
                     dropped = vanished
+                elif same_epoch:
+                    regressions += 1  # same epoch, lower value: not a reset; the baseline stays at its maximum
+                    state.misses = 0
+                    continue
                 else:
                     origin = RESET
                     resets += 1
@@ -416,7 +456,9 @@ class DeltaTracker:
                 for uid in dropped:
                     del state.shares[uid]
                     expired.append((key, uid))
-            share = state.shares.setdefault(newest.uid, _Share())
+            for share in state.shares.values():
+                share.epoch = epoch
+            share = state.shares.setdefault(newest.uid, _Share(epoch=epoch))
             share.energy_mj += energy_mj
             share.gpu_seconds += gpu_seconds
             state.energy_mj, state.gpu_seconds, state.misses = value.energy_mj, value.gpu_seconds, 0
@@ -433,15 +475,36 @@ class DeltaTracker:
             del self._series[key]
 
         unallocated: dict[str, int] = {}
+        previous_epoch = self._epochs.get(node, "")
+        changed = bool(epoch and previous_epoch and epoch != previous_epoch)
+        if epoch:
+            self._epochs[node] = epoch
         for gpu, value_mj in scrape.unallocated_mj.items():
             previous = self._unallocated.get((node, gpu))
             if previous is None:
                 delta = 0 if first else value_mj
+            elif changed:
+                delta = value_mj
             elif value_mj >= previous:
                 delta = value_mj - previous
+            elif epoch and previous_epoch:
+                regressions += 1
+                unallocated[gpu] = 0
+                continue
             else:
                 delta = value_mj
                 resets += 1
             self._unallocated[(node, gpu)] = value_mj
             unallocated[gpu] = delta
-        return ScrapeDeltas(node, first, tuple(pods), unallocated, resets, tuple(expired), tuple(sorted(pruned)))
+        return ScrapeDeltas(
+            node,
+            first,
+            tuple(pods),
+            unallocated,
+            resets,
+            tuple(expired),
+            tuple(sorted(pruned)),
+            regressions,
+            epoch,
+            int(scrape.ticks),
+        )

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from jouleledger.core.carbon import embodied_g, energy_cost, operational_g
-from jouleledger.core.deltas import PodIdentity, ScrapeDeltas, SeriesKey, SeriesValue
+from jouleledger.core.deltas import RESET, PodIdentity, ScrapeDeltas, SeriesKey, SeriesValue
 from jouleledger.core.units import S_PER_HOUR, mj_to_kwh
 from jouleledger.core.workload import WorkloadRef
 
@@ -168,6 +168,7 @@ class WorkloadAccount:
     final: FinalRecord | None = None
     final_written: bool = False
     dirty: bool = True
+    urgent: bool = False  # a reset was folded: persist now, not at the next write interval
     written_unix_s: float = 0.0
 
     @property
@@ -199,7 +200,7 @@ class WorkloadAccount:
 
     def written(self, now_unix_s: float) -> None:
         """Its footprint (and final record, if any) was persisted at ``now_unix_s``."""
-        self.dirty, self.written_unix_s = False, now_unix_s
+        self.dirty, self.urgent, self.written_unix_s = False, False, now_unix_s
         self.final_written = self.final is not None
 
 
@@ -297,10 +298,17 @@ class FootprintBook:
             if holder is not None and holder != ref.uid:  # the pod moved workload (owner resolved later)
                 self._forget(watermark)
             self._index(watermark, ref.uid)
-            share = SeriesValue(delta.share_energy_mj, delta.share_gpu_seconds)
-            if account.watermarks.get(watermark) != share:
-                account.watermarks[watermark] = share
+            share = SeriesValue(delta.share_energy_mj, delta.share_gpu_seconds, deltas.epoch, deltas.ticks)
+            before = account.watermarks.get(watermark)
+            account.watermarks[watermark] = share
+            if before is None or (before.energy_mj, before.gpu_seconds, before.epoch) != (
+                share.energy_mj,
+                share.gpu_seconds,
+                share.epoch,
+            ):
                 account.dirty = True
+            if delta.origin == RESET:
+                account.urgent = True
             account.last_seen_unix_s = max(account.last_seen_unix_s, rates.end_unix_s)
             if delta.key.node not in account.nodes:
                 account.nodes.add(delta.key.node)
@@ -370,18 +378,20 @@ class FootprintBook:
             self._forget(watermark)
 
     def due_for_write(self, now_unix_s: float, write_interval_s: float, limit: int) -> list[WorkloadAccount]:
-        """Changed accounts to persist now: final ones not yet written at once, others once ``write_interval_s``
-        passed since their last write; final ones first, then the least recently written, at most ``limit``."""
+        """Changed accounts to persist now: final ones not yet written and those a reset was folded into at once,
+        others once ``write_interval_s`` passed since their last write; in that order, then the least recently
+        written first, at most ``limit``."""
         due = [
             account
             for account in self.accounts.values()
             if account.dirty
             and (
                 (account.final is not None and not account.final_written)
+                or account.urgent
                 or now_unix_s - account.written_unix_s >= write_interval_s
             )
         ]
-        due.sort(key=lambda account: (account.final is None, account.written_unix_s))
+        due.sort(key=lambda account: (account.final is None, not account.urgent, account.written_unix_s))
         return due[:limit]
 
     def collectable(self, now_unix_s: float, done_jobs: Iterable[str], idle_s: float = 3600.0) -> list[str]:

@@ -117,6 +117,8 @@ def footprint_status(account: WorkloadAccount) -> dict[str, Any]:
                 "podUid": pod_uid,
                 "energyMillijoules": value.energy_mj,
                 "gpuSeconds": value.gpu_seconds,
+                "epoch": value.epoch,
+                "ticks": value.ticks,
             }
             for (key, pod_uid), value in sorted(account.watermarks.items())
         ],
@@ -212,6 +214,8 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
         account.watermarks[(key, pod_uid)] = SeriesValue(
             int(_number(f"{where}: series[{index}].energyMillijoules", item.get("energyMillijoules"), integer=True)),
             _number(f"{where}: series[{index}].gpuSeconds", item.get("gpuSeconds", 0.0)),
+            str(item.get("epoch", "")),
+            int(_number(f"{where}: series[{index}].ticks", item.get("ticks", 0), integer=True)),
         )
     account.pods = {pod_uid for _, pod_uid in account.watermarks}
     pods = int(_number(f"{where}: pods", status.get("pods", 0), integer=True))
