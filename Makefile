@@ -23,18 +23,17 @@ helm: $(HELM) ## fetch the helm v4 binary into .cache/bin
 $(HELM):
 	tools/fetch-helm.sh $(HELM)
 
-test: install helm ## lint, type-check and run every test (helm and promtool must be installed: see .ci/run)
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
-	$(BIN)/mypy
-	$(PY) -m pytest
+test: lint typecheck helm ## lint, type-check and run every test with coverage (helm and promtool: see .ci/run)
+	$(PY) -m pytest --cov --cov-report=term
+	$(BIN)/coverage report --include='operator/jouleledger/core/*' --fail-under=95
 
 test-fast: install ## unit tests only (no real servers, helm or prometheus)
 	$(PY) -m pytest -m "not slow"
 
-lint: install
+lint: install ## ruff, ruff format --check and the import layering (import-linter)
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix operator tests bench
