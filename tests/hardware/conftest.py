@@ -24,13 +24,28 @@ STATE_ENV = "JOULELEDGER_FAKE_NVML"
 
 
 class FakeNvmlState:
-    """The fake library's state file (see the comment at the top of ``fake_nvml.c`` for its directives)."""
+    """The fake library's state file (see the comment at the top of ``fake_nvml.c`` for its directives) and, where
+    given, the loaded library, whose per-entry-point call counters :meth:`calls` reads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, library: ctypes.CDLL | None = None) -> None:
         self.path = path
+        self.library = library
 
     def write(self, text: str) -> None:
         self.path.write_text(textwrap.dedent(text).strip() + "\n")
+
+    def calls(self, entry_point: str | None = None) -> int:
+        """Calls of the library's ``entry_point`` (as exported, e.g. ``nvmlDeviceGetPowerUsage``; all when None)
+        since the last :meth:`reset_calls`."""
+        assert self.library is not None, "no library loaded"
+        function = self.library.fake_nvml_calls
+        function.restype = ctypes.c_ulonglong
+        function.argtypes = [ctypes.c_char_p]
+        return int(function(None if entry_point is None else entry_point.encode()))
+
+    def reset_calls(self) -> None:
+        assert self.library is not None, "no library loaded"
+        self.library.fake_nvml_reset_calls()
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +67,11 @@ def fake_nvml(fake_nvml_library: Path, tmp_path: Path, monkeypatch: pytest.Monke
     """The real ``pynvml`` bindings, talking to the fake library; write the state before constructing a meter."""
     import pynvml
 
-    state = FakeNvmlState(tmp_path / "nvml-state")
+    library = ctypes.CDLL(str(fake_nvml_library))
+    state = FakeNvmlState(tmp_path / "nvml-state", library)
     state.write("")
+    state.reset_calls()
     monkeypatch.setenv(STATE_ENV, str(state.path))
-    monkeypatch.setattr(pynvml, "nvmlLib", ctypes.CDLL(str(fake_nvml_library)))
+    monkeypatch.setattr(pynvml, "nvmlLib", library)
     monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer_cache", {})
     return state
