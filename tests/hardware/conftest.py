@@ -10,17 +10,15 @@ real library. ``test_nvml_fake_library.py`` also checks the bindings' own loader
 from __future__ import annotations
 
 import ctypes
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests._tools import require_tool
+from tests.hardware.fake_nvml_build import FAKE_NVML_SONAME, STATE_ENV, build_fake_nvml, call_counter
 
-FAKE_NVML_SOURCE = Path(__file__).parent / "fake_nvml" / "fake_nvml.c"
-FAKE_NVML_SONAME = "libjouleledger-fake-nvml.so"
-STATE_ENV = "JOULELEDGER_FAKE_NVML"
+__all__ = ["STATE_ENV", "FakeNvmlState"]
 
 
 class FakeNvmlState:
@@ -38,10 +36,7 @@ class FakeNvmlState:
         """Calls of the library's ``entry_point`` (as exported, e.g. ``nvmlDeviceGetPowerUsage``; all when None)
         since the last :meth:`reset_calls`."""
         assert self.library is not None, "no library loaded"
-        function = self.library.fake_nvml_calls
-        function.restype = ctypes.c_ulonglong
-        function.argtypes = [ctypes.c_char_p]
-        return int(function(None if entry_point is None else entry_point.encode()))
+        return int(call_counter(self.library)(None if entry_point is None else entry_point.encode()))
 
     def reset_calls(self) -> None:
         assert self.library is not None, "no library loaded"
@@ -53,12 +48,9 @@ def fake_nvml_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fake NVML compiled into a shared library (warnings are errors)."""
     gcc = require_tool("gcc")
     library = tmp_path_factory.mktemp("fake-nvml") / FAKE_NVML_SONAME
-    command = [gcc, "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", f"-Wl,-soname,{FAKE_NVML_SONAME}"]
-    result = subprocess.run(
-        [*command, "-o", str(library), str(FAKE_NVML_SOURCE)], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        pytest.fail(f"building the fake NVML failed:\n{result.stderr}", pytrace=False)
+    failure = build_fake_nvml(gcc, library)
+    if failure is not None:
+        pytest.fail(f"building the fake NVML failed:\n{failure}", pytrace=False)
     return library
 
 
