@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 HELM   ?= $(CURDIR)/.cache/bin/helm
 export JOULELEDGER_HELM := $(HELM)
 
-.PHONY: install demo test test-fast lint format typecheck bench chart manifests manifests-check helm proto clean
+.PHONY: install demo test test-fast lint format typecheck bench bench-peers chart manifests manifests-check helm proto clean
 
 $(BIN)/jouleledger: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,15 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
-bench: install ## print the agent and operator benchmark figures
+bench: install bench-peers ## print the agent, NVML read and operator benchmark figures
 	$(PY) -m bench.agent_tick
+	$(PY) -m bench.nvml_read
 	$(PY) -m bench.operator_load --scrape-interval-s 15 --duration-s 120 --warmup-s 90
+
+# CodeCarbon and Zeus, only for bench.nvml_read's side-by-side figures: installed without their dependencies into
+# .cache (never part of the package); offline, the benchmark reproduces their read pattern and says so.
+bench-peers: install
+	-$(PY) -m pip install --quiet --no-deps --target .cache/bench-peers codecarbon zeus
 
 chart: install helm ## lint and render the Helm chart
 	$(HELM) lint --strict charts/jouleledger
