@@ -214,7 +214,7 @@ class AgentScraper:
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > self._max_body_bytes:
-                    raise _TooLargeError(f"more than {size - len(chunk)} bytes read")
+                    raise _TooLargeError(f"aborted after {size} bytes")
                 chunks.append(chunk)
             return 200, b"".join(chunks)
         finally:
