@@ -69,7 +69,7 @@ CHILD = textwrap.dedent(
             if past_kill_point > extra_ticks:
                 time.sleep(600)  # wait for the SIGKILL; never finish a run that is scheduled to be killed
         time.sleep(0.001)
-    snapshot = runner.view().ledger
+    snapshot = runner.pipeline.snapshot()
     done.write_text(json.dumps({
         "devices": sorted([d.pod_key, d.device, d.energy_mj] for d in snapshot.devices),
         "measured_mj": snapshot.measured_mj, "unallocated_mj": snapshot.unallocated_mj,

@@ -147,7 +147,8 @@ def test_agent_self_metrics(registry: CollectorRegistry) -> None:
     node = {"node": NODE}
     assert (
         registry.get_sample_value(
-            f"{names.AGENT_INFO}_info", {"node": NODE, "backend": "nvml", "simulated": "false", "version": "0.1.0"}
+            f"{names.AGENT_INFO}_info",
+            {"node": NODE, "backend": "nvml", "simulated": "false", "version": "0.1.0", "epoch": "0123456789abcdef"},
         )
         == 1.0
     )
@@ -175,7 +176,7 @@ def test_agent_self_metrics(registry: CollectorRegistry) -> None:
 def test_simulated_agent_says_so() -> None:
     registry = _registry(running_pods_view(0))
     info = _samples(registry, f"{names.AGENT_INFO}_info")
-    assert info == [{"node": NODE, "backend": "replay", "simulated": "true", "version": "t"}]
+    assert info == [{"node": NODE, "backend": "replay", "simulated": "true", "version": "t", "epoch": ""}]
 
 
 def test_every_exported_family_is_named_in_the_contract(registry: CollectorRegistry) -> None:

@@ -120,6 +120,7 @@ class Journal:
         self._clock = clock
         self._file: IO[bytes] | None = None
         self._synced_at = 0.0
+        self.synced_size = 0  # bytes of the file known to be on disk (fsynced); what survives a power loss
 
     def reset(self, generation: str) -> None:
         """Start an empty journal for ``generation`` (atomically replacing the old one)."""
@@ -132,9 +133,13 @@ class Journal:
         os.replace(temp, self.path)
         self._file = self.path.open("ab")
         self._synced_at = self._clock()
+        self.synced_size = self._file.tell()
 
-    def append(self, entry: dict[str, Any]) -> None:
-        """Add one entry; raises ``OSError`` or ``ValueError`` (then the caller writes a full checkpoint)."""
+    def append(self, entry: dict[str, Any]) -> bool:
+        """Add one entry; True when it is on disk (fsynced) with all before it, False when only flushed.
+
+        Raises ``OSError`` or ``ValueError`` (then the caller writes a full checkpoint).
+        """
         if self._file is None:
             raise OSError(f"journal {self.path} is not open")
         self._file.write(_line(entry))
@@ -143,6 +148,9 @@ class Journal:
         if now - self._synced_at >= self.fsync_s:
             os.fsync(self._file.fileno())
             self._synced_at = now
+            self.synced_size = self._file.tell()
+            return True
+        return False
 
     def close(self) -> None:
         if self._file is not None:

@@ -62,7 +62,10 @@ _HELP = {
     names.GPU_ENERGY: "Energy measured on a physical GPU, in joules.",
     names.GPU_UNALLOCATED: "Energy measured on a physical GPU while no pod held it (idle), in joules.",
     names.GPU_POWER: "Latest power reading of a physical GPU, in watts.",
-    names.AGENT_INFO: "The agent's build and data source; simulated is true when the data is not measured.",
+    names.AGENT_INFO: (
+        "The agent's build and data source; simulated is true when the data is not measured; epoch identifies "
+        "its counters (a new epoch whenever they start from zero)."
+    ),
     names.AGENT_TICKS: "Sampling ticks the agent completed.",
     names.AGENT_TICK_CPU: "CPU time the agent spent in its sampling ticks, in seconds.",
     names.AGENT_LAST_TICK: "Unix time at which the agent's last tick completed (0 before the first).",
@@ -236,6 +239,7 @@ def _self_families(ledger: LedgerSnapshot, status: AgentStatus) -> list[Metric]:
             "backend": status.backend,
             "simulated": "true" if status.simulated else "false",
             "version": status.version,
+            "epoch": status.epoch,
         },
     )
     rejected = CounterMetricFamily(names.AGENT_REJECTED, _HELP[names.AGENT_REJECTED], labels=("node", "gpu", "reason"))

@@ -22,8 +22,8 @@ GPU_UNALLOCATED: Final = "jouleledger_gpu_unallocated_energy_joules"  # counter 
 GPU_POWER: Final = "jouleledger_gpu_power_watts"  # gauge {node,gpu}
 
 # --- agent: self -------------------------------------------------------------------------------------------------
-AGENT_INFO: Final = "jouleledger_agent"  # info {node,backend,simulated,version}
-AGENT_TICKS: Final = "jouleledger_agent_ticks"  # counter {node}
+AGENT_INFO: Final = "jouleledger_agent"  # info {node,backend,simulated,version,epoch}
+AGENT_TICKS: Final = "jouleledger_agent_ticks"  # counter {node}: ticks within the epoch
 AGENT_TICK_CPU: Final = "jouleledger_agent_tick_cpu_seconds"  # counter {node}
 AGENT_LAST_TICK: Final = "jouleledger_agent_last_tick_timestamp_seconds"  # gauge {node}
 AGENT_REJECTED: Final = "jouleledger_agent_rejected_readings"  # counter {node,gpu,reason}
