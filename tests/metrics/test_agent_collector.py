@@ -183,7 +183,7 @@ def test_every_exported_family_is_named_in_the_contract(registry: CollectorRegis
     contract = {value for key, value in vars(names).items() if key.isupper() and isinstance(value, str)}
     exported = {family.name for family in registry.collect()}
     assert exported <= contract
-    assert len(exported) == 17  # 4 per pod, 3 per GPU, 10 self
+    assert len(exported) == 19  # 5 per pod, 4 per GPU, 10 self
 
 
 def test_scrape_reads_the_latest_view_and_drops_what_it_no_longer_holds() -> None:
