@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 HELM   ?= $(CURDIR)/.cache/bin/helm
 export JOULELEDGER_HELM := $(HELM)
 
-.PHONY: install demo test test-fast lint format typecheck bench bench-peers chart manifests manifests-check helm proto clean
+.PHONY: install demo test test-fast lint format typecheck bench bench-peers chart manifests manifests-check helm controlplane proto clean
 
 $(BIN)/jouleledger: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,10 @@ helm: $(HELM) ## fetch the helm v4 binary into .cache/bin
 $(HELM):
 	tools/fetch-helm.sh $(HELM)
 
-test: lint typecheck helm ## lint, type-check and run every test with coverage (helm and promtool: see .ci/run)
+controlplane: ## build kube-apiserver, kube-controller-manager, kubectl and etcd from Go modules (needs Go; cached)
+	tools/build-controlplane.sh
+
+test: lint typecheck helm controlplane ## lint, type-check and run every test with coverage (helm and promtool: see .ci/run)
 	$(PY) -m pytest --cov --cov-report=term
 	$(BIN)/coverage report --include='operator/jouleledger/core/*' --fail-under=95
 
