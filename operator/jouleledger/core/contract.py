@@ -87,7 +87,8 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
     MetricSpec(
         POD_ENERGY_FROM_POWER,
         "counter",
-        "The part of the pod's GPU energy whose interval energy came from power integration, in joules.",
+        "Part of a pod's container energy on one GPU device whose intervals were measured by power integration "
+        "(no energy counter, or its delta rejected), in joules; absent while zero.",
         _POD,
     ),
     MetricSpec(
@@ -112,7 +113,7 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
     MetricSpec(
         GPU_ENERGY_FROM_POWER,
         "counter",
-        "The part of a physical GPU's measured energy that came from power integration, in joules.",
+        "Part of a physical GPU's measured energy obtained by power integration, in joules; absent while zero.",
         ("node", "gpu"),
     ),
     MetricSpec(
@@ -125,7 +126,8 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
     MetricSpec(
         AGENT_INFO,
         "info",
-        "The agent's build and data source; simulated is true when the data is not measured.",
+        "The agent's build and data source; simulated is true when the data is not measured; epoch identifies "
+        "its counters (a new epoch whenever they start from zero).",
         ("node", "backend", "simulated", "version", "epoch"),
     ),
     MetricSpec(AGENT_TICKS, "counter", "Sampling ticks the agent completed.", ("node",)),
