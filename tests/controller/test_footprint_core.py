@@ -201,7 +201,7 @@ def test_deltas_sum_to_every_run_and_are_never_negative(runs: list[list[int]]) -
     tracker.observe(scrape_of(agent_text("n1", 0.0)))  # tracking starts before the pod appears
     total = 0
     for tick, value in enumerate(values, start=1):
-        deltas = tracker.observe(scrape_of(agent_text("n1", float(tick), [job_pod(value / 1000, 0.0)])))
+        deltas = tracker.observe(scrape_of(agent_text("n1", float(tick), [job_pod(value / 1000, value / 1e6)])))
         assert all(delta.energy_mj >= 0 for delta in deltas.pods)
         total += sum(delta.energy_mj for delta in deltas.pods)
     expected = sum(values[i] for i in range(len(values)) if i == len(values) - 1 or values[i + 1] < values[i])
@@ -281,7 +281,7 @@ def test_job_footprint_by_hand_per_interval_intensity_pue_embodied_and_cost() ->
 def test_finalized_footprint_never_changes_and_late_energy_is_kept_apart() -> None:
     tracker, ledger = DeltaTracker(), FootprintBook("USD")
     for end, energy_j in ((1.0, 0.0), (2.0, 3600.0), (3.0, 7200.0)):
-        scrape = scrape_of(agent_text("n1", end, [job_pod(energy_j, 1.0)]))
+        scrape = scrape_of(agent_text("n1", end, [job_pod(energy_j, energy_j / 1000)]))
         ledger.fold(tracker.observe(scrape), rates(end - 1, end, 100.0), by_owner, scrape.model_of)
         if end == 2.0:
             first = ledger.finalize("job-1", 1.5, 2.0)

@@ -67,6 +67,17 @@ GPU_UNALLOCATED_SAMPLE: Final = contract.sample_name(contract.GPU_UNALLOCATED)
 AGENT_INFO_SAMPLE: Final = contract.sample_name(contract.AGENT_INFO)
 AGENT_TICKS_SAMPLE: Final = contract.sample_name(contract.AGENT_TICKS)
 
+DEFAULT_MAX_GPU_POWER_W: Final = 1500.0
+"""The most a GPU is believed to draw when its agent exports no power limit (above every GPU made so far)."""
+MAX_COUNTER_J: Final = (2**63 - 1) / 1000
+"""No counter can exceed what int64 millijoules hold (~2.5 TWh): anything above is rejected, never converted."""
+MAX_GPU_SECONDS: Final = 1e12
+"""~31,700 GPU-years: a GPU-seconds counter above it is rejected (sums stay finite)."""
+ENERGY_SLACK: Final = 0.01
+"""Relative allowance on the physical bounds (power limits are enforced by the driver on average)."""
+ENERGY_SLACK_MJ: Final = 1_000
+"""Absolute allowance on the physical bounds (whole-mJ rounding of every interval's shares)."""
+
 _PENDING: Final = frozenset(
     {
         POD_ENERGY_SAMPLE,
@@ -75,6 +86,7 @@ _PENDING: Final = frozenset(
         contract.POD_FINISHED,
         GPU_ENERGY_SAMPLE,
         GPU_UNALLOCATED_SAMPLE,
+        contract.GPU_POWER_LIMIT,
     }
 )
 
@@ -151,6 +163,18 @@ class AgentScrape:
     rejected: tuple[Rejection, ...] = ()
     epoch: str = ""
     """The agent's counter identity (empty for an agent that exports none)."""
+    held: frozenset[SeriesKey] = frozenset()
+    """Series present but rejected this scrape (their baselines stay as they are; they are not missing)."""
+    power_limits_w: Mapping[str, float] = field(default_factory=dict)
+    """Power limit of each physical GPU, where the agent exports one."""
+
+    def power_limit_w(self, device: str, max_gpu_power_w: float) -> float:
+        """The most the GPU of a device id can draw: its exported limit, never above ``max_gpu_power_w``; for a
+        device whose GPU exported none (a MIG instance), the largest limit of the node or ``max_gpu_power_w``."""
+        limit = self.power_limits_w.get(device.partition("::")[0])
+        if limit is None:
+            limit = max(self.power_limits_w.values(), default=max_gpu_power_w)
+        return min(limit, max_gpu_power_w)
 
     def newest_pod(self, namespace: str, pod: str) -> PodIdentity | None:
         """The most recently created pod of that name (the one new energy belongs to)."""
@@ -178,19 +202,48 @@ def _owner(labels: Mapping[str, str]) -> Owner | None:
     return Owner(labels.get("owner_kind", ""), labels.get("owner_name", ""), uid)
 
 
+_MAXIMUM: Final[Mapping[str, float]] = {
+    POD_ENERGY_SAMPLE: MAX_COUNTER_J,
+    GPU_UNALLOCATED_SAMPLE: MAX_COUNTER_J,
+    POD_GPU_SECONDS_SAMPLE: MAX_GPU_SECONDS,
+}
+
+
 def _value(sample: str, labels: Mapping[str, str], value: float) -> tuple[float | None, Rejection | None]:
     try:
-        return checked_float(sample, value), None
+        return checked_float(sample, value, maximum=_MAXIMUM.get(sample, math.inf)), None
     except InvalidValueError as error:
-        reason = "negative" if error.reason.startswith("below") else error.reason.replace(" ", "_")
+        reason = error.reason.replace(" ", "_")
+        if error.reason.startswith("below"):
+            reason = "negative"
+        elif error.reason.startswith("above"):
+            reason = "out_of_range"
         return None, Rejection(sample, labels, reason)
+
+
+def within_power(energy_mj: int, gpu_seconds: float, power_limit_w: float) -> bool:
+    """Whether ``energy_mj`` is possible on a device held for ``gpu_seconds`` at ``power_limit_w`` at most
+    (a pod's energy share and its GPU-seconds take the same fraction of the device's interval)."""
+    bound_mj = power_limit_w * gpu_seconds * 1000 * (1 + ENERGY_SLACK) + ENERGY_SLACK_MJ
+    return energy_mj <= bound_mj
+
+
+def _series_key(node: str, labels: Mapping[str, str]) -> SeriesKey:
+    return SeriesKey(
+        node,
+        labels.get("namespace", ""),
+        labels.get("pod", ""),
+        labels.get("container", ""),
+        labels.get("gpu", ""),
+    )
 
 
 def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -> AgentScrape:
     """Build an :class:`AgentScrape` from an agent's samples.
 
     ``expected_node`` (the node the operator found the agent pod on) must match the agent's own ``node``
-    label when given; per-pod and per-GPU series of another node are rejected. Raises
+    label when given; per-pod and per-GPU series of another node are rejected, and so is a value no counter can
+    hold (``out_of_range``); a pod series with a rejected sample is *held* (neither counted nor missing). Raises
     :class:`ScrapeFormatError` when the exposition lacks the agent's info or last-tick series.
     """
     agent_info: Mapping[str, str] | None = None
@@ -202,6 +255,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
     finished: dict[tuple[str, str], float] = {}
     unallocated: dict[str, int] = {}
     models: dict[str, str] = {}
+    limits: dict[str, float] = {}
+    held: set[SeriesKey] = set()
     rejected: list[Rejection] = []
     pending: list[Sample] = []
     for name, labels, raw in samples:
@@ -246,6 +301,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
         value, rejection = _value(name, labels, raw)
         if rejection is not None or value is None:
             rejected.append(rejection or Rejection(name, labels, "invalid"))
+            if name in (POD_ENERGY_SAMPLE, POD_GPU_SECONDS_SAMPLE):
+                held.add(_series_key(node, labels))
             continue
         if name == contract.POD_FINISHED:
             finished[(labels.get("namespace", ""), labels.get("pod", ""))] = value
@@ -254,14 +311,11 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
                 models[labels.get("gpu", "")] = labels["model"]
         elif name == GPU_UNALLOCATED_SAMPLE:
             unallocated[labels.get("gpu", "")] = j_to_mj(value)
+        elif name == contract.GPU_POWER_LIMIT:
+            if value > 0:
+                limits[labels.get("gpu", "")] = value
         else:
-            key = SeriesKey(
-                node,
-                labels.get("namespace", ""),
-                labels.get("pod", ""),
-                labels.get("container", ""),
-                labels.get("gpu", ""),
-            )
+            key = _series_key(node, labels)
             if name == POD_ENERGY_SAMPLE:
                 energy[key] = j_to_mj(value)
             else:
@@ -269,8 +323,11 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
 
     series: dict[SeriesKey, SeriesValue] = {}
     for key in sorted(set(energy) | set(seconds)):
+        if key in held:
+            continue
+        where = {"namespace": key.namespace, "pod": key.pod, "gpu": key.device}
         if (key.namespace, key.pod) not in pods:
-            rejected.append(Rejection(POD_ENERGY_SAMPLE, {"namespace": key.namespace, "pod": key.pod}, "no_pod_info"))
+            rejected.append(Rejection(POD_ENERGY_SAMPLE, where, "no_pod_info"))
             continue
         series[key] = SeriesValue(energy.get(key, 0), seconds.get(key, 0.0))
     return AgentScrape(
@@ -286,6 +343,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
         gpu_models=models,
         finished_unix_s=finished,
         rejected=tuple(rejected),
+        held=frozenset(held),
+        power_limits_w=limits,
     )
 
 
@@ -340,18 +399,24 @@ class ScrapeDeltas:
     """Series whose value went down under an unchanged epoch: rejected, their baselines kept."""
     epoch: str = ""
     ticks: int = 0
+    implausible: int = 0
+    """Series or idle values above what the node's GPUs can draw: rejected, their baselines kept."""
 
 
 class DeltaTracker:
     """Per-series baselines across scrapes (see the module docstring for the rules)."""
 
-    def __init__(self, *, prune_after_misses: int = 8) -> None:
+    def __init__(self, *, prune_after_misses: int = 8, max_gpu_power_w: float = DEFAULT_MAX_GPU_POWER_W) -> None:
         if prune_after_misses < 1:
             raise ValueError(f"prune_after_misses must be at least 1, got {prune_after_misses}")
+        if not max_gpu_power_w > 0:
+            raise ValueError(f"max_gpu_power_w must be positive, got {max_gpu_power_w}")
         self._prune_after = prune_after_misses
+        self._max_w = max_gpu_power_w
         self._series: dict[SeriesKey, _SeriesState] = {}
         self._by_node: dict[str, set[SeriesKey]] = {}
-        self._unallocated: dict[tuple[str, str], int] = {}
+        self._unallocated: dict[tuple[str, str], tuple[int, float]] = {}  # (node, gpu) -> (value, its agent tick)
+        self._last_tick: dict[str, float] = {}  # node -> agent tick of its latest scrape
         self._epochs: dict[str, str] = {}  # node -> epoch of its unallocated baselines
         self._tracked: set[str] = set()
 
@@ -406,7 +471,7 @@ class DeltaTracker:
         keys = self._by_node.setdefault(node, set())
         pods: list[PodDelta] = []
         expired: list[tuple[SeriesKey, str]] = []
-        resets = regressions = 0
+        resets = regressions = implausible = 0
         epoch = scrape.epoch
         for key, value in scrape.series.items():
             identities = scrape.pods.get((key.namespace, key.pod), ())
@@ -414,6 +479,11 @@ class DeltaTracker:
                 continue
             newest = identities[-1]
             state = self._series.get(key)
+            if not within_power(value.energy_mj, value.gpu_seconds, scrape.power_limit_w(key.device, self._max_w)):
+                implausible += 1  # more energy than the GPU can draw in the time the pod held it
+                if state is not None:
+                    state.misses = 0
+                continue
             if state is None:
                 origin = ADOPTED if first else NEW
                 energy_mj, gpu_seconds = value.energy_mj, value.gpu_seconds
@@ -465,7 +535,7 @@ class DeltaTracker:
             pods.append(PodDelta(key, newest, energy_mj, gpu_seconds, origin, share.energy_mj, share.gpu_seconds))
 
         pruned: list[SeriesKey] = []
-        for key in keys - scrape.series.keys():
+        for key in keys - scrape.series.keys() - scrape.held:
             state = self._series[key]
             state.misses += 1
             if state.misses >= self._prune_after:
@@ -475,12 +545,14 @@ class DeltaTracker:
             del self._series[key]
 
         unallocated: dict[str, int] = {}
+        tick_s = scrape.last_tick_unix_s
         previous_epoch = self._epochs.get(node, "")
         changed = bool(epoch and previous_epoch and epoch != previous_epoch)
         if epoch:
             self._epochs[node] = epoch
         for gpu, value_mj in scrape.unallocated_mj.items():
-            previous = self._unallocated.get((node, gpu))
+            baseline = self._unallocated.get((node, gpu))
+            previous, since_s = baseline if baseline is not None else (None, self._last_tick.get(node, tick_s))
             if previous is None:
                 delta = 0 if first else value_mj
             elif changed:
@@ -494,8 +566,13 @@ class DeltaTracker:
             else:
                 delta = value_mj
                 resets += 1
-            self._unallocated[(node, gpu)] = value_mj
+            if not within_power(delta, max(0.0, tick_s - since_s), scrape.power_limit_w(gpu, self._max_w)):
+                implausible += 1  # more idle energy than the GPU can draw since its baseline was read
+                unallocated[gpu] = 0
+                continue
+            self._unallocated[(node, gpu)] = (value_mj, tick_s)
             unallocated[gpu] = delta
+        self._last_tick[node] = tick_s
         return ScrapeDeltas(
             node,
             first,
@@ -507,4 +584,5 @@ class DeltaTracker:
             regressions,
             epoch,
             int(scrape.ticks),
+            implausible,
         )
