@@ -40,6 +40,7 @@ from jouleledger.core.footprints import (
     IntervalRates,
     WorkloadAccount,
     method_of,
+    power_method_of,
 )
 from jouleledger.core.operator_stats import NodeIntensity, OperatorStats, OperatorView
 from jouleledger.core.workload import resolve_workload
@@ -178,7 +179,7 @@ class Accountant:
             self._exists.add(name)
         watermarks = 0
         for key, pod_uid, value in self.ledger.watermarks():
-            self.tracker.restore(key, pod_uid, value.energy_mj, value.gpu_seconds, value.epoch)
+            self.tracker.restore(key, pod_uid, value)
             watermarks += 1
         self.restored = True
         log.info("restored %d footprints (%d series watermarks)", len(self.ledger.accounts), watermarks)
@@ -290,6 +291,7 @@ class Accountant:
             price_per_kwh=self.config.price_of(zone),
             currency=self.config.currency,
             method=method_of(scrape.backend, scrape.simulated),
+            power_method=power_method_of(scrape.backend, scrape.simulated),
             embodied_g_per_gpu_hour=self.config.embodied_g_per_gpu_hour,
             default_embodied_g_per_gpu_hour=self.config.default_embodied_g_per_gpu_hour,
         )

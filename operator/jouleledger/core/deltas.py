@@ -61,6 +61,7 @@ ADOPTED: Final = "adopted"
 
 POD_ENERGY_SAMPLE: Final = contract.sample_name(contract.POD_ENERGY)
 POD_GPU_SECONDS_SAMPLE: Final = contract.sample_name(contract.POD_GPU_SECONDS)
+POD_FROM_POWER_SAMPLE: Final = contract.sample_name(contract.POD_ENERGY_FROM_POWER)
 POD_INFO_SAMPLE: Final = contract.sample_name(contract.POD_INFO)
 GPU_ENERGY_SAMPLE: Final = contract.sample_name(contract.GPU_ENERGY)
 GPU_UNALLOCATED_SAMPLE: Final = contract.sample_name(contract.GPU_UNALLOCATED)
@@ -82,6 +83,7 @@ _PENDING: Final = frozenset(
     {
         POD_ENERGY_SAMPLE,
         POD_GPU_SECONDS_SAMPLE,
+        POD_FROM_POWER_SAMPLE,
         POD_INFO_SAMPLE,
         contract.POD_FINISHED,
         GPU_ENERGY_SAMPLE,
@@ -118,6 +120,8 @@ class SeriesValue:
     gpu_seconds: float
     epoch: str = ""
     ticks: int = 0
+    from_power_mj: int = 0
+    """The part of ``energy_mj`` whose intervals were integrated from power (no counter, or a rejected delta)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +208,7 @@ def _owner(labels: Mapping[str, str]) -> Owner | None:
 
 _MAXIMUM: Final[Mapping[str, float]] = {
     POD_ENERGY_SAMPLE: MAX_COUNTER_J,
+    POD_FROM_POWER_SAMPLE: MAX_COUNTER_J,
     GPU_UNALLOCATED_SAMPLE: MAX_COUNTER_J,
     POD_GPU_SECONDS_SAMPLE: MAX_GPU_SECONDS,
 }
@@ -251,6 +256,7 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
     ticks = 0.0
     energy: dict[SeriesKey, int] = {}
     seconds: dict[SeriesKey, float] = {}
+    from_power: dict[SeriesKey, int] = {}
     pods: dict[tuple[str, str], list[PodIdentity]] = {}
     finished: dict[tuple[str, str], float] = {}
     unallocated: dict[str, int] = {}
@@ -301,7 +307,7 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
         value, rejection = _value(name, labels, raw)
         if rejection is not None or value is None:
             rejected.append(rejection or Rejection(name, labels, "invalid"))
-            if name in (POD_ENERGY_SAMPLE, POD_GPU_SECONDS_SAMPLE):
+            if name in (POD_ENERGY_SAMPLE, POD_GPU_SECONDS_SAMPLE, POD_FROM_POWER_SAMPLE):
                 held.add(_series_key(node, labels))
             continue
         if name == contract.POD_FINISHED:
@@ -318,6 +324,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
             key = _series_key(node, labels)
             if name == POD_ENERGY_SAMPLE:
                 energy[key] = j_to_mj(value)
+            elif name == POD_FROM_POWER_SAMPLE:
+                from_power[key] = j_to_mj(value)
             else:
                 seconds[key] = value
 
@@ -329,7 +337,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
         if (key.namespace, key.pod) not in pods:
             rejected.append(Rejection(POD_ENERGY_SAMPLE, where, "no_pod_info"))
             continue
-        series[key] = SeriesValue(energy.get(key, 0), seconds.get(key, 0.0))
+        total_mj = energy.get(key, 0)
+        series[key] = SeriesValue(total_mj, seconds.get(key, 0.0), from_power_mj=min(from_power.get(key, 0), total_mj))
     return AgentScrape(
         node=node,
         backend=agent_info.get("backend", ""),
@@ -356,6 +365,7 @@ class _Share:
     energy_mj: int = 0
     gpu_seconds: float = 0.0
     epoch: str = ""
+    from_power_mj: int = 0
 
 
 @dataclass(slots=True)
@@ -364,13 +374,14 @@ class _SeriesState:
     gpu_seconds: float
     shares: dict[str, _Share] = field(default_factory=dict)
     misses: int = 0
+    from_power_mj: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class PodDelta:
-    """New energy and GPU-seconds of one pod on one series since the previous scrape.
-
-    ``share_*`` is the pod's cumulative share of the series after this delta: the watermark its footprint stores.
+    """New energy (``from_power_mj`` of it integrated from power) and GPU-seconds of one pod on one series since
+    the previous scrape. ``share`` is the pod's cumulative share of the series after this delta: the watermark its
+    footprint stores (without epoch and ticks, which the scrape's deltas carry).
     """
 
     key: SeriesKey
@@ -378,8 +389,8 @@ class PodDelta:
     energy_mj: int
     gpu_seconds: float
     origin: str
-    share_energy_mj: int
-    share_gpu_seconds: float
+    share: SeriesValue
+    from_power_mj: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,7 +444,7 @@ class DeltaTracker:
         state = self._series.get(key)
         return None if state is None else SeriesValue(state.energy_mj, state.gpu_seconds)
 
-    def restore(self, key: SeriesKey, pod_uid: str, energy_mj: int, gpu_seconds: float, epoch: str = "") -> None:
+    def restore(self, key: SeriesKey, pod_uid: str, watermark: SeriesValue) -> None:
         """Load a persisted watermark: ``pod_uid``'s share of ``key`` (read under agent ``epoch``) that its footprint
         already includes.
 
@@ -442,6 +453,7 @@ class DeltaTracker:
         restored for that series is kept apart: the first scrape keeps the shares of its own epoch and drops the
         others (their energy is in their footprints already; their counters are gone).
         """
+        energy_mj, gpu_seconds, epoch = watermark.energy_mj, watermark.gpu_seconds, watermark.epoch
         if energy_mj < 0 or gpu_seconds < 0:
             raise ValueError(f"negative watermark for {key} / {pod_uid}: {energy_mj} mJ, {gpu_seconds} s")
         state = self._series.get(key)
@@ -455,6 +467,7 @@ class DeltaTracker:
                     return
                 state.energy_mj -= share.energy_mj
                 state.gpu_seconds -= share.gpu_seconds
+                state.from_power_mj -= share.from_power_mj
             share = state.shares[pod_uid] = _Share(epoch=epoch)
         if energy_mj > share.energy_mj:
             state.energy_mj += energy_mj - share.energy_mj
@@ -462,6 +475,9 @@ class DeltaTracker:
         if gpu_seconds > share.gpu_seconds:
             state.gpu_seconds += gpu_seconds - share.gpu_seconds
             share.gpu_seconds = gpu_seconds
+        if watermark.from_power_mj > share.from_power_mj:
+            state.from_power_mj += watermark.from_power_mj - share.from_power_mj
+            share.from_power_mj = watermark.from_power_mj
 
     def observe(self, scrape: AgentScrape) -> ScrapeDeltas:
         """The deltas of one successful scrape; updates the baselines."""
@@ -486,7 +502,7 @@ class DeltaTracker:
                 continue
             if state is None:
                 origin = ADOPTED if first else NEW
-                energy_mj, gpu_seconds = value.energy_mj, value.gpu_seconds
+                energy_mj, gpu_seconds, power_mj = value.energy_mj, value.gpu_seconds, value.from_power_mj
                 state = self._series[key] = _SeriesState(0, 0.0)
                 keys.add(key)
             else:
@@ -495,22 +511,25 @@ class DeltaTracker:
                     gone = state.shares.pop(uid)
                     state.energy_mj -= gone.energy_mj
                     state.gpu_seconds -= gone.gpu_seconds
+                    state.from_power_mj -= gone.from_power_mj
                     if uid != newest.uid:
                         expired.append((key, uid))
                 live = {identity.uid for identity in identities}
                 vanished = [uid for uid in state.shares if uid not in live]
                 expected_mj = state.energy_mj - sum(state.shares[uid].energy_mj for uid in vanished)
                 expected_s = state.gpu_seconds - sum(state.shares[uid].gpu_seconds for uid in vanished)
+                expected_p = state.from_power_mj - sum(state.shares[uid].from_power_mj for uid in vanished)
                 same_epoch = bool(epoch) and any(share.epoch == epoch for share in state.shares.values())
                 if stale and not state.shares:
                     origin = RESET  # every share was of an older epoch: all of this epoch's value is new
                     resets += 1
-                    energy_mj, gpu_seconds = value.energy_mj, value.gpu_seconds
+                    energy_mj, gpu_seconds, power_mj = value.energy_mj, value.gpu_seconds, value.from_power_mj
                     dropped = []
                 elif value.energy_mj >= expected_mj:
                     origin = CONTINUED
                     energy_mj = value.energy_mj - expected_mj
                     gpu_seconds = max(0.0, value.gpu_seconds - expected_s)
+                    power_mj = min(energy_mj, max(0, value.from_power_mj - expected_p))
                     dropped = vanished
                 elif same_epoch:
                     regressions += 1  # same epoch, lower value: not a reset; the baseline stays at its maximum
@@ -519,7 +538,7 @@ class DeltaTracker:
                 else:
                     origin = RESET
                     resets += 1
-                    energy_mj, gpu_seconds = value.energy_mj, value.gpu_seconds
+                    energy_mj, gpu_seconds, power_mj = value.energy_mj, value.gpu_seconds, value.from_power_mj
                     dropped = [uid for uid in state.shares if uid != newest.uid]
                     if newest.uid in state.shares:
                         state.shares[newest.uid] = _Share()
@@ -531,8 +550,11 @@ class DeltaTracker:
             share = state.shares.setdefault(newest.uid, _Share(epoch=epoch))
             share.energy_mj += energy_mj
             share.gpu_seconds += gpu_seconds
+            share.from_power_mj += power_mj
             state.energy_mj, state.gpu_seconds, state.misses = value.energy_mj, value.gpu_seconds, 0
-            pods.append(PodDelta(key, newest, energy_mj, gpu_seconds, origin, share.energy_mj, share.gpu_seconds))
+            state.from_power_mj = value.from_power_mj
+            watermark = SeriesValue(share.energy_mj, share.gpu_seconds, from_power_mj=share.from_power_mj)
+            pods.append(PodDelta(key, newest, energy_mj, gpu_seconds, origin, watermark, power_mj))
 
         pruned: list[SeriesKey] = []
         for key in keys - scrape.series.keys() - scrape.held:
