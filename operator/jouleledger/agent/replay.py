@@ -1,8 +1,8 @@
 """``jouleledger replay TRACE``: the agent pipeline over a recorded trace, with per-pod carbon.
 
-Prints ``{"node", "measured_mj", "unallocated_mj", "pods": [...], "gpus": [...]}`` with ``--json`` (DESIGN.md),
-or a readable table otherwise. Carbon per interval uses that interval's ``grid_g_per_kwh`` where the trace has
-one and ``--intensity-g-per-kwh`` elsewhere.
+Prints ``{"node", "measured_mj", "unallocated_mj", "pods": [...], "gpus": [...]}`` with ``--json``
+(docs/attribution.md), or a readable table otherwise. Carbon per interval uses that interval's ``grid_g_per_kwh``
+where the trace has one and ``--intensity-g-per-kwh`` elsewhere.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def replay(source: ReplaySource, rates: CarbonRates) -> ReplayReport:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("trace", help="JSONL trace (format version 1); '-' reads standard input")
+    parser.add_argument("trace", help="JSONL trace, version 1 (format: docs/trace-format.md); '-' reads stdin")
     parser.add_argument("--json", action="store_true", help="print the machine-readable report")
     parser.add_argument("--pue", type=float, default=1.0, help="power usage effectiveness (default 1.0)")
     parser.add_argument(

@@ -41,7 +41,7 @@ class IntervalResult:
 
 
 class NodeAccountant:
-    """Attributes each sample's GPU energy to pods by DESIGN.md's rules (version 1)."""
+    """Attributes each sample's GPU energy to pods by the attribution rules (docs/attribution.md)."""
 
     def __init__(self, header: NodeHeader) -> None:
         self.header = header

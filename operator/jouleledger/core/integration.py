@@ -81,7 +81,7 @@ def _trapezoid_mj(prev_power_mw: int, cur_power_mw: int, interval_s: float) -> i
 
 
 def measure(gpu: GpuInfo, prev: Baseline, cur: Baseline) -> Measurement:
-    """Measure ``gpu``'s energy over ``(prev.t_s, cur.t_s]`` by DESIGN.md rule 1.
+    """Measure ``gpu``'s energy over ``(prev.t_s, cur.t_s]`` by attribution rule 1 (docs/attribution.md).
 
     Power readings in the baselines must already be checked (:func:`power_rejected`; a rejected one is None).
     Raises ``ValueError`` if the interval is not positive (the caller re-baselines instead).

@@ -1,4 +1,4 @@
-"""The JSONL trace format, version 1 (DESIGN.md): parsing and writing, pure and strict.
+"""The JSONL trace format, version 1 (docs/trace-format.md): parsing and writing, pure and strict.
 
 A trace is what the agent saw on one node: a header line, then one sample per line. Parsing validates every
 value (types, finiteness, ranges, increasing time) and names the line of the first problem; writing produces

@@ -1,4 +1,5 @@
-"""The replay backend: a recorded JSONL trace (version 1) played back sample by sample; ``-`` reads stdin."""
+"""The replay backend: a recorded JSONL trace (version 1, docs/trace-format.md) played back sample by sample;
+``-`` reads standard input."""
 
 from __future__ import annotations
 
