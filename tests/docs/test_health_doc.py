@@ -29,4 +29,3 @@ def test_the_agent_health_details_are_documented() -> None:
     assert healthy
     assert details["status"] == "ok"
     assert set(details) == _documented_agent_keys()
-
