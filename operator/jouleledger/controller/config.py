@@ -22,10 +22,10 @@ from typing import Any, Final
 
 import yaml
 
-__all__ = ["TOP_KEYS", "ConfigError", "OperatorConfig", "load_config", "parse_config"]
+__all__ = ["ConfigError", "OperatorConfig", "load_config", "parse_config"]
 
 DEFAULT_ZONE_LABELS: Final = ("topology.kubernetes.io/zone", "topology.kubernetes.io/region")
-TOP_KEYS: Final = frozenset(
+_TOP_KEYS: Final = frozenset(
     {"teamLabel", "pue", "zoneLabels", "defaultZone", "intensity", "embodied", "price", "scrape"}
 )
 _EMBODIED_KEYS: Final = frozenset({"defaultGramsPerGpuHour", "models"})
@@ -103,7 +103,7 @@ def _table(where: str, value: object) -> dict[str, float]:
 
 def parse_config(raw: object) -> OperatorConfig:
     """Validate a parsed YAML document (None: all defaults)."""
-    top = _section("", raw, TOP_KEYS)
+    top = _section("", raw, _TOP_KEYS)
     embodied = _section("embodied", top.get("embodied"), _EMBODIED_KEYS)
     price = _section("price", top.get("price"), _PRICE_KEYS)
     scrape = _section("scrape", top.get("scrape"), _SCRAPE_KEYS)
