@@ -142,12 +142,12 @@ def serve_metrics(runner: AgentRunner, host: str, port: int) -> MetricsServer | 
         return None
     from prometheus_client import CollectorRegistry
 
-    from jouleledger.metrics.agent import AgentCollector
+    from jouleledger.metrics.agent import AgentCollector, scoped_registry
     from jouleledger.metrics.server import MetricsServer
 
     registry = CollectorRegistry()
     registry.register(AgentCollector(runner.view))
-    server = MetricsServer(registry, runner.health)
+    server = MetricsServer(registry, runner.health, scoped=scoped_registry(runner.view))
     server.start(host, port)
     return server
 

@@ -2,7 +2,9 @@
 
 ``/metrics`` renders an injected ``CollectorRegistry`` (never the global default one), in OpenMetrics when the
 scraper asks for it (``Accept: application/openmetrics-text``) and in the Prometheus text format otherwise,
-gzip-compressed when the scraper accepts it. ``/healthz`` asks an injected health check: 200 and
+gzip-compressed when the scraper accepts it. A request with a query string renders the registry that the
+optional ``scoped`` callable builds from its parameters instead (the agent's ``?folded_until=``); a
+:class:`ValueError` from it is a 400 with its message. ``/healthz`` asks an injected health check: 200 and
 ``{"status": "ok", "details": {...}}`` when healthy, 503 and ``{"status": "unhealthy", "details": {...}}``
 (the reasons) when not. Every other path is 404.
 
@@ -21,17 +23,20 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-__all__ = ["HealthCheck", "MetricsServer"]
+__all__ = ["HealthCheck", "MetricsServer", "ScopedRegistry"]
 
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], tuple[bool, Mapping[str, Any]]]
 """Returns ``(healthy, details)``; ``details`` should be JSON-serialisable (other values become text)."""
+
+ScopedRegistry = Callable[[Mapping[str, list[str]]], CollectorRegistry]
+"""Builds the registry for one ``/metrics`` request from its query parameters; raises ``ValueError`` when bad."""
 
 METRICS_PATH = "/metrics"
 HEALTH_PATH = "/healthz"
@@ -52,10 +57,12 @@ class MetricsServer:
         health: HealthCheck,
         *,
         request_timeout_s: float = 10.0,
+        scoped: ScopedRegistry | None = None,
     ) -> None:
         if request_timeout_s <= 0:
             raise ValueError(f"request_timeout_s must be positive, got {request_timeout_s!r}")
         self._registry = registry
+        self._scoped = scoped
         self._health = health
         self._request_timeout_s = request_timeout_s
         self._lock = threading.Lock()
@@ -103,10 +110,16 @@ class MetricsServer:
 
     # --- request handling (called from the handler threads) ------------------------------------------------
 
-    def _metrics(self, accept: str, accept_encoding: str) -> tuple[int, str, bytes, dict[str, str]]:
+    def _metrics(self, accept: str, accept_encoding: str, query: str = "") -> tuple[int, str, bytes, dict[str, str]]:
         encoder, content_type = choose_encoder(accept)
+        registry = self._registry
+        if query and self._scoped is not None:
+            try:
+                registry = self._scoped(parse_qs(query, keep_blank_values=True))
+            except ValueError as error:
+                return _error(HTTPStatus.BAD_REQUEST, f"bad query {query!r}: {error}")
         try:
-            body = encoder(self._registry)
+            body = encoder(registry)
         except Exception as error:
             log.exception("rendering %s failed", METRICS_PATH)
             return _error(HTTPStatus.INTERNAL_SERVER_ERROR, f"rendering metrics failed: {error}")
@@ -128,9 +141,11 @@ class MetricsServer:
         status = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
         return status, _JSON, body, {"Cache-Control": "no-store"}
 
-    def _route(self, path: str, accept: str, accept_encoding: str) -> tuple[int, str, bytes, dict[str, str]]:
+    def _route(
+        self, path: str, accept: str, accept_encoding: str, query: str = ""
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         if path == METRICS_PATH:
-            return self._metrics(accept, accept_encoding)
+            return self._metrics(accept, accept_encoding, query)
         if path == HEALTH_PATH:
             return self._healthz()
         return _error(HTTPStatus.NOT_FOUND, f"not found; try {METRICS_PATH} or {HEALTH_PATH}")
@@ -179,10 +194,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, *, send_body: bool) -> None:
         owner = cast(_HTTPServer, self.server).owner
         try:
+            url = urlsplit(self.path)
             status, content_type, body, headers = owner._route(
-                urlsplit(self.path).path,
+                url.path,
                 self.headers.get("Accept", ""),
                 self.headers.get("Accept-Encoding", ""),
+                url.query,
             )
         except Exception as error:  # a bug must cost one request, not the connection without an answer
             log.exception("serving %s failed", self.path)
