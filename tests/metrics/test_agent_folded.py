@@ -71,6 +71,12 @@ def test_a_folded_time_before_every_finish_changes_nothing() -> None:
     assert _render(T0) == _render(None)
 
 
+def test_a_folded_time_after_the_agents_latest_sample_is_ignored() -> None:
+    """The view's sample time is T0+100: a later T cannot come from these counters (clock stepped back)."""
+    assert _render(T0 + 100.5) == _render(None)
+    assert _render(T0 + 100) != _render(None)
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[MetricsServer]:
     registry = CollectorRegistry()

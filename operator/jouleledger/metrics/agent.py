@@ -21,9 +21,10 @@ times and sample times grow tick by tick, so every record that finished at or be
 that scrape already showed, with its final totals (a finished record's counters never change again; a pod that
 comes back is running again and exported again). ``T`` belongs to one run of the agent's counters: after they
 reset (a new ``epoch``, or counters that went down) the consumer sends no ``T`` until it has folded a scrape of
-the new run. A scrape without the parameter (Prometheus) still sees every retained pod. The argument needs the
-sample clock not to step back by more than a tick (NTP slews; a manual step back can hide a record finished in
-the ticks it repeats).
+the new run. A scrape without the parameter (Prometheus) still sees every retained pod. A ``T`` later than the
+agent's latest sample time is ignored (the clock stepped back, or ``T`` is from another run). What remains
+assumed is that the sample clock does not step back by more than a tick and then catch up past ``T`` before the
+consumer has stored the scrapes of the repeated ticks (NTP slews rather than steps).
 """
 
 from __future__ import annotations
@@ -179,8 +180,14 @@ class AgentCollector:
 
 
 def without_folded(view: ExportView, folded_until_s: float) -> ExportView:
-    """``view`` without the pods that finished at or before ``folded_until_s`` (and their device totals)."""
+    """``view`` without the pods that finished at or before ``folded_until_s`` (and their device totals).
+
+    A ``folded_until_s`` later than the view's own sample time cannot come from a scrape of these counters (the
+    clock stepped back, or the scraper kept a time from an earlier run): the view is then returned whole.
+    """
     ledger = view.ledger
+    if folded_until_s > ledger.t_s:
+        return view
     folded = {
         key
         for key, record in ledger.pods.items()
