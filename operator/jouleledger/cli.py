@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jouleledger.agent.demo", "run the agent on a simulated GPU node and print a footprint table"),
     "replay": ("jouleledger.agent.replay", "run the agent pipeline over a recorded JSONL trace"),
     "record": ("jouleledger.agent.record", "record what the agent sees on this node as a JSONL trace"),
+    "report": ("jouleledger.report.command", "chargeback of a period per team, namespace, workload or node"),
 }
 
 
