@@ -19,12 +19,20 @@ TOP_WORKLOADS = 20
 
 
 def _figure_html(figure: Any, div_id: str) -> str:
-    text: str = figure.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False})
+    text: str = figure.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
+        default_width="100%",
+        config={"displaylogo": False, "responsive": True},
+    )
     return text
 
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    return {"title": {"text": title}, "template": "plotly_white", "height": 420, "margin": {"t": 60}, **extra}
+    layout = {"title": {"text": title}, "template": "plotly_white", "height": 420, "margin": {"t": 60}}
+    layout["legend"] = {"orientation": "h", "y": -0.2}
+    return {**layout, **extra}
 
 
 def _figures(document: Mapping[str, Any]) -> list[str]:
@@ -35,8 +43,11 @@ def _figures(document: Mapping[str, Any]) -> list[str]:
     currency = document["currency"]
     parts: list[str] = []
     timeline = document["timeline"]
-    times = [datetime.fromtimestamp(t, UTC) for t in timeline["times_unix_s"]]
-    energy = go.Figure(layout=_layout(f"GPU energy per {by} over time (kWh per step)", yaxis_title="kWh"))
+    # plotly.js reads dates without a zone: give it UTC wall-clock strings and say so on the axis
+    times = [datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S") for t in timeline["times_unix_s"]]
+    energy = go.Figure(
+        layout=_layout(f"GPU energy per {by} over time (kWh per step)", yaxis_title="kWh", xaxis_title="UTC")
+    )
     for key, series in sorted(timeline["energy_mj"].items(), key=lambda item: -sum(item[1])):
         energy.add_trace(
             go.Scatter(x=times, y=[mj_to_kwh(v) for v in series], name=key, stackgroup="energy", mode="lines")
@@ -106,7 +117,7 @@ table { border-collapse: collapse; margin: 1em 0; }
 td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
 td:first-child, th:first-child { text-align: left; }
 tr:last-child { font-weight: bold; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 1em; }
+.grid { max-width: 1100px; }
 code { font-size: 0.85em; }
 """
 
