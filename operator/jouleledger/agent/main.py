@@ -25,6 +25,7 @@ from jouleledger.hardware.base import BackendError, NodeSource
 if TYPE_CHECKING:
     from jouleledger.kube.podmeta import PodMetadataCache
     from jouleledger.metrics.server import MetricsServer
+    from jouleledger.metrics.webconfig import WebConfig
 
 __all__ = ["add_arguments", "build_source", "run", "serve_metrics"]
 
@@ -84,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--once", action="store_true", help="run a single tick, print the status and exit")
     parser.add_argument("--max-ticks", type=int, default=None, help="stop after this many ticks")
+    parser.add_argument(
+        "--web-config-file", type=Path, default=None, help="TLS and basic auth of /metrics (exporter-toolkit YAML)"
+    )
 
 
 def _pod_metadata(node: str) -> PodMetadataCache | None:
@@ -136,7 +140,9 @@ def build_source(args: argparse.Namespace) -> NodeSource:
     return LiveNodeSource(args.node_name, meter, pods, ProcMap(args.proc_root))
 
 
-def serve_metrics(runner: AgentRunner, host: str, port: int) -> MetricsServer | None:
+def serve_metrics(
+    runner: AgentRunner, host: str, port: int, web_config: WebConfig | None = None
+) -> MetricsServer | None:
     """Serve the runner's ``/metrics`` and ``/healthz`` on ``host:port`` (port 0: not at all)."""
     if port == 0:
         return None
@@ -147,12 +153,19 @@ def serve_metrics(runner: AgentRunner, host: str, port: int) -> MetricsServer | 
 
     registry = CollectorRegistry()
     registry.register(AgentCollector(runner.view))
-    server = MetricsServer(registry, runner.health)
+    server = MetricsServer(registry, runner.health, web_config=web_config)
     server.start(host, port)
     return server
 
 
 def run(args: argparse.Namespace) -> int:
+    from jouleledger.metrics.webconfig import WebConfigError, load_web_config
+
+    try:
+        web_config = None if args.web_config_file is None else load_web_config(args.web_config_file)
+    except WebConfigError as error:
+        print(f"jouleledger agent: {error}", file=sys.stderr)
+        return 2
     try:
         source = build_source(args)
     except BackendError as error:
@@ -179,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    server = None if args.once else serve_metrics(runner, args.listen_address, args.port)
+    server = None if args.once else serve_metrics(runner, args.listen_address, args.port, web_config)
     log.info(
         "agent on node %s: backend %s, %d GPUs, tick every %.3g s",
         runner.header.node,

@@ -17,7 +17,8 @@ from jouleledger.core.units import InvalidValueError, checked_float, checked_int
 
 __all__ = ["Pipeline"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: the ledger state before energy from power was counted apart
 
 
 class Pipeline:
@@ -74,7 +75,7 @@ class Pipeline:
     def restore(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`to_state`; raises :class:`LedgerStateError` when the state cannot be trusted."""
         try:
-            if state.get("version") != STATE_VERSION:
+            if state.get("version") not in READABLE_VERSIONS or isinstance(state.get("version"), bool):
                 raise LedgerStateError(f"unsupported pipeline state version {state.get('version')!r}")
             ledger = Ledger.from_state(self.header, self.ledger.retention_s, state["ledger"])
             baselines = _load_baselines(state["baselines"])

@@ -1,4 +1,4 @@
-"""``jouleledger record --out TRACE``: write what the agent sees on this node as a JSONL trace (DESIGN.md).
+"""``jouleledger record --out TRACE``: write what the agent sees on this node as a JSONL trace (docs/trace-format.md).
 
 On a GPU node it reads NVML, the kubelet and ``/proc`` exactly as the agent does; the trace replays with
 ``jouleledger replay`` and serves as a bug report or a test fixture. ``--backend simulated`` records the

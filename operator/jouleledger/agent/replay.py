@@ -1,8 +1,8 @@
 """``jouleledger replay TRACE``: the agent pipeline over a recorded trace, with per-pod carbon.
 
-Prints ``{"node", "measured_mj", "unallocated_mj", "pods": [...], "gpus": [...]}`` with ``--json`` (DESIGN.md),
-or a readable table otherwise. Carbon per interval uses that interval's ``grid_g_per_kwh`` where the trace has
-one and ``--intensity-g-per-kwh`` elsewhere.
+Prints ``{"node", "measured_mj", "unallocated_mj", "pods": [...], "gpus": [...]}`` with ``--json``
+(docs/attribution.md), or a readable table otherwise. Carbon per interval uses that interval's ``grid_g_per_kwh``
+where the trace has one and ``--intensity-g-per-kwh`` elsewhere.
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ class ReplayReport:
 
     def to_json(self) -> dict[str, Any]:
         energy: dict[str, int] = {}
+        from_power: dict[str, int] = {}
         gpu_seconds: dict[str, float] = {}
         for device in self.snapshot.devices:
             energy[device.pod_key] = energy.get(device.pod_key, 0) + device.energy_mj
+            from_power[device.pod_key] = from_power.get(device.pod_key, 0) + device.energy_from_power_mj
             gpu_seconds[device.pod_key] = gpu_seconds.get(device.pod_key, 0.0) + device.gpu_seconds
         cost = self.pricing.cost
         return {
@@ -57,6 +59,7 @@ class ReplayReport:
                     "name": pod.name,
                     "uid": pod.uid,
                     "energy_mj": energy.get(key, 0),
+                    "energy_from_power_mj": from_power.get(key, 0),
                     "gpu_seconds": gpu_seconds.get(key, 0.0),
                     "carbon_g": self.carbon_g.get(key, 0.0),
                     "cost": cost(energy.get(key, 0)),
@@ -64,7 +67,12 @@ class ReplayReport:
                 for key, pod in self.snapshot.pods.items()
             ],
             "gpus": [
-                {"uuid": gpu.uuid, "measured_mj": gpu.measured_mj, "unallocated_mj": gpu.unallocated_mj}
+                {
+                    "uuid": gpu.uuid,
+                    "measured_mj": gpu.measured_mj,
+                    "unallocated_mj": gpu.unallocated_mj,
+                    "energy_from_power_mj": gpu.energy_from_power_mj,
+                }
                 for gpu in self.snapshot.gpus
             ],
         }
@@ -85,7 +93,7 @@ def replay(source: ReplaySource, rates: CarbonRates, pricing: Pricing | None = N
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("trace", help="JSONL trace (DESIGN.md format, version 1)")
+    parser.add_argument("trace", help="JSONL trace, version 1 (format: docs/trace-format.md)")
     parser.add_argument("--json", action="store_true", help="print the machine-readable report")
     parser.add_argument("--pue", type=float, default=1.0, help="power usage effectiveness (default 1.0)")
     parser.add_argument(

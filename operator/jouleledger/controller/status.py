@@ -29,7 +29,7 @@ class OperatorView:
     """Everything one ``/metrics`` scrape of the operator renders, captured together."""
 
     rollups: RollupSnapshot
-    scrapes: Mapping[str, int] = field(default_factory=dict)  # by result: ok | error | timeout
+    scrapes: Mapping[str, int] = field(default_factory=dict)  # by result: ok | error | timeout | too_large
     agents: int = 0
     counter_resets: Mapping[str, int] = field(default_factory=dict)  # by node
     footprints_written: int = 0
@@ -45,7 +45,7 @@ class OperatorStats:
     """Mutable counters of the accounting loop (one owner: the loop's task)."""
 
     def __init__(self) -> None:
-        self.scrapes: dict[str, int] = {"ok": 0, "error": 0, "timeout": 0}
+        self.scrapes: dict[str, int] = {"ok": 0, "error": 0, "timeout": 0, "too_large": 0}
         self.agents = 0
         self.counter_resets: dict[str, int] = {}
         self.footprints_written = 0

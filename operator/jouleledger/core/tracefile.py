@@ -1,4 +1,4 @@
-"""The JSONL trace format, version 1 (DESIGN.md): parsing and writing, pure and strict.
+"""The JSONL trace format, version 1 (docs/trace-format.md): parsing and writing, pure and strict.
 
 A trace is what the agent saw on one node: a header line, then one sample per line. Parsing validates every
 value (types, finiteness, ranges, increasing time) and names the line of the first problem; writing produces
@@ -39,6 +39,10 @@ _T = TypeVar("_T")
 TRACE_VERSION = 1
 MAX_POWER_LIMIT_W = 10_000.0
 MAX_G_PER_KWH = 5_000.0
+MAX_ABS_T_S = 1e12  # sample times in seconds: about 31,700 years either side of zero (unix time fits)
+MAX_COUNTER_MJ = 2**63 - 1  # NVML counts from driver load; 2^63 mJ is thousands of GPU-centuries at 10 kW
+MAX_POWER_MW = 2**63 - 1  # readable; a reading above the GPU's power limit is rejected and counted, not an error
+MAX_PID = 2**22  # Linux pid_max limit
 
 
 class TraceError(ValueError):
@@ -99,13 +103,21 @@ def parse_header(data: Mapping[str, Any]) -> NodeHeader:
                 uuid=uuid,
                 model=_str(gpu.get("model", "unknown"), f"header.gpus[{i}].model"),
                 energy_counter=energy_counter,
-                power_limit_w=checked_float(
-                    f"header.gpus[{i}].power_limit_w", gpu.get("power_limit_w"), maximum=MAX_POWER_LIMIT_W
-                ),
+                power_limit_w=_power_limit_w(i, gpu.get("power_limit_w")),
                 mig=tuple(mig),
             )
         )
     return NodeHeader(node=_str(data.get("node"), "header.node"), gpus=tuple(gpus))
+
+
+def _power_limit_w(index: int, value: object) -> float:
+    what = f"header.gpus[{index}].power_limit_w"
+    if value is None:
+        raise ValueError(f"{what} is required (the GPU's power limit in watts bounds every reading)")
+    limit = checked_float(what, value, maximum=MAX_POWER_LIMIT_W)
+    if not limit > 0:
+        raise InvalidValueError(what, value, "must be positive")
+    return limit
 
 
 def _parse_pod(raw: object, where: str) -> PodInfo:
@@ -134,7 +146,7 @@ def _parse_pod(raw: object, where: str) -> PodInfo:
                     for device in _list(container.get("devices") or [], f"{where}.containers[{k}].devices")
                 ),
                 pids=tuple(
-                    checked_int(f"{where}.containers[{k}].pids[]", pid, minimum=1)
+                    checked_int(f"{where}.containers[{k}].pids[]", pid, minimum=1, maximum=MAX_PID)
                     for pid in _list(container.get("pids") or [], f"{where}.containers[{k}].pids")
                 ),
             )
@@ -153,7 +165,7 @@ def parse_sample(data: Mapping[str, Any]) -> Sample:
     """Parse one sample object (any line after the header)."""
     if data.get("type") != "sample":
         raise ValueError(f"expected a sample line, got type {data.get('type')!r}")
-    t_s = checked_float("t", data.get("t"), minimum=-1e300)
+    t_s = checked_float("t", data.get("t"), minimum=-MAX_ABS_T_S, maximum=MAX_ABS_T_S)
     grid = data.get("grid_g_per_kwh")
     grid_g_per_kwh = None if grid is None else checked_float("grid_g_per_kwh", grid, maximum=MAX_G_PER_KWH)
     readings = []
@@ -172,6 +184,7 @@ def parse_sample(data: Mapping[str, Any]) -> Sample:
                     f"gpus[{i}].processes[{j}].pid",
                     _obj(p, f"gpus[{i}].processes[{j}]").get("pid"),
                     minimum=1,
+                    maximum=MAX_PID,
                 ),
                 checked_float(f"gpus[{i}].processes[{j}].sm_util", p.get("sm_util", 0), maximum=100.0),
             )
@@ -180,8 +193,10 @@ def parse_sample(data: Mapping[str, Any]) -> Sample:
         readings.append(
             GpuReading(
                 uuid=uuid,
-                energy_mj=None if energy is None else checked_int(f"gpus[{i}].energy_mj", energy),
-                power_mw=None if power is None else checked_int(f"gpus[{i}].power_mw", power),
+                energy_mj=None
+                if energy is None
+                else checked_int(f"gpus[{i}].energy_mj", energy, maximum=MAX_COUNTER_MJ),
+                power_mw=None if power is None else checked_int(f"gpus[{i}].power_mw", power, maximum=MAX_POWER_MW),
                 processes=processes,
             )
         )

@@ -1,4 +1,4 @@
-"""The replay backend: a recorded JSONL trace (DESIGN.md, version 1) played back sample by sample."""
+"""The replay backend: a recorded JSONL trace (version 1, docs/trace-format.md) played back sample by sample."""
 
 from __future__ import annotations
 

@@ -54,15 +54,25 @@ _INVALID_LABEL_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 _HELP = {
     names.POD_ENERGY: "GPU energy attributed to a pod's container on one GPU device, in joules.",
+    names.POD_ENERGY_FROM_POWER: (
+        "Part of a pod's container energy on one GPU device whose intervals were measured by power integration "
+        "(no energy counter, or its delta rejected), in joules; absent while zero."
+    ),
     names.POD_GPU_SECONDS: (
         "GPU time held by a pod's container on one device, in GPU-seconds (device fraction x seconds)."
     ),
     names.POD_INFO: ("Identity of a pod the agent accounts for: UID, controller owner and allow-listed pod labels."),
     names.POD_FINISHED: ("Unix time (agent sample clock) at which the pod was first seen gone; absent while it runs."),
     names.GPU_ENERGY: "Energy measured on a physical GPU, in joules.",
+    names.GPU_ENERGY_FROM_POWER: (
+        "Part of a physical GPU's measured energy obtained by power integration, in joules; absent while zero."
+    ),
     names.GPU_UNALLOCATED: "Energy measured on a physical GPU while no pod held it (idle), in joules.",
     names.GPU_POWER: "Latest power reading of a physical GPU, in watts.",
-    names.AGENT_INFO: "The agent's build and data source; simulated is true when the data is not measured.",
+    names.AGENT_INFO: (
+        "The agent's build and data source; simulated is true when the data is not measured; epoch identifies "
+        "its counters (a new epoch whenever they start from zero)."
+    ),
     names.AGENT_TICKS: "Sampling ticks the agent completed.",
     names.AGENT_TICK_CPU: "CPU time the agent spent in its sampling ticks, in seconds.",
     names.AGENT_LAST_TICK: "Unix time at which the agent's last tick completed (0 before the first).",
@@ -114,6 +124,7 @@ def pod_info_label_names(label_allowlist: Iterable[str], *, strict: bool = False
 class _PodSeries:
     energy_mj: int = 0
     gpu_seconds: float = 0.0
+    from_power_mj: int = 0
 
 
 class AgentCollector:
@@ -157,12 +168,16 @@ def _pod_families(ledger: LedgerSnapshot, label_allowlist: Iterable[str]) -> lis
             totals = series[key] = _PodSeries()
         totals.energy_mj += device.energy_mj
         totals.gpu_seconds += device.gpu_seconds
+        totals.from_power_mj += device.energy_from_power_mj
 
     energy = CounterMetricFamily(names.POD_ENERGY, _HELP[names.POD_ENERGY], labels=POD_LABELS)
+    from_power = CounterMetricFamily(names.POD_ENERGY_FROM_POWER, _HELP[names.POD_ENERGY_FROM_POWER], labels=POD_LABELS)
     gpu_seconds = CounterMetricFamily(names.POD_GPU_SECONDS, _HELP[names.POD_GPU_SECONDS], labels=POD_LABELS)
     for (namespace, pod, container, device_id), totals in sorted(series.items()):
         labels = [namespace, pod, container, node, device_id]
         energy.add_metric(labels, totals.energy_mj / MJ_PER_J)
+        if totals.from_power_mj:
+            from_power.add_metric(labels, totals.from_power_mj / MJ_PER_J)
         gpu_seconds.add_metric(labels, totals.gpu_seconds)
 
     info = InfoMetricFamily(names.POD_INFO, _HELP[names.POD_INFO], labels=())
@@ -190,7 +205,7 @@ def _pod_families(ledger: LedgerSnapshot, label_allowlist: Iterable[str]) -> lis
     for (namespace, pod), finished_s in sorted(finished.items()):
         if finished_s is not None:
             finished_family.add_metric([namespace, pod, node], finished_s)
-    return [energy, gpu_seconds, info, finished_family]
+    return [energy, from_power, gpu_seconds, info, finished_family]
 
 
 def _record_order(record: PodRecord) -> tuple[str, str, float, str]:
@@ -216,14 +231,19 @@ def _pod_info_labels(record: PodRecord, node: str, allowed: tuple[tuple[str, str
 def _gpu_families(ledger: LedgerSnapshot) -> list[Metric]:
     node = ledger.node
     measured = CounterMetricFamily(names.GPU_ENERGY, _HELP[names.GPU_ENERGY], labels=("node", "gpu", "model"))
+    from_power = CounterMetricFamily(
+        names.GPU_ENERGY_FROM_POWER, _HELP[names.GPU_ENERGY_FROM_POWER], labels=("node", "gpu")
+    )
     unallocated = CounterMetricFamily(names.GPU_UNALLOCATED, _HELP[names.GPU_UNALLOCATED], labels=("node", "gpu"))
     power = GaugeMetricFamily(names.GPU_POWER, _HELP[names.GPU_POWER], labels=("node", "gpu"))
     for gpu in sorted(ledger.gpus, key=lambda g: g.uuid):
         measured.add_metric([node, gpu.uuid, gpu.model], gpu.measured_mj / MJ_PER_J)
+        if gpu.energy_from_power_mj:
+            from_power.add_metric([node, gpu.uuid], gpu.energy_from_power_mj / MJ_PER_J)
         unallocated.add_metric([node, gpu.uuid], gpu.unallocated_mj / MJ_PER_J)
         if gpu.power_w is not None:
             power.add_metric([node, gpu.uuid], gpu.power_w)
-    return [measured, unallocated, power]
+    return [measured, from_power, unallocated, power]
 
 
 def _self_families(ledger: LedgerSnapshot, status: AgentStatus) -> list[Metric]:
@@ -236,6 +256,7 @@ def _self_families(ledger: LedgerSnapshot, status: AgentStatus) -> list[Metric]:
             "backend": status.backend,
             "simulated": "true" if status.simulated else "false",
             "version": status.version,
+            "epoch": status.epoch,
         },
     )
     rejected = CounterMetricFamily(names.AGENT_REJECTED, _HELP[names.AGENT_REJECTED], labels=("node", "gpu", "reason"))

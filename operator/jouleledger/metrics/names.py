@@ -12,18 +12,22 @@ from typing import Final
 
 # --- agent: per pod and device -----------------------------------------------------------------------------------
 POD_ENERGY: Final = "jouleledger_pod_gpu_energy_joules"  # counter {namespace,pod,container,node,gpu}
+POD_ENERGY_FROM_POWER: Final = (
+    "jouleledger_pod_gpu_energy_from_power_joules"  # counter {namespace,pod,container,node,gpu}
+)
 POD_GPU_SECONDS: Final = "jouleledger_pod_gpu_seconds"  # counter {namespace,pod,container,node,gpu}
 POD_INFO: Final = "jouleledger_pod"  # info {namespace,pod,node,uid,owner_kind,owner_name,owner_uid,label_<key>...}
 POD_FINISHED: Final = "jouleledger_pod_finished_timestamp_seconds"  # gauge {namespace,pod,node}; absent while running
 
 # --- agent: per GPU ----------------------------------------------------------------------------------------------
 GPU_ENERGY: Final = "jouleledger_gpu_energy_joules"  # counter {node,gpu,model}: measured
+GPU_ENERGY_FROM_POWER: Final = "jouleledger_gpu_energy_from_power_joules"  # counter {node,gpu}: part of GPU_ENERGY
 GPU_UNALLOCATED: Final = "jouleledger_gpu_unallocated_energy_joules"  # counter {node,gpu}: no pod held the GPU
 GPU_POWER: Final = "jouleledger_gpu_power_watts"  # gauge {node,gpu}
 
 # --- agent: self -------------------------------------------------------------------------------------------------
-AGENT_INFO: Final = "jouleledger_agent"  # info {node,backend,simulated,version}
-AGENT_TICKS: Final = "jouleledger_agent_ticks"  # counter {node}
+AGENT_INFO: Final = "jouleledger_agent"  # info {node,backend,simulated,version,epoch}
+AGENT_TICKS: Final = "jouleledger_agent_ticks"  # counter {node}: ticks within the epoch
 AGENT_TICK_CPU: Final = "jouleledger_agent_tick_cpu_seconds"  # counter {node}
 AGENT_LAST_TICK: Final = "jouleledger_agent_last_tick_timestamp_seconds"  # gauge {node}
 AGENT_REJECTED: Final = "jouleledger_agent_rejected_readings"  # counter {node,gpu,reason}
