@@ -10,13 +10,31 @@ Label discipline (see :mod:`jouleledger.core.contract`): per-pod series carry on
 ``namespace``/``pod``/``container``/``gpu`` labels; its counters are summed into one series (the sum only
 grows while both are retained, and the operator's reset handling covers the drop when the older record
 expires).
+
+Finished pods stay in the exposition for the agent's retention window, so that every consumer (Prometheus, an
+operator that was down for a while) reads their final totals. A consumer that has already folded them says so
+and stops paying for them: ``/metrics?folded_until=T`` (:func:`scoped_registry`) leaves out every pod record that
+finished at or before ``T``. ``T`` must be a ``jouleledger_pod_finished_timestamp_seconds`` value (the agent's
+sample clock, which is what ``finished`` times are measured on) taken from a scrape of this agent whose contents
+the consumer has durably folded, typically the largest such value. Why that is safe: finish times are sample
+times and sample times grow tick by tick, so every record that finished at or before ``T`` finished in a tick
+that scrape already showed, with its final totals (a finished record's counters never change again; a pod that
+comes back is running again and exported again). ``T`` belongs to one run of the agent's counters: after they
+reset (a new ``epoch``, or counters that went down) the consumer sends no ``T`` until it has folded a scrape of
+the new run. A scrape without the parameter (Prometheus) still sees every retained pod. A ``T`` later than the
+agent's latest sample time is ignored (the clock stepped back, or ``T`` is from another run). What remains
+assumed is that the sample clock does not step back by more than a tick and then catch up past ``T`` before the
+consumer has stored the scrapes of the repeated ticks (NTP slews rather than steps).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -29,11 +47,17 @@ from jouleledger.core import contract as names
 from jouleledger.core.snapshot import LedgerSnapshot, PodRecord
 
 __all__ = [
+    "FOLDED_UNTIL_PARAM",
     "POD_LABELS",
     "AgentCollector",
     "label_name_for",
     "pod_info_label_names",
+    "scoped_registry",
+    "without_folded",
 ]
+
+FOLDED_UNTIL_PARAM = "folded_until"
+"""The ``/metrics`` query parameter: unix seconds up to which the scraper has folded the agent's finished pods."""
 
 MJ_PER_J = 1000
 
@@ -98,10 +122,12 @@ class AgentCollector:
 
     ``view_provider`` returns the latest immutable :class:`ExportView`; it is called once per scrape and must
     be cheap and thread-safe (typically it returns an attribute that the agent loop replaces after each tick).
+    ``folded_until_s`` leaves out the pods that finished at or before it (:func:`without_folded`).
     """
 
-    def __init__(self, view_provider: Callable[[], ExportView]) -> None:
+    def __init__(self, view_provider: Callable[[], ExportView], *, folded_until_s: float | None = None) -> None:
         self._view_provider = view_provider
+        self._folded_until_s = folded_until_s
 
     def describe(self) -> Iterator[Metric]:
         """The families this collector exports (no samples), so that a registry can detect name clashes."""
@@ -113,7 +139,56 @@ class AgentCollector:
 
     def collect(self) -> Iterator[Metric]:
         """Fresh metric families built from the latest view."""
-        return iter(_families(self._view_provider()))
+        view = self._view_provider()
+        if self._folded_until_s is not None:
+            view = without_folded(view, self._folded_until_s)
+        return iter(_families(view))
+
+
+def without_folded(view: ExportView, folded_until_s: float) -> ExportView:
+    """``view`` without the pods that finished at or before ``folded_until_s`` (and their device totals).
+
+    A ``folded_until_s`` later than the view's own sample time cannot come from a scrape of these counters (the
+    clock stepped back, or the scraper kept a time from an earlier run): the view is then returned whole.
+    """
+    ledger = view.ledger
+    if folded_until_s > ledger.t_s:
+        return view
+    folded = {
+        key
+        for key, record in ledger.pods.items()
+        if record.finished_s is not None and record.finished_s <= folded_until_s
+    }
+    if not folded:
+        return view
+    pods = {key: record for key, record in ledger.pods.items() if key not in folded}
+    devices = tuple(device for device in ledger.devices if device.pod_key not in folded)
+    return dataclasses.replace(view, ledger=dataclasses.replace(ledger, pods=pods, devices=devices))
+
+
+def scoped_registry(
+    view_provider: Callable[[], ExportView],
+) -> Callable[[Mapping[str, list[str]]], CollectorRegistry | None]:
+    """The :class:`~jouleledger.metrics.server.MetricsServer` ``scoped`` hook: a one-request registry for
+    ``?folded_until=T`` (a finite number of unix seconds, given once); None (the server's registry) without it."""
+
+    def build(query: Mapping[str, list[str]]) -> CollectorRegistry | None:
+        values = query.get(FOLDED_UNTIL_PARAM)
+        if values is None:
+            return None
+        if len(values) != 1:
+            raise ValueError(f"{FOLDED_UNTIL_PARAM} must be given once, not {len(values)} times")
+        try:
+            folded_until_s = float(values[0])
+        except ValueError:
+            folded_until_s = math.nan
+        if not math.isfinite(folded_until_s):
+            raise ValueError(f"{FOLDED_UNTIL_PARAM} must be a finite number of unix seconds, not {values[0]!r}")
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(AgentCollector(view_provider, folded_until_s=folded_until_s))
+        return registry
+
+    return build
 
 
 def _families(view: ExportView) -> list[Metric]:
