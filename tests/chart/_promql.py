@@ -8,10 +8,10 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from jouleledger.core import contract
 from tests._tools import REPO_ROOT
 
 __all__ = [
-    "NAMES_PY",
     "agent_exported_names",
     "exported_names",
     "metric_families",
@@ -21,7 +21,6 @@ __all__ = [
     "undeclared",
 ]
 
-NAMES_PY = REPO_ROOT / "operator" / "jouleledger" / "metrics" / "names.py"
 PROMETHEUS_RULE_TEMPLATE = REPO_ROOT / "charts" / "jouleledger" / "templates" / "prometheusrule.yaml"
 
 _KEYWORDS = frozenset(
@@ -36,9 +35,6 @@ _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\
 _OFFSET = re.compile(r"\boffset\s+-?[0-9a-z]+")
 _NUMBER = re.compile(r"(?<![\w:])(?:0x[0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)")
 _IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
-# `NAME: Final = "jouleledger_..."  # type {labels}...`: the type is the first word of the comment.
-_NAME_LINE = re.compile(r'^([A-Z][A-Z0-9_]*):\s*Final\s*=\s*"([a-z_:][a-z0-9_:]*)"\s*#\s*(\w+)')
-_NAME_CONSTANT = re.compile(r'^([A-Z][A-Z0-9_]*):\s*Final\s*=\s*"jouleledger_')
 _SUFFIXES = {
     "counter": ("_total",),
     "gauge": ("",),
@@ -79,42 +75,23 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def metric_families(path: Path = NAMES_PY) -> dict[str, tuple[str, str]]:
-    """``{constant: (family name, type)}`` from names.py; every ``jouleledger_`` constant must state its type."""
-    families: dict[str, tuple[str, str]] = {}
-    untyped: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        match = _NAME_LINE.match(line)
-        if match and match.group(3) in _SUFFIXES:
-            families[match.group(1)] = (match.group(2), match.group(3))
-        elif _NAME_CONSTANT.match(line):
-            untyped.append(line.strip())
-    if untyped:
-        raise ValueError(f"metric constants without a '# counter|gauge|info|histogram' comment: {untyped}")
-    if not families:
-        raise ValueError(f"no metric names found in {path}")
-    return families
+def metric_families() -> dict[str, tuple[str, str]]:
+    """``{family name: (family name, type)}`` for every metric of the contract (``jouleledger.core.contract``)."""
+    return {spec.name: (spec.name, spec.type) for spec in contract.SPECS.values()}
 
 
-def exported_names(path: Path = NAMES_PY) -> set[str]:
+def exported_names() -> set[str]:
     """Every series name the program exposes: counters with ``_total``, info with ``_info``, histograms' parts."""
-    return {family + suffix for family, kind in metric_families(path).values() for suffix in _SUFFIXES[kind]}
+    return {family + suffix for family, kind in metric_families().values() for suffix in _SUFFIXES[kind]}
 
 
-def agent_exported_names(path: Path = NAMES_PY) -> set[str]:
-    """The series of the agent's sections of names.py (``# --- agent...`` up to the next ``# ---`` section)."""
-    families = metric_families(path)
-    agent_constants: set[str] = set()
-    in_agent = False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("# ---"):
-            in_agent = line.startswith("# --- agent")
-        elif in_agent and (match := _NAME_LINE.match(line)):
-            agent_constants.add(match.group(1))
-    if not agent_constants:
-        raise ValueError(f"no '# --- agent' section in {path}")
+def agent_exported_names() -> set[str]:
+    """The series the agent exposes (the contract's ``jouleledger_pod*``, ``jouleledger_gpu*`` and
+    ``jouleledger_agent*`` families)."""
     return {
-        families[constant][0] + suffix for constant in agent_constants for suffix in _SUFFIXES[families[constant][1]]
+        name
+        for name in exported_names()
+        if name.startswith(("jouleledger_pod_", "jouleledger_gpu_", "jouleledger_agent_"))
     }
 
 
