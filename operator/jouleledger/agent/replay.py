@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        sys.stdout.write(text + "\n")
+        sys.stdout.writelines(text.splitlines(keepends=True))
+        sys.stdout.write("\n")
         return 0
     from jouleledger.agent.report import format_report
 
