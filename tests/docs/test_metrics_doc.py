@@ -10,7 +10,9 @@ from typing import NoReturn
 import pytest
 from prometheus_client.core import Metric
 
-from jouleledger.metrics import names
+from jouleledger.core import contract as names
+from jouleledger.core.accounting import TIME_NOT_INCREASING, UNKNOWN_GPU
+from jouleledger.core.integration import RejectReason
 from jouleledger.metrics.agent import AgentCollector
 from jouleledger.metrics.operator_collector import OperatorCollector
 from tests._tools import REPO_ROOT
@@ -66,3 +68,9 @@ def test_the_row_pattern_reads_the_tables() -> None:
     documented = _documented()
     assert documented["jouleledger_pod_gpu_energy_joules_total"] == "counter"
     assert documented["jouleledger_operator_annotation_delay_seconds"] == "histogram"
+
+
+@pytest.mark.parametrize("reason", [*(reason.value for reason in RejectReason), UNKNOWN_GPU, TIME_NOT_INCREASING])
+def test_every_rejection_reason_of_the_agent_is_documented(reason: str) -> None:
+    text = (REPO_ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    assert f"| `{reason}` |" in text

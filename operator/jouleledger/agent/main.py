@@ -20,7 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from jouleledger.agent.runner import AgentRunner
-from jouleledger.cli import non_negative_float, port_number, positive_float, positive_int
+from jouleledger.core.flags import non_negative_float, port_number, positive_float, positive_int
 from jouleledger.hardware.base import BackendError, NodeSource
 
 if TYPE_CHECKING:
@@ -152,12 +152,12 @@ def serve_metrics(
         return None
     from prometheus_client import CollectorRegistry
 
-    from jouleledger.metrics.agent import AgentCollector
+    from jouleledger.metrics.agent import AgentCollector, scoped_registry
     from jouleledger.metrics.server import MetricsServer
 
     registry = CollectorRegistry()
     registry.register(AgentCollector(runner.view))
-    server = MetricsServer(registry, runner.health, web_config=web_config)
+    server = MetricsServer(registry, runner.health, web_config=web_config, scoped=scoped_registry(runner.view))
     server.start(host, port)
     return server
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from jouleledger.core.accounting import IntervalResult, NodeAccountant
 from jouleledger.core.integration import Baseline
-from jouleledger.core.ledger import Ledger, LedgerStateError
+from jouleledger.core.ledger import LedgerStateError, PodCounters
 from jouleledger.core.model import NodeHeader, Sample
 from jouleledger.core.snapshot import LedgerSnapshot
 from jouleledger.core.units import MAX_COUNTER_MJ, InvalidValueError, checked_float, checked_int
@@ -27,7 +27,7 @@ class Pipeline:
     def __init__(self, header: NodeHeader, *, retention_s: float = 3600.0) -> None:
         self.header = header
         self.accountant = NodeAccountant(header)
-        self.ledger = Ledger(header, retention_s)
+        self.ledger = PodCounters(header, retention_s)
 
     def step(self, sample: Sample, *, pods_known: bool = True) -> IntervalResult:
         """Attribute ``sample``'s intervals and add them to the counters."""
@@ -82,7 +82,7 @@ class Pipeline:
         try:
             if state.get("version") not in READABLE_VERSIONS or isinstance(state.get("version"), bool):
                 raise LedgerStateError(f"unsupported pipeline state version {state.get('version')!r}")
-            ledger = Ledger.from_state(self.header, self.ledger.retention_s, state["ledger"])
+            ledger = PodCounters.from_state(self.header, self.ledger.retention_s, state["ledger"])
             baselines = _load_baselines(state["baselines"])
             rejected = _load_rejected(state["rejected"])
         except (KeyError, TypeError, ValueError, AttributeError) as error:

@@ -23,7 +23,7 @@ from jouleledger.core.model import NodeHeader, Owner, PodInfo
 from jouleledger.core.snapshot import GpuTotals, LedgerSnapshot, PodDeviceTotals, PodRecord
 from jouleledger.core.units import MAX_COUNTER_MJ, InvalidValueError, checked_float, checked_int
 
-__all__ = ["Ledger", "LedgerStateError"]
+__all__ = ["LedgerStateError", "PodCounters"]
 
 STATE_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: before the energy from power integration was counted apart (read as 0)
@@ -63,7 +63,7 @@ class _Gpu:
 
 
 @dataclass(slots=True)
-class Ledger:
+class PodCounters:
     """Cumulative per-pod and per-GPU counters of one node."""
 
     header: NodeHeader
@@ -284,7 +284,7 @@ class Ledger:
         return delta
 
     @classmethod
-    def from_state(cls, header: NodeHeader, retention_s: float, state: Mapping[str, Any]) -> Ledger:
+    def from_state(cls, header: NodeHeader, retention_s: float, state: Mapping[str, Any]) -> PodCounters:
         """Rebuild a ledger saved by :meth:`to_state`; raises :class:`LedgerStateError` on any inconsistency."""
         version = state.get("version")
         if version not in READABLE_VERSIONS or isinstance(version, bool):
