@@ -9,13 +9,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
+import os
 import sys
-from collections.abc import Sequence
-from typing import Protocol, cast
+from collections.abc import Callable, Sequence
+from typing import NoReturn, Protocol, cast
 
 from jouleledger import __version__
 
-__all__ = ["main"]
+__all__ = [
+    "main",
+    "non_negative_float",
+    "port_number",
+    "positive_float",
+    "positive_int",
+]
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("jouleledger.agent.main", "run the per-node agent (DaemonSet): measure, attribute, serve /metrics"),
@@ -32,12 +40,38 @@ class _Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line naming the argument and what is wrong with it, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number_type(name: str, convert: Callable[[str], float], accept: Callable[[float], bool]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}")
+        return value
+
+    return parse
+
+
+positive_float = _number_type("a positive finite number", float, lambda v: math.isfinite(v) and v > 0)
+non_negative_float = _number_type("a finite number >= 0", float, lambda v: math.isfinite(v) and v >= 0)
+positive_int = cast(Callable[[str], int], _number_type("a whole number >= 1", int, lambda v: v >= 1))
+port_number = cast(Callable[[str], int], _number_type("a TCP port (0-65535)", int, lambda v: 0 <= v <= 65535))
+
+
 def _load(name: str) -> _Command:
     return cast(_Command, importlib.import_module(SUBCOMMANDS[name][0]))
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jouleledger", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="jouleledger", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"jouleledger {__version__}")
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity"
@@ -61,9 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return _load(args.command).run(args)
+        code = _load(args.command).run(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as the Python docs recommend for SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

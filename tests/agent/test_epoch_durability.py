@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from jouleledger.agent.journal import journal_path
 from jouleledger.agent.runner import AgentRunner
+from jouleledger.core import contract as names
 from jouleledger.hardware.simulated import SimulatedNode
-from jouleledger.metrics import names
 from jouleledger.metrics.agent import AgentCollector
 
 

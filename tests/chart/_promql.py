@@ -1,5 +1,5 @@
 """Small, deliberately conservative helpers for the chart tests: the metric names a PromQL expression reads, and
-the names the program exports according to ``jouleledger/metrics/names.py``.
+the names the program exports according to ``jouleledger/core/contract.py``.
 """
 
 from __future__ import annotations

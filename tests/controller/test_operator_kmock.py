@@ -6,6 +6,7 @@ makes every interval's intensity and every agent reading deterministic. Expected
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import time
@@ -13,12 +14,13 @@ from typing import Any
 
 import aiohttp
 import jsonschema
+import kopf
 import pytest
 import yaml
 
 from jouleledger.controller.app import OperatorApp, OperatorOptions
 from jouleledger.controller.config import parse_config
-from jouleledger.core.footprint_job import KEY_VERSION
+from jouleledger.core.footprints import KEY_VERSION
 from tests._tools import REPO_ROOT
 from tests.controller._exposition import Pod, agent_text
 from tests.controller.conftest import (
@@ -36,6 +38,7 @@ from tests.controller.conftest import (
     node_object,
     pod_object,
     stop,
+    test_settings,
 )
 
 pytestmark = pytest.mark.slow
@@ -192,8 +195,8 @@ async def test_operator_restart_mid_job_counts_every_joule_once(
 
     # A stale view of the Job (an event from before the annotation) must not write it again: the Job is re-read.
     job = second.app.cluster.jobs["job-1"]
-    second.app.cluster.jobs["job-1"] = dataclasses.replace(job, state=dataclasses.replace(job.state, annotated=False))
-    second.accountant._done_jobs.clear()
+    second.app.cluster.jobs["job-1"] = dataclasses.replace(job, state=dataclasses.replace(job.state, annotations={}))
+    second.accountant.recorder.done.clear()
     await second.accountant.run_pass()
     assert requests_to(api, "PATCH", JOB_PATH) == 1
 
@@ -358,3 +361,47 @@ async def test_once_runs_one_pass_and_writes(api: Emulator, agents: FakeAgents) 
     assert (summary.restored, summary.agents, summary.scraped_ok, summary.annotated) == (True, 1, 1, 1)
     # The pod was present at the first (only) scrape and no footprint held it: its full value is counted.
     assert job_annotations(api)["jouleledger.io/energy-kwh"] == "0.001000"
+
+
+async def test_kopf_shutdown_flushes_every_changed_footprint(api: Emulator, agents: FakeAgents) -> None:
+    """SIGTERM (a rolling upgrade): kopf stops and runs its cleanup handler, which persists what was folded since the
+    last write; without the flush the pass's energy would wait for a write interval that never comes."""
+    setup_cluster(api, agents, {"n1": "127.0.0.1"})
+    base = time.time()
+    agents.texts["n1"] = agent_text("n1", base)
+    options = OperatorOptions(
+        listen_address="127.0.0.1",
+        port=0,
+        agent_namespace=AGENT_NAMESPACE,
+        agent_port=agents.port,
+        scrape_interval_s=3600.0,
+        standalone=True,
+    )
+    app = OperatorApp(
+        options,
+        parse_config(None),
+        ScriptedIntensity(),
+        connection=kopf.ConnectionInfo(server=str(api.url).rstrip("/")),
+        write_interval_s=3600.0,
+        clock_skew_s=0.0,
+    )
+    stop_flag = asyncio.Event()
+    task = asyncio.create_task(app.operate(stop_flag=stop_flag, settings=test_settings()))
+    try:
+        await eventually(lambda: app.accountant is not None and app.accountant.passes >= 1, what="first pass")
+        await eventually(lambda: len(app.cluster.agent_targets()) == 1, what="agent discovered")
+        accountant = app.accountant
+        assert accountant is not None
+        agents.texts["n1"] = agent_text("n1", base + 1, [train_pod(3600.0, 10.0)])
+        await accountant.run_pass()  # first write of the footprint
+        agents.texts["n1"] = agent_text("n1", base + 2, [train_pod(7200.0, 20.0)])
+        await accountant.run_pass()  # folded; the next write would be due in an hour
+        key = ("jouleledger.io/v1alpha1/workloadfootprints", "ml", "job-1")
+        assert api.objects[key].raw["status"]["energyMillijoules"] == 3_600_000
+        stop_flag.set()
+        await asyncio.wait_for(task, timeout=30)
+    finally:
+        if not task.done():
+            task.cancel()
+        await app.stop_accounting()
+    assert api.objects[key].raw["status"]["energyMillijoules"] == 7_200_000

@@ -10,9 +10,9 @@ from typing import NoReturn
 import pytest
 from prometheus_client.core import Metric
 
+from jouleledger.core import contract as names
 from jouleledger.core.accounting import TIME_NOT_INCREASING, UNKNOWN_GPU
 from jouleledger.core.integration import RejectReason
-from jouleledger.metrics import names
 from jouleledger.metrics.agent import AgentCollector
 from jouleledger.metrics.operator_collector import OperatorCollector
 from tests._tools import REPO_ROOT

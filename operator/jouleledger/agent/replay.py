@@ -82,7 +82,7 @@ def replay(source: ReplaySource, rates: CarbonRates) -> ReplayReport:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("trace", help="JSONL trace, version 1 (format: docs/trace-format.md)")
+    parser.add_argument("trace", help="JSONL trace, version 1 (format: docs/trace-format.md); '-' reads stdin")
     parser.add_argument("--json", action="store_true", help="print the machine-readable report")
     parser.add_argument("--pue", type=float, default=1.0, help="power usage effectiveness (default 1.0)")
     parser.add_argument(
@@ -117,5 +117,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from jouleledger.agent.report import format_report
 
-    sys.stdout.write(format_report(report.snapshot, report.carbon_g))
+    # Names come from the trace: a lone surrogate or other unencodable text is shown escaped, never a crash.
+    text = format_report(report.snapshot, report.carbon_g)
+    sys.stdout.write(
+        text.encode(sys.stdout.encoding or "utf-8", "backslashreplace").decode(sys.stdout.encoding or "utf-8")
+    )
     return 0

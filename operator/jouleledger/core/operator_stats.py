@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from jouleledger.core.footprint import RollupSnapshot
+from jouleledger.core.footprints import RollupSnapshot
 
 __all__ = ["DELAY_BUCKETS_S", "NodeIntensity", "OperatorStats", "OperatorView"]
 

@@ -1,0 +1,510 @@
+"""Counter deltas: one agent scrape read as the operator's accounting sees it, and its deltas since the last one.
+
+:func:`parse_agent_samples` turns an agent's plain samples ``(sample name, labels, value)`` (the adapter in
+``controller.scrape`` parses the text exposition) into an :class:`AgentScrape`: cumulative per-pod counters (energy in
+integer millijoules, GPU-seconds), each pod's identity from ``jouleledger_pod_info``, unallocated energy per GPU, the
+GPU models and the agent's own info, epoch and tick count. Untrusted values (non-finite, negative, physically
+impossible, another node's) are never counted: each becomes a :class:`Rejection` with a reason, which the caller
+counts.
+
+:class:`DeltaTracker` turns those cumulative counters into per-scrape deltas, never negative:
+
+- A series that went up contributes the difference. One that went **down** is a reset (the agent's counters
+  restarted) only when the agent's ``epoch`` changed, or, for an agent that exports no epoch, when the value went
+  down: then its **new value** is new energy. Under the same epoch a lower value is not a reset: it is rejected
+  (``counter_regression``) and the baseline stays at its maximum. A changed epoch resets every series of the node,
+  also one that happens to have grown past its old value.
+- A pod re-created under the same name shares its series with the old pod while the agent retains both: the
+  tracker remembers each pod's *share* of every series, gives new energy to the newest pod of that name, and when
+  the old pod expires subtracts its share instead of mistaking the drop for a reset.
+- **First sight** of a series after the first scrape of its agent is new energy (``origin="new"``); one present at
+  the first scrape predates tracking (``origin="adopted"``) and continues from the watermark restored from the
+  persisted footprints (:meth:`DeltaTracker.restore`, called before the first scrape is folded), or counts in full
+  when no footprint holds it. A restored watermark carries the epoch it was taken under: a scrape under another
+  epoch makes it a reset, so energy is neither lost nor doubled across an agent reset and an operator restart.
+- Unallocated (idle) energy has no persisted ledger: at an agent's first scrape it only sets the baseline.
+- A series absent from ``prune_after_misses`` successful scrapes of its agent in a row is forgotten.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from jouleledger.core import contract
+from jouleledger.core.model import Owner
+from jouleledger.core.units import InvalidValueError, checked_float, j_to_mj
+
+__all__ = [
+    "ADOPTED",
+    "CONTINUED",
+    "NEW",
+    "RESET",
+    "AgentScrape",
+    "DeltaTracker",
+    "PodDelta",
+    "PodIdentity",
+    "Rejection",
+    "ScrapeDeltas",
+    "ScrapeFormatError",
+    "SeriesKey",
+    "SeriesValue",
+    "parse_agent_samples",
+]
+
+CONTINUED: Final = "continued"
+RESET: Final = "reset"
+NEW: Final = "new"
+ADOPTED: Final = "adopted"
+
+POD_ENERGY_SAMPLE: Final = contract.sample_name(contract.POD_ENERGY)
+POD_GPU_SECONDS_SAMPLE: Final = contract.sample_name(contract.POD_GPU_SECONDS)
+POD_INFO_SAMPLE: Final = contract.sample_name(contract.POD_INFO)
+GPU_ENERGY_SAMPLE: Final = contract.sample_name(contract.GPU_ENERGY)
+GPU_UNALLOCATED_SAMPLE: Final = contract.sample_name(contract.GPU_UNALLOCATED)
+AGENT_INFO_SAMPLE: Final = contract.sample_name(contract.AGENT_INFO)
+AGENT_TICKS_SAMPLE: Final = contract.sample_name(contract.AGENT_TICKS)
+
+_PENDING: Final = frozenset(
+    {
+        POD_ENERGY_SAMPLE,
+        POD_GPU_SECONDS_SAMPLE,
+        POD_INFO_SAMPLE,
+        contract.POD_FINISHED,
+        GPU_ENERGY_SAMPLE,
+        GPU_UNALLOCATED_SAMPLE,
+    }
+)
+
+Sample = tuple[str, Mapping[str, str], float]
+"""``(sample name, labels, value)`` as the Prometheus text parser yields them."""
+
+
+class ScrapeFormatError(ValueError):
+    """The exposition is not an agent's: no ``jouleledger_agent_info`` or no last-tick gauge."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SeriesKey:
+    """One per-pod counter series as the agent exports it (a pod re-created under the same name shares it)."""
+
+    node: str
+    namespace: str
+    pod: str
+    container: str
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesValue:
+    """Cumulative values of one series: energy (integer mJ) and GPU-seconds; as a watermark, also the agent
+    ``epoch`` and tick count they were read under."""
+
+    energy_mj: int
+    gpu_seconds: float
+    epoch: str = ""
+    ticks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PodIdentity:
+    """A pod as ``jouleledger_pod_info`` describes it; ``labels`` holds the allow-listed pod labels by key
+    as exported (``label_team`` -> ``team``)."""
+
+    namespace: str
+    name: str
+    uid: str
+    owner: Owner | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A sample that was not counted, and why (``not_finite``, ``negative``, ``wrong_node``, ``no_pod_info``...)."""
+
+    sample: str
+    labels: Mapping[str, str]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentScrape:
+    """What one agent exported at one scrape.
+
+    ``pods`` maps ``(namespace, pod)`` to the identities with that name, oldest first (the agent keeps a finished
+    pod for its retention window, so a re-created pod briefly has two). ``unallocated_mj`` is per physical GPU;
+    ``gpu_models`` maps GPU ids to model contract.
+    """
+
+    node: str
+    backend: str
+    simulated: bool
+    last_tick_unix_s: float
+    ticks: float
+    series: Mapping[SeriesKey, SeriesValue]
+    pods: Mapping[tuple[str, str], tuple[PodIdentity, ...]]
+    unallocated_mj: Mapping[str, int]
+    gpu_models: Mapping[str, str]
+    finished_unix_s: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    rejected: tuple[Rejection, ...] = ()
+    epoch: str = ""
+    """The agent's counter identity (empty for an agent that exports none)."""
+
+    def newest_pod(self, namespace: str, pod: str) -> PodIdentity | None:
+        """The most recently created pod of that name (the one new energy belongs to)."""
+        identities = self.pods.get((namespace, pod))
+        return identities[-1] if identities else None
+
+    def model_of(self, device: str) -> str:
+        """The GPU model of a device id (``GPU-x``, ``GPU-x::n``, ``MIG-x``); ``""`` when unknown.
+
+        A MIG instance takes the model of its node when the node has a single model (the exposition does not
+        say which physical GPU holds a MIG instance).
+        """
+        base = device.partition("::")[0]
+        model = self.gpu_models.get(base)
+        if model is not None:
+            return model
+        models = set(self.gpu_models.values())
+        return models.pop() if len(models) == 1 else ""
+
+
+def _owner(labels: Mapping[str, str]) -> Owner | None:
+    uid = labels.get("owner_uid", "")
+    if not uid:
+        return None
+    return Owner(labels.get("owner_kind", ""), labels.get("owner_name", ""), uid)
+
+
+def _value(sample: str, labels: Mapping[str, str], value: float) -> tuple[float | None, Rejection | None]:
+    try:
+        return checked_float(sample, value), None
+    except InvalidValueError as error:
+        reason = "negative" if error.reason.startswith("below") else error.reason.replace(" ", "_")
+        return None, Rejection(sample, labels, reason)
+
+
+def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -> AgentScrape:
+    """Build an :class:`AgentScrape` from an agent's samples.
+
+    ``expected_node`` (the node the operator found the agent pod on) must match the agent's own ``node``
+    label when given; per-pod and per-GPU series of another node are rejected. Raises
+    :class:`ScrapeFormatError` when the exposition lacks the agent's info or last-tick series.
+    """
+    agent_info: Mapping[str, str] | None = None
+    last_tick: float | None = None
+    ticks = 0.0
+    energy: dict[SeriesKey, int] = {}
+    seconds: dict[SeriesKey, float] = {}
+    pods: dict[tuple[str, str], list[PodIdentity]] = {}
+    finished: dict[tuple[str, str], float] = {}
+    unallocated: dict[str, int] = {}
+    models: dict[str, str] = {}
+    rejected: list[Rejection] = []
+    pending: list[Sample] = []
+    for name, labels, raw in samples:
+        if name == AGENT_INFO_SAMPLE:
+            agent_info = labels
+        elif name == contract.AGENT_LAST_TICK:
+            value, rejection = _value(name, labels, raw)
+            if rejection is not None:
+                raise ScrapeFormatError(f"{name}: {rejection.reason} ({raw!r})")
+            last_tick = value
+        elif name == AGENT_TICKS_SAMPLE:
+            ticks = raw if math.isfinite(raw) and raw >= 0 else 0.0
+        elif name in _PENDING:
+            pending.append((name, labels, raw))
+    if agent_info is None:
+        raise ScrapeFormatError(f"no {AGENT_INFO_SAMPLE} series: not a Joule Ledger agent")
+    if last_tick is None:
+        raise ScrapeFormatError(f"no {contract.AGENT_LAST_TICK} series")
+    node = agent_info.get("node", "")
+    if not node:
+        raise ScrapeFormatError(f"{AGENT_INFO_SAMPLE} has no node label")
+    if expected_node and node != expected_node:
+        raise ScrapeFormatError(f"agent reports node {node!r} but runs on node {expected_node!r}")
+
+    for name, labels, raw in pending:
+        if labels.get("node", node) != node:
+            rejected.append(Rejection(name, labels, "wrong_node"))
+            continue
+        if name == POD_INFO_SAMPLE:
+            identity = PodIdentity(
+                namespace=labels.get("namespace", ""),
+                name=labels.get("pod", ""),
+                uid=labels.get("uid", ""),
+                owner=_owner(labels),
+                labels={key[len("label_") :]: val for key, val in labels.items() if key.startswith("label_")},
+            )
+            if not identity.uid or not identity.namespace or not identity.name:
+                rejected.append(Rejection(name, labels, "incomplete_pod_info"))
+                continue
+            pods.setdefault((identity.namespace, identity.name), []).append(identity)
+            continue
+        value, rejection = _value(name, labels, raw)
+        if rejection is not None or value is None:
+            rejected.append(rejection or Rejection(name, labels, "invalid"))
+            continue
+        if name == contract.POD_FINISHED:
+            finished[(labels.get("namespace", ""), labels.get("pod", ""))] = value
+        elif name == GPU_ENERGY_SAMPLE:
+            if labels.get("model"):
+                models[labels.get("gpu", "")] = labels["model"]
+        elif name == GPU_UNALLOCATED_SAMPLE:
+            unallocated[labels.get("gpu", "")] = j_to_mj(value)
+        else:
+            key = SeriesKey(
+                node,
+                labels.get("namespace", ""),
+                labels.get("pod", ""),
+                labels.get("container", ""),
+                labels.get("gpu", ""),
+            )
+            if name == POD_ENERGY_SAMPLE:
+                energy[key] = j_to_mj(value)
+            else:
+                seconds[key] = value
+
+    series: dict[SeriesKey, SeriesValue] = {}
+    for key in sorted(set(energy) | set(seconds)):
+        if (key.namespace, key.pod) not in pods:
+            rejected.append(Rejection(POD_ENERGY_SAMPLE, {"namespace": key.namespace, "pod": key.pod}, "no_pod_info"))
+            continue
+        series[key] = SeriesValue(energy.get(key, 0), seconds.get(key, 0.0))
+    return AgentScrape(
+        node=node,
+        backend=agent_info.get("backend", ""),
+        simulated=agent_info.get("simulated", "false").lower() == "true",
+        last_tick_unix_s=last_tick,
+        ticks=ticks,
+        epoch=agent_info.get("epoch", ""),
+        series=series,
+        pods={key: tuple(value) for key, value in pods.items()},
+        unallocated_mj=unallocated,
+        gpu_models=models,
+        finished_unix_s=finished,
+        rejected=tuple(rejected),
+    )
+
+
+# --- deltas --------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Share:
+    energy_mj: int = 0
+    gpu_seconds: float = 0.0
+    epoch: str = ""
+
+
+@dataclass(slots=True)
+class _SeriesState:
+    energy_mj: int
+    gpu_seconds: float
+    shares: dict[str, _Share] = field(default_factory=dict)
+    misses: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PodDelta:
+    """New energy and GPU-seconds of one pod on one series since the previous scrape.
+
+    ``share_*`` is the pod's cumulative share of the series after this delta: the watermark its footprint stores.
+    """
+
+    key: SeriesKey
+    pod: PodIdentity
+    energy_mj: int
+    gpu_seconds: float
+    origin: str
+    share_energy_mj: int
+    share_gpu_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeDeltas:
+    """What one scrape of one agent added. ``expired`` lists ``(series, pod uid)`` shares that left the agent
+    (an old pod of the same name expired; or every share but the newest after a reset); ``pruned`` the series
+    that were forgotten."""
+
+    node: str
+    first: bool
+    pods: tuple[PodDelta, ...]
+    unallocated_mj: Mapping[str, int]
+    resets: int = 0
+    expired: tuple[tuple[SeriesKey, str], ...] = ()
+    pruned: tuple[SeriesKey, ...] = ()
+    regressions: int = 0
+    """Series whose value went down under an unchanged epoch: rejected, their baselines kept."""
+    epoch: str = ""
+    ticks: int = 0
+
+
+class DeltaTracker:
+    """Per-series baselines across scrapes (see the module docstring for the rules)."""
+
+    def __init__(self, *, prune_after_misses: int = 8) -> None:
+        if prune_after_misses < 1:
+            raise ValueError(f"prune_after_misses must be at least 1, got {prune_after_misses}")
+        self._prune_after = prune_after_misses
+        self._series: dict[SeriesKey, _SeriesState] = {}
+        self._by_node: dict[str, set[SeriesKey]] = {}
+        self._unallocated: dict[tuple[str, str], int] = {}
+        self._epochs: dict[str, str] = {}  # node -> epoch of its unallocated baselines
+        self._tracked: set[str] = set()
+
+    @property
+    def tracked_nodes(self) -> frozenset[str]:
+        """Nodes whose agent was scraped successfully at least once."""
+        return frozenset(self._tracked)
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def baseline(self, key: SeriesKey) -> SeriesValue | None:
+        """The cumulative value last seen (or restored) for a series."""
+        state = self._series.get(key)
+        return None if state is None else SeriesValue(state.energy_mj, state.gpu_seconds)
+
+    def restore(self, key: SeriesKey, pod_uid: str, energy_mj: int, gpu_seconds: float, epoch: str = "") -> None:
+        """Load a persisted watermark: ``pod_uid``'s share of ``key`` (read under agent ``epoch``) that its footprint
+        already includes.
+
+        Shares of several pods of one series add up to its baseline. Restoring the same ``(key, pod_uid)`` twice
+        keeps the larger share (a footprint is never behind itself). A watermark of another epoch than the ones
+        restored for that series is kept apart: the first scrape keeps the shares of its own epoch and drops the
+        others (their energy is in their footprints already; their counters are gone).
+        """
+        if energy_mj < 0 or gpu_seconds < 0:
+            raise ValueError(f"negative watermark for {key} / {pod_uid}: {energy_mj} mJ, {gpu_seconds} s")
+        state = self._series.get(key)
+        if state is None:
+            state = self._series[key] = _SeriesState(0, 0.0)
+            self._by_node.setdefault(key.node, set()).add(key)
+        share = state.shares.get(pod_uid)
+        if share is None or share.epoch != epoch:
+            if share is not None:  # the same pod's share under two epochs: the larger one is what was persisted last
+                if share.energy_mj >= energy_mj:
+                    return
+                state.energy_mj -= share.energy_mj
+                state.gpu_seconds -= share.gpu_seconds
+            share = state.shares[pod_uid] = _Share(epoch=epoch)
+        if energy_mj > share.energy_mj:
+            state.energy_mj += energy_mj - share.energy_mj
+            share.energy_mj = energy_mj
+        if gpu_seconds > share.gpu_seconds:
+            state.gpu_seconds += gpu_seconds - share.gpu_seconds
+            share.gpu_seconds = gpu_seconds
+
+    def observe(self, scrape: AgentScrape) -> ScrapeDeltas:
+        """The deltas of one successful scrape; updates the baselines."""
+        node = scrape.node
+        first = node not in self._tracked
+        self._tracked.add(node)
+        keys = self._by_node.setdefault(node, set())
+        pods: list[PodDelta] = []
+        expired: list[tuple[SeriesKey, str]] = []
+        resets = regressions = 0
+        epoch = scrape.epoch
+        for key, value in scrape.series.items():
+            identities = scrape.pods.get((key.namespace, key.pod), ())
+            if not identities:  # parse_agent_samples never yields such a series; keep the baseline as is
+                continue
+            newest = identities[-1]
+            state = self._series.get(key)
+            if state is None:
+                origin = ADOPTED if first else NEW
+                energy_mj, gpu_seconds = value.energy_mj, value.gpu_seconds
+                state = self._series[key] = _SeriesState(0, 0.0)
+                keys.add(key)
+            else:
+                stale = [uid for uid, sh in state.shares.items() if epoch and sh.epoch and sh.epoch != epoch]
+                for uid in stale:  # shares of another agent epoch: those counters are gone
+                    gone = state.shares.pop(uid)
+                    state.energy_mj -= gone.energy_mj
+                    state.gpu_seconds -= gone.gpu_seconds
+                    if uid != newest.uid:
+                        expired.append((key, uid))
+                live = {identity.uid for identity in identities}
+                vanished = [uid for uid in state.shares if uid not in live]
+                expected_mj = state.energy_mj - sum(state.shares[uid].energy_mj for uid in vanished)
+                expected_s = state.gpu_seconds - sum(state.shares[uid].gpu_seconds for uid in vanished)
+                same_epoch = bool(epoch) and any(share.epoch == epoch for share in state.shares.values())
+                if stale and not state.shares:
+                    origin = RESET  # every share was of an older epoch: all of this epoch's value is new
+                    resets += 1
+                    energy_mj, gpu_seconds = value.energy_mj, value.gpu_seconds
+                    dropped = []
+                elif value.energy_mj >= expected_mj:
+                    origin = CONTINUED
+                    energy_mj = value.energy_mj - expected_mj
+                    gpu_seconds = max(0.0, value.gpu_seconds - expected_s)
+                    dropped = vanished
+                elif same_epoch:
+                    regressions += 1  # same epoch, lower value: not a reset; the baseline stays at its maximum
+                    state.misses = 0
+                    continue
+                else:
+                    origin = RESET
+                    resets += 1
+                    energy_mj, gpu_seconds = value.energy_mj, value.gpu_seconds
+                    dropped = [uid for uid in state.shares if uid != newest.uid]
+                    if newest.uid in state.shares:
+                        state.shares[newest.uid] = _Share()
+                for uid in dropped:
+                    del state.shares[uid]
+                    expired.append((key, uid))
+            for share in state.shares.values():
+                share.epoch = epoch
+            share = state.shares.setdefault(newest.uid, _Share(epoch=epoch))
+            share.energy_mj += energy_mj
+            share.gpu_seconds += gpu_seconds
+            state.energy_mj, state.gpu_seconds, state.misses = value.energy_mj, value.gpu_seconds, 0
+            pods.append(PodDelta(key, newest, energy_mj, gpu_seconds, origin, share.energy_mj, share.gpu_seconds))
+
+        pruned: list[SeriesKey] = []
+        for key in keys - scrape.series.keys():
+            state = self._series[key]
+            state.misses += 1
+            if state.misses >= self._prune_after:
+                pruned.append(key)
+        for key in pruned:
+            keys.discard(key)
+            del self._series[key]
+
+        unallocated: dict[str, int] = {}
+        previous_epoch = self._epochs.get(node, "")
+        changed = bool(epoch and previous_epoch and epoch != previous_epoch)
+        if epoch:
+            self._epochs[node] = epoch
+        for gpu, value_mj in scrape.unallocated_mj.items():
+            previous = self._unallocated.get((node, gpu))
+            if previous is None:
+                delta = 0 if first else value_mj
+            elif changed:
+                delta = value_mj
+            elif value_mj >= previous:
+                delta = value_mj - previous
+            elif epoch and previous_epoch:
+                regressions += 1
+                unallocated[gpu] = 0
+                continue
+            else:
+                delta = value_mj
+                resets += 1
+            self._unallocated[(node, gpu)] = value_mj
+            unallocated[gpu] = delta
+        return ScrapeDeltas(
+            node,
+            first,
+            tuple(pods),
+            unallocated,
+            resets,
+            tuple(expired),
+            tuple(sorted(pruned)),
+            regressions,
+            epoch,
+            int(scrape.ticks),
+        )
