@@ -9,21 +9,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn, Protocol, cast
 
 from jouleledger import __version__
 
-__all__ = [
-    "main",
-    "non_negative_float",
-    "port_number",
-    "positive_float",
-    "positive_int",
-]
+__all__ = ["main"]
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("jouleledger.agent.main", "run the per-node agent (DaemonSet): measure, attribute, serve /metrics"),
@@ -31,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jouleledger.agent.demo", "run the agent on a simulated GPU node and print a footprint table"),
     "replay": ("jouleledger.agent.replay", "run the agent pipeline over a recorded JSONL trace"),
     "record": ("jouleledger.agent.record", "record what the agent sees on this node as a JSONL trace"),
+    "report": ("jouleledger.report.command", "chargeback of a period per team, namespace, workload or node"),
 }
 
 
@@ -45,25 +39,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _number_type(name: str, convert: Callable[[str], float], accept: Callable[[float], bool]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = convert(text)
-        except (ValueError, OverflowError):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {name}")
-        return value
-
-    return parse
-
-
-positive_float = _number_type("a positive finite number", float, lambda v: math.isfinite(v) and v > 0)
-non_negative_float = _number_type("a finite number >= 0", float, lambda v: math.isfinite(v) and v >= 0)
-positive_int = cast(Callable[[str], int], _number_type("a whole number >= 1", int, lambda v: v >= 1))
-port_number = cast(Callable[[str], int], _number_type("a TCP port (0-65535)", int, lambda v: 0 <= v <= 65535))
 
 
 def _load(name: str) -> _Command:

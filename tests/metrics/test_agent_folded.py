@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jouleledger.metrics import names
+from jouleledger.core import contract as names
 from jouleledger.metrics.agent import AgentCollector, scoped_registry
 from jouleledger.metrics.server import MetricsServer
 from tests.metrics._views import T0, example_view

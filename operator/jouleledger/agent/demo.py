@@ -14,10 +14,10 @@ import threading
 import time
 
 from jouleledger.agent.main import serve_metrics
-from jouleledger.agent.report import format_report
+from jouleledger.agent.report import add_price_arguments, format_report, pricing_from_args
 from jouleledger.agent.runner import AgentRunner
-from jouleledger.cli import non_negative_float, port_number, positive_float, positive_int
 from jouleledger.core.carbon import CarbonRates, CarbonTally
+from jouleledger.core.flags import non_negative_float, port_number, positive_float, positive_int
 from jouleledger.core.units import InvalidValueError
 from jouleledger.hardware.simulated import SimulatedNode
 
@@ -44,11 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--embodied-g-per-gpu-hour", type=float, default=25.0, help="embodied carbon per GPU-hour (default 25)"
     )
+    add_price_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         rates = CarbonRates(args.pue, 0.0, args.embodied_g_per_gpu_hour)
+        pricing = pricing_from_args(args, args.pue)
         node = SimulatedNode(
             node="demo-gpu-node",
             gpus=args.gpus,
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             f"(seed {args.seed}, PUE {args.pue:g}, embodied {args.embodied_g_per_gpu_hour:g} g/GPU-hour, "
             "grid intensity varying over the simulated day)\n"
         )
-        sys.stdout.write(format_report(snapshot, tally.grams))
+        sys.stdout.write(format_report(snapshot, tally.grams, unallocated_g=tally.unallocated_g, pricing=pricing))
         if server is not None and args.hold_s > 0:
             print(f"holding /metrics for {args.hold_s:g} s", flush=True)
             time.sleep(args.hold_s)

@@ -20,7 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from jouleledger.agent.runner import AgentRunner
-from jouleledger.cli import non_negative_float, port_number, positive_float, positive_int
+from jouleledger.core.flags import non_negative_float, port_number, positive_float, positive_int
 from jouleledger.hardware.base import BackendError, NodeSource
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from jouleledger.agent.main import DEFAULT_SOCKET, build_source
-from jouleledger.cli import positive_float, positive_int
+from jouleledger.core.flags import positive_float, positive_int
 from jouleledger.core.tracefile import dump_header, dump_sample
 from jouleledger.hardware.base import BackendError
 
