@@ -7,8 +7,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NoReturn
 
-from jouleledger.core import contract
+from jouleledger.core.contract import SPECS
+from jouleledger.metrics.agent import AgentCollector
 from tests._tools import REPO_ROOT
 
 __all__ = [
@@ -75,24 +77,27 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def metric_families() -> dict[str, tuple[str, str]]:
-    """``{family name: (family name, type)}`` for every metric of the contract (``jouleledger.core.contract``)."""
-    return {spec.name: (spec.name, spec.type) for spec in contract.SPECS.values()}
+def metric_families() -> dict[str, str]:
+    """``{family name: type}`` of every family in the metric contract."""
+    return {name: spec.type for name, spec in SPECS.items()}
+
+
+def _series(families: Iterable[str]) -> set[str]:
+    return {family + suffix for family in families for suffix in _SUFFIXES[SPECS[family].type]}
 
 
 def exported_names() -> set[str]:
     """Every series name the program exposes: counters with ``_total``, info with ``_info``, histograms' parts."""
-    return {family + suffix for family, kind in metric_families().values() for suffix in _SUFFIXES[kind]}
+    return _series(SPECS)
 
 
 def agent_exported_names() -> set[str]:
-    """The series the agent exposes (the contract's ``jouleledger_pod*``, ``jouleledger_gpu*`` and
-    ``jouleledger_agent*`` families)."""
-    return {
-        name
-        for name in exported_names()
-        if name.startswith(("jouleledger_pod_", "jouleledger_gpu_", "jouleledger_agent_"))
-    }
+    """The series the agent exposes (the families its collector describes)."""
+
+    def _unused() -> NoReturn:
+        raise AssertionError("describe() must not ask for a view")
+
+    return _series(family.name for family in AgentCollector(_unused).describe())
 
 
 def recording_rule_names(template: Path = PROMETHEUS_RULE_TEMPLATE) -> set[str]:
