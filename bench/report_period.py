@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.report import _dataset
+from tests.report.conftest import backfill, serve
+
 from jouleledger.promapi import Connection, PrometheusApi, build_client
 from jouleledger.report.collect import Period, Pricing, collect
 from jouleledger.report.command import choose_step_s
-from tests.report import _dataset
-from tests.report.conftest import backfill, serve
 
 
 def main() -> None:
