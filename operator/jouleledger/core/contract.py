@@ -65,6 +65,7 @@ OPERATOR_FOOTPRINT_ERRORS: Final = "jouleledger_operator_job_footprint_errors"
 OPERATOR_INTENSITY_FALLBACKS: Final = "jouleledger_operator_intensity_fallbacks"
 OPERATOR_REJECTED_SAMPLES: Final = "jouleledger_operator_rejected_samples"
 OPERATOR_ANNOTATION_DELAY: Final = "jouleledger_operator_annotation_delay_seconds"
+OPERATOR_ANNOTATION_TAMPERING: Final = "jouleledger_operator_annotation_tampering"
 
 _POD: Final = ("namespace", "pod", "container", "node", "gpu")
 
@@ -248,6 +249,11 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
         ("reason",),
     ),
     MetricSpec(OPERATOR_ANNOTATION_DELAY, "histogram", "Seconds from a Job's completion to its footprint annotations."),
+    MetricSpec(
+        OPERATOR_ANNOTATION_TAMPERING,
+        "counter",
+        "Job footprint annotations found different from the WorkloadFootprint (edited or forged) and restored.",
+    ),
 )
 
 HELP: Final[Mapping[str, str]] = {name: spec.help for name, spec in SPECS.items()}
