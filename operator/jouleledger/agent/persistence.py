@@ -110,8 +110,9 @@ class CounterStore:
         applied = 0
         for entry in replay.entries:
             try:
+                entry_ticks = _checked_ticks(entry.get("ticks", ticks + 1))  # checked before anything is applied
                 pipeline.apply_journal_entry(entry)
-                ticks = max(ticks, _checked_ticks(entry.get("ticks", ticks + 1)))
+                ticks = max(ticks, entry_ticks)
             except (LedgerStateError, ValueError) as error:
                 replay.error = f"journal entry {applied + 1} cannot be applied ({error})"
                 break
