@@ -13,7 +13,7 @@ File format (one line of UTF-8 JSON, then a newline)::
 goes to a temporary file in the same directory, is flushed and fsynced, replaces the checkpoint with
 ``os.replace`` (atomic on POSIX) and then fsyncs the directory so that the rename itself survives a power
 loss. A crash at any moment leaves either the previous checkpoint or the new one, never a mixture. One
-process writes a given path.
+process writes a given path. The agent's whole on-disk format is described in :mod:`jouleledger.agent.persistence`.
 """
 
 from __future__ import annotations

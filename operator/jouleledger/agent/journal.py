@@ -10,7 +10,8 @@ names a *generation*; the journal beside it starts with that generation and then
 Entries carry absolute values (never increments), so applying one twice cannot double-count. Reading stops at the
 first line that is torn (a crash mid-append: the tick in flight is lost, as expected) or corrupt (reported); a
 journal of another generation is stale (its ticks are already in the checkpoint) and ignored. Version 1 journals
-(before the energy from power integration was kept) are still read.
+(before the energy from power integration was kept) are still read. The agent's whole on-disk format is described
+in :mod:`jouleledger.agent.persistence`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,26 @@ counters they belong to). Anything that cannot be trusted is reported, counted, 
 The counters' identity is an *epoch*: a random id made whenever the counters start from zero (no checkpoint, or
 one that cannot be used) and kept in the checkpoint, with the tick count within the epoch. Every write says
 whether it is durable (fsynced), so that the agent exports only what a power loss cannot take back.
+
+On-disk format (the one description; the modules named below implement their parts)::
+
+    <path>          checkpoint file, one line (jouleledger.agent.checkpoint: atomic replace, sha256 of the payload)
+      {"format": "jouleledger-checkpoint", "version": 1, "sha256": "<hex>", "payload": {
+         "format": "jouleledger-agent", "backend": "nvml|replay|simulated", "generation": "<16 hex>",
+         "epoch": "<16 hex>", "ticks": <ticks within the epoch>, "saved_unix_s": <float>,
+         "pipeline": {"version": 2,                      (jouleledger.agent.pipeline; 1 is still read)
+                      "ledger": {"version": 2, "node": ..., "t_s", "pods", "devices", "gpus"},
+                                                         (jouleledger.core.ledger; 1 is still read)
+                      "baselines": {uuid: {"t_s", "energy_mj", "power_mw"}},
+                      "rejected": [[uuid, reason, count], ...]}}}
+    <path>.journal  one line per tick since that checkpoint (jouleledger.agent.journal)
+      {"format": "jouleledger-journal", "version": 2, "generation": "<the checkpoint's>"}
+      <crc32 hex> {"ledger": <ledger changes, absolute values>, "baselines": ..., "rejected": ..., "ticks": n}
+
+Versions: the checkpoint envelope's own (1) changes only with the envelope; the pipeline, ledger and journal
+versions (2) changed together when the energy from power integration was added. The node is stored once, in the
+ledger state (a checkpoint of another node is not restored). Writers before the epoch also wrote ``node`` into the
+payload; it is ignored.
 """
 
 from __future__ import annotations
@@ -203,7 +223,6 @@ class CounterStore:
             payload: dict[str, Any] = {
                 "format": CHECKPOINT_FORMAT,
                 "backend": self.backend,
-                "node": self.node,
                 "generation": generation,
                 "epoch": self.epoch,
                 "ticks": ticks,
