@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from jouleledger.agent.journal import journal_path
+from jouleledger.agent.persistence import journal_path
 from jouleledger.agent.runner import AgentRunner
 from jouleledger.core import contract as names
 from jouleledger.hardware.simulated import SimulatedNode
