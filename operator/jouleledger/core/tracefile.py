@@ -67,6 +67,10 @@ def _list(value: object, what: str) -> list[Any]:
 def _str(value: object, what: str, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str) or (not value and not allow_empty):
         raise ValueError(f"{what} must be a non-empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate (JSON "\ud800"): no exporter could write it
+        raise ValueError(f"{what} is not valid Unicode (a lone surrogate at character {error.start + 1})") from None
     return value
 
 
