@@ -97,6 +97,11 @@ CASES: list[Case] = [
         lambda t: ["replay", _trace(t, json.dumps({**HEADER, "gpus": [{**HEADER["gpus"][0], "power_limit_w": 0}]}))],  # type: ignore[dict-item]
         "power_limit_w",
     ),
+    (
+        "replay-10kB-name",
+        lambda t: ["replay", _trace(t, json.dumps({**HEADER, "node": "n" * 10_000}))],
+        "header.node is longer than 1024",
+    ),
     ("replay-missing-file", lambda t: ["replay", str(t / "nope.jsonl")], "nope.jsonl"),
     ("replay-directory", lambda t: ["replay", str(t)], str(Path("/"))),
     ("replay-empty", lambda t: ["replay", _trace(t)], "empty"),
