@@ -1,11 +1,11 @@
 """The ``/metrics`` and ``/healthz`` server shared by the agent and the operator.
 
 ``/metrics`` is prometheus_client's own WSGI exposition of an injected ``CollectorRegistry`` (content negotiation,
-OpenMetrics, gzip, ``name[]`` filters); only ``/healthz`` is ours: 200 and ``{"status": "ok", "details": {...}}``
-when healthy, 503 and ``{"status": "unhealthy", "details": {...}}`` (the reasons) when not. Every other path is
-404. An optional :class:`~jouleledger.metrics.webconfig.WebConfig` adds TLS (with client certificates) and basic
-auth to ``/metrics``; ``/healthz`` stays open (the kubelet probes it without credentials; it says nothing about
-pods).
+OpenMetrics, gzip), every label value passed through :func:`~jouleledger.core.labels.safe_label_value` (printable,
+encodable, at most 256 characters); only ``/healthz`` is ours: 200 and ``{"status": "ok", "details": {...}}`` when
+healthy, 503 and ``{"status": "unhealthy", "details": {...}}`` (the reasons) when not. Every other path is 404.
+An optional :class:`~jouleledger.metrics.webconfig.WebConfig` adds TLS (with client certificates) and basic auth to
+``/metrics``; ``/healthz`` stays open (the kubelet probes it without credentials; it says nothing about pods).
 
 Nothing starts at import or construction; :meth:`MetricsServer.start` binds and serves from a daemon thread,
 :meth:`MetricsServer.stop` shuts it down.
@@ -26,10 +26,12 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import Metric
 
+from jouleledger.core.labels import MAX_LABEL_VALUE_CHARS, safe_label_value
 from jouleledger.metrics.webconfig import WebConfig
 
-__all__ = ["HealthCheck", "MetricsServer"]
+__all__ = ["HealthCheck", "MetricsServer", "safe_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class MetricsServer:
     ) -> None:
         if request_timeout_s <= 0:
             raise ValueError(f"request_timeout_s must be positive, got {request_timeout_s!r}")
-        self._metrics_app = make_wsgi_app(registry)
+        self._metrics_app = make_wsgi_app(safe_labels(registry))
         self._health = health
         self._request_timeout_s = request_timeout_s
         self._web_config = web_config
@@ -158,6 +160,33 @@ class MetricsServer:
             body = _health_body(False, {"error": f"health check failed: {type(error).__name__}: {error}"})
         status = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
         return status, [("Content-Type", _JSON), ("Cache-Control", "no-store")], body
+
+
+class _SafeLabels:
+    """Collects ``registry`` with every label value made safe (a new sample only where one had to change)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._registry.collect():
+            if any(_unsafe(value) for sample in metric.samples for value in sample.labels.values()):
+                metric.samples = [
+                    sample._replace(labels={name: safe_label_value(value) for name, value in sample.labels.items()})
+                    for sample in metric.samples
+                ]
+            yield metric
+
+
+def _unsafe(value: str) -> bool:
+    return len(value) > MAX_LABEL_VALUE_CHARS or not value.isprintable()
+
+
+def safe_labels(registry: CollectorRegistry) -> CollectorRegistry:
+    """A registry that renders ``registry`` with safe label values (what ``/metrics`` serves)."""
+    safe = CollectorRegistry(auto_describe=False)
+    safe.register(_SafeLabels(registry))
+    return safe
 
 
 def _send(start_response: StartResponse, environ: WSGIEnvironment, answer: _Answer) -> list[bytes]:
