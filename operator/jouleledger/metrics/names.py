@@ -50,7 +50,7 @@ NODE_UNALLOCATED: Final = "jouleledger_node_unallocated_energy_joules"  # counte
 NODE_INTENSITY: Final = "jouleledger_node_grid_intensity_grams_per_kwh"  # gauge {node,zone,source}
 
 # --- operator: self ----------------------------------------------------------------------------------------------
-OPERATOR_SCRAPES: Final = "jouleledger_operator_scrapes"  # counter {result=ok|error|timeout}
+OPERATOR_SCRAPES: Final = "jouleledger_operator_scrapes"  # counter {result=ok|error|timeout|too_large}
 OPERATOR_AGENTS: Final = "jouleledger_operator_agents"  # gauge: agents discovered
 OPERATOR_AGENT_RESETS: Final = "jouleledger_operator_agent_resets"  # counter {node}
 OPERATOR_FOOTPRINTS_WRITTEN: Final = "jouleledger_operator_job_footprints_written"  # counter
