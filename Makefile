@@ -79,4 +79,4 @@ proto: install ## regenerate the kubelet PodResources gRPC stubs
 	$(PY) tools/gen_podresources.py
 
 clean:
-	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis .coverage htmlcov build dist

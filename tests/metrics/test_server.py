@@ -23,10 +23,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from jouleledger.agent.status import AgentStatus, ExportView
-from jouleledger.controller.status import NodeIntensity, OperatorStats
-from jouleledger.core.footprint import RollupSnapshot, TotalsView
+from jouleledger.core.footprints import RollupSnapshot, Totals
 from jouleledger.core.labels import MAX_LABEL_VALUE_CHARS, safe_label_value
 from jouleledger.core.model import Owner
+from jouleledger.core.operator_stats import NodeIntensity, OperatorStats
 from jouleledger.core.snapshot import LedgerSnapshot, PodDeviceTotals, PodRecord
 from jouleledger.metrics.agent import AgentCollector
 from jouleledger.metrics.operator_collector import OperatorCollector
@@ -425,7 +425,7 @@ def test_agent_exposition_of_hostile_pods_parses_back_bounded(
 @settings(max_examples=100, deadline=None)
 @given(namespace=_HOSTILE, team=_HOSTILE, node=_HOSTILE)
 def test_operator_exposition_of_hostile_names_parses_back_bounded(namespace: str, team: str, node: str) -> None:
-    totals = TotalsView(1_000, 1.0, 0.5, 0.0, 0.01)
+    totals = Totals(1_000, 1.0, 0.5, 0.0, 0.01)
     rollups = RollupSnapshot({namespace: totals}, {team: totals}, {node: 5}, "EUR")
     stats = OperatorStats()
     stats.node_intensity[node] = NodeIntensity("zone", "static", 100.0)
