@@ -6,6 +6,8 @@ import contextlib
 import gzip
 import json
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -447,3 +449,20 @@ def test_distinct_hostile_values_stay_distinct_and_safe_ones_unchanged() -> None
     assert safe_label_value("équipe b") == "équipe b"
     assert safe_label_value("a\u00a0b").startswith("a\ufffdb~")
     assert "\ufffd" in safe_label_value("\ud800")
+
+
+@pytest.mark.parametrize("command", ["agent", "operator"])
+def test_a_bad_web_config_file_is_one_line_and_exit_2(tmp_path: Path, command: str) -> None:
+    bad = tmp_path / "web.yaml"
+    bad.write_text("basic_auth_users: {prometheus: not-a-hash}\n", encoding="utf-8")
+    extra = ["--backend", "simulated", "--once", "--dry-run"] if command == "agent" else ["--once"]
+    result = subprocess.run(
+        [sys.executable, "-m", "jouleledger", "--log-level", "ERROR", command, *extra, "--web-config-file", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert f"jouleledger {command}: web config {bad}: basic_auth_users.prometheus: not a bcrypt hash" == line
