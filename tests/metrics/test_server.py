@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -466,3 +467,16 @@ def test_a_bad_web_config_file_is_one_line_and_exit_2(tmp_path: Path, command: s
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
     assert f"jouleledger {command}: web config {bad}: basic_auth_users.prometheus: not a bcrypt hash" == line
+
+
+def test_a_client_that_never_starts_its_tls_handshake_blocks_nobody_else(pki: Pki) -> None:
+    registry = CollectorRegistry()
+    registry.register(_Collector())
+    web_config = load_web_config(pki.web_config(users=False))
+    server = MetricsServer(registry, _Health(), request_timeout_s=60.0, web_config=web_config)
+    server.start("127.0.0.1", 0)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port or 0)) as _silent:  # connects, says nothing
+            assert _https(server, "/metrics", _client_context(pki)).status_code == 200  # httpx gives up after 5 s
+    finally:
+        server.stop()
