@@ -36,6 +36,7 @@ from jouleledger.metrics.operator_collector import OperatorCollector
 from jouleledger.metrics.server import MetricsServer
 from jouleledger.metrics.webconfig import WebConfig, WebConfigError, load_web_config
 from tests._tls import PASSWORD, USER, Pki, make_pki
+from tests._tools import require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -480,3 +481,15 @@ def test_a_client_that_never_starts_its_tls_handshake_blocks_nobody_else(pki: Pk
             assert _https(server, "/metrics", _client_context(pki)).status_code == 200  # httpx gives up after 5 s
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("client_auth", "users"), [(False, True), (True, True), (True, False)])
+def test_web_configs_we_accept_are_valid_for_the_prometheus_toolkit(pki: Pki, client_auth: bool, users: bool) -> None:
+    """The same file works for node_exporter & co.: Prometheus's own checker (exporter-toolkit) accepts it."""
+    promtool = require_tool("promtool")
+    path = pki.web_config(client_auth=client_auth, users=users, name=f"toolkit-{client_auth}-{users}.yaml")
+    load_web_config(path)
+    result = subprocess.run(
+        [promtool, "check", "web-config", str(path)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
