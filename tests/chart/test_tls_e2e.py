@@ -20,7 +20,7 @@ import yaml
 from tests._tls import PASSWORD, SERVER_NAME, USER, Pki, make_pki
 from tests._tools import require_tool
 from tests.chart._operator_stack import AGENT_NAMESPACE, MockKubernetesApi, agent_pod, node_object, write_kubeconfig
-from tests.chart.test_prometheus_e2e import _free_port, _poll, _process, _tail, _vector
+from tests.chart.test_prometheus_e2e import _free_port, _poll, _process, _prometheus_command, _tail, _vector
 
 pytestmark = pytest.mark.slow
 
@@ -93,10 +93,7 @@ def prometheus_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--agent-key-file", str(pki.client_key), "--agent-basic-auth-username", USER,
         "--agent-basic-auth-password-file", str(tmp / "password"),
     ]  # fmt: skip
-    prometheus_command = [
-        prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-        f"--web.listen-address=127.0.0.1:{prometheus_port}", "--log.level=warn",
-    ]  # fmt: skip
+    prometheus_command = _prometheus_command(prometheus, tmp, prometheus_port)
     with contextlib.ExitStack() as stack:
         api = stack.enter_context(MockKubernetesApi())
         api.create("/api/v1/nodes", node_object(NODE, "z1"))
