@@ -493,3 +493,23 @@ def test_web_configs_we_accept_are_valid_for_the_prometheus_toolkit(pki: Pki, cl
         [promtool, "check", "web-config", str(path)], capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_rotated_certificate_is_served_to_new_connections_and_a_broken_one_is_not(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = make_pki(tmp_path / "old"), make_pki(tmp_path / "new")
+    web_config = load_web_config(old.web_config(users=False))
+    with _serving(web_config) as server:
+        assert _https(server, "/metrics", _client_context(old)).status_code == 200
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            _https(server, "/metrics", _client_context(new))
+        # A Secret update: the mounted files change in place.
+        old.server_cert.write_bytes(new.server_cert.read_bytes())
+        old.server_key.write_bytes(new.server_key.read_bytes())
+        assert _https(server, "/metrics", _client_context(new)).status_code == 200
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            _https(server, "/metrics", _client_context(old))
+        # A broken update (a key without its certificate): the last good certificate stays in use.
+        old.server_cert.write_bytes(b"not a certificate\n")
+        assert _https(server, "/metrics", _client_context(new)).status_code == 200

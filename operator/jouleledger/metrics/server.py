@@ -33,7 +33,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 
 from jouleledger.core.labels import MAX_LABEL_VALUE_CHARS, safe_label_value
-from jouleledger.metrics.webconfig import WebConfig
+from jouleledger.metrics.webconfig import TlsFiles, WebConfig
 
 __all__ = ["HealthCheck", "MetricsServer", "ScopedRegistry", "safe_labels"]
 
@@ -88,18 +88,18 @@ class MetricsServer:
     @property
     def scheme(self) -> str:
         """``https`` when the web config has TLS, else ``http``."""
-        return "https" if self._web_config is not None and self._web_config.ssl_context is not None else "http"
+        return "https" if self._web_config is not None and self._web_config.tls is not None else "http"
 
     def start(self, host: str = "0.0.0.0", port: int = 0) -> int:
         """Bind ``host:port`` (port 0: an ephemeral one) and serve in a daemon thread; returns the bound port.
 
         Raises ``OSError`` when the address cannot be bound and ``RuntimeError`` when already started.
         """
-        context = None if self._web_config is None else self._web_config.ssl_context
+        tls_files = None if self._web_config is None else self._web_config.tls
 
         class Server(_Server):
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            ssl_context = context
+            tls = tls_files
 
         class Handler(_Handler):
             timeout = self._request_timeout_s
@@ -226,14 +226,15 @@ def _error(status: HTTPStatus, message: str) -> _Answer:
 class _Server(ThreadingWSGIServer):
     """prometheus_client's threaded WSGI server; with TLS, the handshake runs in the connection's own thread."""
 
-    ssl_context: ssl.SSLContext | None = None
+    tls: TlsFiles | None = None
     block_on_close = False
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = self.socket.accept()
-        if self.ssl_context is None:
+        if self.tls is None:
             return sock, address
-        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+        context = self.tls.context()  # the current certificate (re-read when its files change)
+        return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A failed TLS handshake or a client that went away: one debug line, never a traceback on stderr.
