@@ -39,6 +39,14 @@ def _trace(tmp: Path, *lines: str | bytes) -> str:
     return str(path)
 
 
+POD = {"namespace": "ns", "name": "p", "uid": "u", "containers": [{"name": "c", "devices": ["GPU-a"]}]}
+
+
+def _long_held_trace(tmp: Path) -> str:
+    """One pod holding the GPU for 10^9 s (its counter covers the gap): a billion GPU-seconds."""
+    return _trace(tmp, _header(), json.dumps(_sample(0, 0, [POD])), json.dumps(_sample(1e9, 1, [POD])))
+
+
 def _header() -> str:
     return json.dumps(HEADER)
 
@@ -93,6 +101,17 @@ CASES: list[Case] = [
     ("replay-directory", lambda t: ["replay", str(t)], str(Path("/"))),
     ("replay-empty", lambda t: ["replay", _trace(t)], "empty"),
     ("replay-bad-pue", lambda t: ["replay", _trace(t, _header()), "--pue", "nan"], "pue"),
+    (
+        "replay-carbon-overflow",
+        lambda t: [
+            "replay",
+            "--json",
+            "--embodied-g-per-gpu-hour",
+            "1e308",
+            _long_held_trace(t),
+        ],
+        "not a finite number",
+    ),
     ("agent-interval-negative", lambda t: ["agent", "--backend", "simulated", "--interval-s", "-1"], "--interval-s"),
     ("agent-interval-zero", lambda t: ["agent", "--backend", "simulated", "--interval-s", "0"], "--interval-s"),
     ("agent-interval-nan", lambda t: ["agent", "--backend", "simulated", "--interval-s", "nan"], "--interval-s"),

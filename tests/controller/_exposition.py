@@ -23,6 +23,7 @@ class Pod:
     team: str = ""
     device: str = "GPU-a"
     container: str = "main"
+    from_power_j: float = 0.0
 
 
 def agent_text(
@@ -69,6 +70,13 @@ def agent_text(
             f'jouleledger_pod_gpu_energy_joules_total{{container="{pod.container}",gpu="{pod.device}",'
             f'namespace="{pod.namespace}",node="{node}",pod="{pod.name}"}} {pod.energy_j}'
         )
+    lines.append("# TYPE jouleledger_pod_gpu_energy_from_power_joules counter")
+    for pod in pods:
+        if pod.from_power_j:
+            lines.append(
+                f'jouleledger_pod_gpu_energy_from_power_joules_total{{container="{pod.container}",gpu="{pod.device}",'
+                f'namespace="{pod.namespace}",node="{node}",pod="{pod.name}"}} {pod.from_power_j}'
+            )
     lines.append("# TYPE jouleledger_pod_gpu_seconds counter")
     for pod in pods:
         lines.append(

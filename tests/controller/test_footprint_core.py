@@ -154,12 +154,12 @@ def test_recreated_pod_of_the_same_name_gets_new_energy_and_expiry_is_not_a_rese
     # The pod is re-created: the agent sums both records (10 J old + 4 J new) in one series.
     new = Pod("db", "web-0", "new", 14.0, 12.0, "StatefulSet", "web", "sts-1")
     second = tracker.observe(scrape_of(agent_text("n1", 2.0, [new], extra_info=[old])))
-    assert [(d.pod.uid, d.energy_mj, d.share_energy_mj) for d in second.pods] == [("new", 4000, 4000)]
+    assert [(d.pod.uid, d.energy_mj, d.share.energy_mj) for d in second.pods] == [("new", 4000, 4000)]
     # The old record expires: the series drops to the new pod's 4 J + 1 J more. Not a reset: +1 J.
     expired = Pod("db", "web-0", "new", 5.0, 3.0, "StatefulSet", "web", "sts-1")
     third = tracker.observe(scrape_of(agent_text("n1", 3.0, [expired])))
     assert third.resets == 0
-    assert [(d.origin, d.energy_mj, d.share_energy_mj) for d in third.pods] == [(CONTINUED, 1000, 5000)]
+    assert [(d.origin, d.energy_mj, d.share.energy_mj) for d in third.pods] == [(CONTINUED, 1000, 5000)]
     assert third.expired == ((SeriesKey("n1", "db", "web-0", "main", "GPU-a"), "old"),)
 
 
@@ -201,7 +201,7 @@ def test_deltas_sum_to_every_run_and_are_never_negative(runs: list[list[int]]) -
     tracker.observe(scrape_of(agent_text("n1", 0.0)))  # tracking starts before the pod appears
     total = 0
     for tick, value in enumerate(values, start=1):
-        deltas = tracker.observe(scrape_of(agent_text("n1", float(tick), [job_pod(value / 1000, 0.0)])))
+        deltas = tracker.observe(scrape_of(agent_text("n1", float(tick), [job_pod(value / 1000, value / 1e6)])))
         assert all(delta.energy_mj >= 0 for delta in deltas.pods)
         total += sum(delta.energy_mj for delta in deltas.pods)
     expected = sum(values[i] for i in range(len(values)) if i == len(values) - 1 or values[i + 1] < values[i])
@@ -235,7 +235,7 @@ def test_restart_from_a_persisted_watermark_counts_everything_exactly_once(
     after.restore(account_from_object(record, currency="USD"))
     tracker = DeltaTracker()
     for key, pod_uid, value in after.watermarks():
-        tracker.restore(key, pod_uid, value.energy_mj, value.gpu_seconds)
+        tracker.restore(key, pod_uid, value)
     run(after, tracker, range(restart_at, len(values)))
     assert after.accounts["job-1"].totals.energy_mj == whole.accounts["job-1"].totals.energy_mj == values[-1]
 
@@ -281,7 +281,7 @@ def test_job_footprint_by_hand_per_interval_intensity_pue_embodied_and_cost() ->
 def test_finalized_footprint_never_changes_and_late_energy_is_kept_apart() -> None:
     tracker, ledger = DeltaTracker(), FootprintBook("USD")
     for end, energy_j in ((1.0, 0.0), (2.0, 3600.0), (3.0, 7200.0)):
-        scrape = scrape_of(agent_text("n1", end, [job_pod(energy_j, 1.0)]))
+        scrape = scrape_of(agent_text("n1", end, [job_pod(energy_j, energy_j / 1000)]))
         ledger.fold(tracker.observe(scrape), rates(end - 1, end, 100.0), by_owner, scrape.model_of)
         if end == 2.0:
             first = ledger.finalize("job-1", 1.5, 2.0)

@@ -25,6 +25,7 @@ from tests._tools import REPO_ROOT
 from tests.controller._exposition import Pod, agent_text
 from tests.controller.conftest import (
     AGENT_NAMESPACE,
+    FIXTURE_CONFIG,
     Emulator,
     FakeAgents,
     Fault,
@@ -263,7 +264,7 @@ async def test_agent_timeout_backs_off_and_the_job_is_recorded_incomplete_at_the
     base = time.time()
     agents.texts["n1"] = agent_text("n1", base)
     agents.texts["n2"] = agent_text("n2", base)
-    config = parse_config({"scrape": {"timeoutSeconds": 0.2}})
+    config = parse_config({"scrape": {"timeoutSeconds": 0.2}, "maxGpuPowerW": 10_000})
     running = await start_operator(ScriptedIntensity(), config=config, finalize_deadline_s=1.0)
     agents.texts["n2"] = agent_text("n2", base + 1, [train_pod(3600.0, 1.0)])
     await running.accountant.run_pass()
@@ -353,7 +354,7 @@ async def test_once_runs_one_pass_and_writes(api: Emulator, agents: FakeAgents) 
     options = OperatorOptions(agent_namespace=AGENT_NAMESPACE, agent_port=agents.port, serve_metrics=False)
     app = OperatorApp(
         options,
-        parse_config(None),
+        FIXTURE_CONFIG,
         ScriptedIntensity(),
         connection=kopf.ConnectionInfo(server=str(api.url).rstrip("/")),
     )
@@ -379,7 +380,7 @@ async def test_kopf_shutdown_flushes_every_changed_footprint(api: Emulator, agen
     )
     app = OperatorApp(
         options,
-        parse_config(None),
+        FIXTURE_CONFIG,
         ScriptedIntensity(),
         connection=kopf.ConnectionInfo(server=str(api.url).rstrip("/")),
         write_interval_s=3600.0,
@@ -405,3 +406,25 @@ async def test_kopf_shutdown_flushes_every_changed_footprint(api: Emulator, agen
             task.cancel()
         await app.stop_accounting()
     assert api.objects[key].raw["status"]["energyMillijoules"] == 7_200_000
+
+
+async def test_a_hostile_agent_is_rejected_and_counted_and_the_others_are_accounted_in_the_same_pass(
+    api: Emulator, agents: FakeAgents, start_operator: StartOperator
+) -> None:
+    setup_cluster(api, agents, {"n1": "127.0.0.1", "n2": "127.0.0.2"})
+    base = time.time()
+    agents.texts["n1"] = agent_text("n1", base)
+    agents.texts["n2"] = agent_text("n2", base)
+    running = await start_operator(ScriptedIntensity())
+    other = Pod("ml", "other-x", "pod-9", 1e306, 1e308, "Job", "other", "job-9")
+    agents.texts["n2"] = agent_text("n2", base + 1, [other], unallocated_j=1e306)
+    agents.texts["n1"] = agent_text("n1", base + 1, [train_pod(3600.0, 10.0)])
+    summary = await running.accountant.run_pass()
+    assert (summary.scraped_ok, summary.folded_mj) == (2, 3_600_000)
+    assert running.accountant.stats.rejected["out_of_range"] == 3
+    assert "job-9" not in running.accountant.ledger.accounts
+    for _ in range(2):  # later passes are not wedged either
+        agents.texts["n1"] = agent_text("n1", base + 2, [train_pod(7200.0, 20.0)])
+        await running.accountant.run_pass()
+    assert running.accountant.ledger.accounts["job-1"].totals.energy_mj == 7_200_000
+    assert 'jouleledger_operator_rejected_samples_total{reason="out_of_range"}' in await scrape_metrics(running)

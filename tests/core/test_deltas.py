@@ -29,7 +29,7 @@ def restarted(book: FootprintBook) -> tuple[FootprintBook, DeltaTracker]:
     after, tracker = FootprintBook("USD"), DeltaTracker()
     after.restore(account_from_object(footprint_object(book.accounts["job-1"]), currency="USD"))
     for key, pod_uid, value in after.watermarks():
-        tracker.restore(key, pod_uid, value.energy_mj, value.gpu_seconds, value.epoch)
+        tracker.restore(key, pod_uid, value)
     return after, tracker
 
 

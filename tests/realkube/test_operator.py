@@ -176,4 +176,4 @@ def test_each_permission_the_operator_uses_is_needed(
     ]
     assert "HTTP 403" in run.output or forbidden_events, run.output
     if "HTTP 403" in run.output:
-        assert f'cannot {verb} resource "{resource.split("/")[0]}"' in run.output, run.output
+        assert f'cannot {verb} resource "{resource}"' in run.output, run.output

@@ -125,7 +125,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"jouleledger replay: {args.trace}: {error}", file=sys.stderr)
         return 1
     if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
+        try:
+            text = json.dumps(report.to_json(), indent=2, allow_nan=False)
+        except ValueError:
+            print(
+                f"jouleledger replay: {args.trace}: a result is not a finite number (carbon overflows with "
+                f"--embodied-g-per-gpu-hour {args.embodied_g_per_gpu_hour:g}?)",
+                file=sys.stderr,
+            )
+            return 1
+        sys.stdout.writelines(text.splitlines(keepends=True))
         sys.stdout.write("\n")
         return 0
     from jouleledger.agent.report import format_report

@@ -40,6 +40,7 @@ from jouleledger.core.footprints import (
     IntervalRates,
     WorkloadAccount,
     method_of,
+    power_method_of,
 )
 from jouleledger.core.operator_stats import NodeIntensity, OperatorStats, OperatorView
 from jouleledger.core.workload import resolve_workload
@@ -110,7 +111,7 @@ class Accountant:
         self.clock_skew_s = clock_skew_s
         self._write_slots = asyncio.Semaphore(write_concurrency)
         self.ledger = FootprintBook(config.currency)
-        self.tracker = DeltaTracker()
+        self.tracker = DeltaTracker(max_gpu_power_w=config.max_gpu_power_w)
         self.stats = OperatorStats()
         self.restored = False
         self._exists: set[str] = set()
@@ -178,7 +179,7 @@ class Accountant:
             self._exists.add(name)
         watermarks = 0
         for key, pod_uid, value in self.ledger.watermarks():
-            self.tracker.restore(key, pod_uid, value.energy_mj, value.gpu_seconds, value.epoch)
+            self.tracker.restore(key, pod_uid, value)
             watermarks += 1
         self.restored = True
         log.info("restored %d footprints (%d series watermarks)", len(self.ledger.accounts), watermarks)
@@ -250,7 +251,7 @@ class Accountant:
             if reading is None:
                 continue
             for rejection in scrape.rejected:
-                self.stats.rejected[rejection.reason] = self.stats.rejected.get(rejection.reason, 0) + 1
+                self.stats.count_rejected(rejection.reason)
                 log.warning(
                     "agent on %s: rejected %s %s (%s)",
                     scrape.node,
@@ -258,39 +259,47 @@ class Accountant:
                     rejection.labels,
                     rejection.reason,
                 )
-            deltas = self.tracker.observe(scrape)
-            if deltas.resets:
-                self.stats.counter_resets[scrape.node] = self.stats.counter_resets.get(scrape.node, 0) + deltas.resets
-                log.warning("agent on %s: %d counters reset (agent restarted?)", scrape.node, deltas.resets)
-            if deltas.regressions:
-                self.stats.rejected["counter_regression"] = (
-                    self.stats.rejected.get("counter_regression", 0) + deltas.regressions
-                )
-                log.warning(
-                    "agent on %s: %d counters went down within epoch %s: rejected",
-                    scrape.node,
-                    deltas.regressions,
-                    deltas.epoch,
-                )
-            rates = IntervalRates(
-                start_unix_s=self._last_end.get(scrape.node, now),
-                end_unix_s=now,
-                zone=reading.zone,
-                intensity_g_per_kwh=reading.g_per_kwh,
-                intensity_source=reading.source,
-                pue=self.config.pue,
-                price_per_kwh=self.config.price_of(zones[scrape.node]),
-                currency=self.config.currency,
-                method=method_of(scrape.backend, scrape.simulated),
-                embodied_g_per_gpu_hour=self.config.embodied_g_per_gpu_hour,
-                default_embodied_g_per_gpu_hour=self.config.default_embodied_g_per_gpu_hour,
-            )
-            summary = self.ledger.fold(deltas, rates, self._attribute, scrape.model_of)
-            folded += summary.energy_mj
-            self._last_end[scrape.node] = now
-            self._folded_tick[scrape.node] = scrape.last_tick_unix_s
-            self.stats.node_intensity[scrape.node] = NodeIntensity(reading.zone, reading.source, reading.g_per_kwh)
+            try:
+                folded += self._fold_one(scrape, reading, zones[scrape.node], now)
+            except Exception:  # one agent's data must never stop the others being accounted
+                log.exception("agent on %s: its scrape could not be folded; rejected", scrape.node)
+                self.stats.count_rejected("agent_failed")
         return folded, len(ok)
+
+    def _fold_one(self, scrape: AgentScrape, reading: Any, zone: str, now: float) -> int:
+        deltas = self.tracker.observe(scrape)
+        if deltas.resets:
+            self.stats.counter_resets[scrape.node] = self.stats.counter_resets.get(scrape.node, 0) + deltas.resets
+            log.warning("agent on %s: %d counters reset (agent restarted?)", scrape.node, deltas.resets)
+        self.stats.count_rejected("implausible_energy", deltas.implausible)
+        self.stats.count_rejected("counter_regression", deltas.regressions)
+        if deltas.regressions or deltas.implausible:
+            log.warning(
+                "agent on %s (epoch %s): rejected %d counters that went down and %d above the power limit",
+                scrape.node,
+                deltas.epoch,
+                deltas.regressions,
+                deltas.implausible,
+            )
+        rates = IntervalRates(
+            start_unix_s=self._last_end.get(scrape.node, now),
+            end_unix_s=now,
+            zone=reading.zone,
+            intensity_g_per_kwh=reading.g_per_kwh,
+            intensity_source=reading.source,
+            pue=self.config.pue,
+            price_per_kwh=self.config.price_of(zone),
+            currency=self.config.currency,
+            method=method_of(scrape.backend, scrape.simulated),
+            power_method=power_method_of(scrape.backend, scrape.simulated),
+            embodied_g_per_gpu_hour=self.config.embodied_g_per_gpu_hour,
+            default_embodied_g_per_gpu_hour=self.config.default_embodied_g_per_gpu_hour,
+        )
+        summary = self.ledger.fold(deltas, rates, self._attribute, scrape.model_of)
+        self._last_end[scrape.node] = now
+        self._folded_tick[scrape.node] = scrape.last_tick_unix_s
+        self.stats.node_intensity[scrape.node] = NodeIntensity(reading.zone, reading.source, reading.g_per_kwh)
+        return summary.energy_mj
 
     def _attribute(self, pod: PodIdentity) -> Attribution:
         workload = resolve_workload(pod.namespace, pod.name, pod.uid, pod.owner, self.cluster.owners)

@@ -30,6 +30,7 @@ GPU_ENERGY: Final = "jouleledger_gpu_energy_joules"
 GPU_ENERGY_FROM_POWER: Final = "jouleledger_gpu_energy_from_power_joules"
 GPU_UNALLOCATED: Final = "jouleledger_gpu_unallocated_energy_joules"
 GPU_POWER: Final = "jouleledger_gpu_power_watts"
+GPU_POWER_LIMIT: Final = "jouleledger_gpu_power_limit_watts"
 
 # --- agent: self -------------------------------------------------------------------------------------------------
 AGENT_INFO: Final = "jouleledger_agent"
@@ -123,6 +124,12 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
         ("node", "gpu"),
     ),
     MetricSpec(GPU_POWER, "gauge", "Latest power reading of a physical GPU, in watts.", ("node", "gpu")),
+    MetricSpec(
+        GPU_POWER_LIMIT,
+        "gauge",
+        "Power limit of a physical GPU, in watts: the operator bounds the energy it accepts from the agent by it.",
+        ("node", "gpu"),
+    ),
     MetricSpec(
         AGENT_INFO,
         "info",

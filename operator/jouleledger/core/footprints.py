@@ -16,6 +16,7 @@ with 6 decimals, ``co2e-grams`` operational + embodied with 3, ``cost`` as ``"<a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -48,7 +49,9 @@ __all__ = [
     "WorkloadAccount",
     "decide_finalization",
     "job_annotations",
+    "method_annotation",
     "method_of",
+    "power_method_of",
 ]
 
 UNASSIGNED_TEAM: Final = "unassigned"
@@ -71,11 +74,32 @@ _METHODS: Final[Mapping[str, str]] = {
 }
 
 
+COUNTER_METHOD: Final = "measured-nvml-energy-counter"
+POWER_METHOD: Final = "integrated-nvml-power"
+MIXED_METHOD: Final = "mixed"
+
+
 def method_of(backend: str, simulated: bool) -> str:
-    """The ``method`` annotation for an agent backend (simulated data always says so)."""
+    """How an agent backend measured the energy of its counters (simulated data always says so)."""
     if simulated:
         return "simulated"
     return _METHODS.get(backend, f"measured-{backend}" if backend else "unknown")
+
+
+def power_method_of(backend: str, simulated: bool) -> str:
+    """How an agent backend measured the energy it integrated from power: NVML power readings; simulated and
+    replayed data keep their own method."""
+    method = method_of(backend, simulated)
+    return POWER_METHOD if method == COUNTER_METHOD else method
+
+
+def method_annotation(methods: Iterable[str]) -> str:
+    """The ``method`` annotation: ``mixed`` when the energy came from NVML counters and NVML power integration
+    both, otherwise the methods used (comma-separated, sorted), ``none`` without energy."""
+    used = set(methods)
+    if {COUNTER_METHOD, POWER_METHOD} <= used:
+        used = (used - {COUNTER_METHOD, POWER_METHOD}) | {MIXED_METHOD}
+    return ",".join(sorted(used)) or "none"
 
 
 # --- the ledger ----------------------------------------------------------------------------------------------
@@ -93,7 +117,8 @@ class IntervalRates:
     pue: float
     price_per_kwh: float
     currency: str
-    method: str
+    method: str  # of energy from counters
+    power_method: str = "integrated-nvml-power"  # of energy integrated from power
     embodied_g_per_gpu_hour: Mapping[str, float] = field(default_factory=dict)  # by GPU model
     default_embodied_g_per_gpu_hour: float = 0.0
 
@@ -110,6 +135,8 @@ class Totals:
     operational_g: float = 0.0
     embodied_g: float = 0.0
     cost: float = 0.0
+    energy_from_power_mj: int = 0
+    """The part of ``energy_mj`` integrated from power readings (no energy counter, or its delta rejected)."""
 
     @property
     def carbon_g(self) -> float:
@@ -122,6 +149,7 @@ class Totals:
             self.operational_g + other.operational_g,
             self.embodied_g + other.embodied_g,
             self.cost + other.cost,
+            self.energy_from_power_mj + other.energy_from_power_mj,
         )
 
 
@@ -298,14 +326,10 @@ class FootprintBook:
             if holder is not None and holder != ref.uid:  # the pod moved workload (owner resolved later)
                 self._forget(watermark)
             self._index(watermark, ref.uid)
-            share = SeriesValue(delta.share_energy_mj, delta.share_gpu_seconds, deltas.epoch, deltas.ticks)
+            share = dataclasses.replace(delta.share, epoch=deltas.epoch, ticks=deltas.ticks)
             before = account.watermarks.get(watermark)
             account.watermarks[watermark] = share
-            if before is None or (before.energy_mj, before.gpu_seconds, before.epoch) != (
-                share.energy_mj,
-                share.gpu_seconds,
-                share.epoch,
-            ):
+            if before is None or dataclasses.replace(before, ticks=share.ticks) != share:
                 account.dirty = True
             if delta.origin == RESET:
                 account.urgent = True
@@ -322,7 +346,7 @@ class FootprintBook:
             operational = operational_g(delta.energy_mj, rates.pue, rates.intensity_g_per_kwh)
             embodied = embodied_g(delta.gpu_seconds, rates.embodied_rate(model_of(delta.key.device)))
             cost = energy_cost(delta.energy_mj, rates.pue, rates.price_per_kwh)
-            added = Totals(delta.energy_mj, delta.gpu_seconds, operational, embodied, cost)
+            added = Totals(delta.energy_mj, delta.gpu_seconds, operational, embodied, cost, delta.from_power_mj)
             self._namespaces[ref.namespace] = self._namespaces.get(ref.namespace, ZERO) + added
             self._teams[account.team] = self._teams.get(account.team, ZERO) + added
             if account.final is not None:
@@ -332,7 +356,10 @@ class FootprintBook:
             account.pods.add(delta.pod.uid)
             account.totals = account.totals + added
             account.sources.add(rates.intensity_source)
-            account.methods.add(rates.method)
+            if delta.from_power_mj:
+                account.methods.add(rates.power_method)
+            if delta.energy_mj > delta.from_power_mj:
+                account.methods.add(rates.method)
             if not account.interval_start_unix_s or rates.start_unix_s < account.interval_start_unix_s:
                 account.interval_start_unix_s = rates.start_unix_s
             account.interval_end_unix_s = max(account.interval_end_unix_s, rates.end_unix_s)
@@ -471,6 +498,6 @@ def job_annotations(final: FinalRecord) -> dict[str, str]:
         KEY_CO2E: f"{final.totals.carbon_g:.3f}",
         KEY_COST: f"{final.totals.cost:.4f} {final.currency}",
         KEY_SOURCE: ",".join(final.intensity_sources) or "none",
-        KEY_METHOD: ",".join(final.methods) or "none",
+        KEY_METHOD: method_annotation(final.methods),
         KEY_VERSION: FOOTPRINT_VERSION,
     }

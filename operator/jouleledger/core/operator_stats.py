@@ -56,6 +56,10 @@ class OperatorStats:
         self.delay_sum_s = 0.0
         self.delays_s: list[float] = []  # every delay, for benchmarks and logs (bounded)
 
+    def count_rejected(self, reason: str, count: int = 1) -> None:
+        if count:
+            self.rejected[reason] = self.rejected.get(reason, 0) + count
+
     def count_error(self, reason: str) -> None:
         self.footprint_errors[reason] = self.footprint_errors.get(reason, 0) + 1
 

@@ -80,6 +80,7 @@ def footprint_object(account: WorkloadAccount) -> dict[str, Any]:
 def _totals(totals: Totals) -> dict[str, Any]:
     return {
         "energyMillijoules": totals.energy_mj,
+        "energyFromPowerMj": totals.energy_from_power_mj,
         "energyKwh": mj_to_kwh(totals.energy_mj),
         "gpuSeconds": totals.gpu_seconds,
         "gpuHours": totals.gpu_seconds / S_PER_HOUR,
@@ -117,6 +118,7 @@ def footprint_status(account: WorkloadAccount) -> dict[str, Any]:
                 "podUid": pod_uid,
                 "energyMillijoules": value.energy_mj,
                 "gpuSeconds": value.gpu_seconds,
+                "energyFromPowerMj": value.from_power_mj,
                 "epoch": value.epoch,
                 "ticks": value.ticks,
             }
@@ -157,6 +159,22 @@ def _strings(value: object) -> list[str]:
     return [str(item) for item in value] if isinstance(value, list) else []
 
 
+def _read_totals(where: str, obj: Mapping[str, Any]) -> Totals:
+    carbon = obj.get("carbon") or {}
+    cost = obj.get("cost") or {}
+    totals = Totals(
+        energy_mj=int(_number(f"{where}: energyMillijoules", obj.get("energyMillijoules", 0), integer=True)),
+        gpu_seconds=_number(f"{where}: gpuSeconds", obj.get("gpuSeconds", 0.0)),
+        operational_g=_number(f"{where}: carbon.operationalGrams", carbon.get("operationalGrams", 0.0)),
+        embodied_g=_number(f"{where}: carbon.embodiedGrams", carbon.get("embodiedGrams", 0.0)),
+        cost=_number(f"{where}: cost.amount", cost.get("amount", 0.0)),
+        energy_from_power_mj=int(_number(f"{where}: energyFromPowerMj", obj.get("energyFromPowerMj", 0), integer=True)),
+    )
+    if totals.energy_from_power_mj > totals.energy_mj:
+        raise RecordError(f"{where}: energyFromPowerMj exceeds energyMillijoules")
+    return totals
+
+
 def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAccount:
     """Read an account back from a ``WorkloadFootprint`` (RecordError for anything that does not add up)."""
     metadata = obj.get("metadata") or {}
@@ -177,17 +195,10 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
         parent_kind=str(parent.get("kind", "")),
         parent_name=str(parent.get("name", "")),
     )
-    carbon = status.get("carbon") or {}
     cost = status.get("cost") or {}
     account = WorkloadAccount(ref=ref, team=str(status.get("team", "")), currency=str(cost.get("currency", currency)))
     where = f"{KIND} {ref.namespace}/{name}"
-    account.totals = Totals(
-        energy_mj=int(_number(f"{where}: energyMillijoules", status.get("energyMillijoules", 0), integer=True)),
-        gpu_seconds=_number(f"{where}: gpuSeconds", status.get("gpuSeconds", 0.0)),
-        operational_g=_number(f"{where}: carbon.operationalGrams", carbon.get("operationalGrams", 0.0)),
-        embodied_g=_number(f"{where}: carbon.embodiedGrams", carbon.get("embodiedGrams", 0.0)),
-        cost=_number(f"{where}: cost.amount", cost.get("amount", 0.0)),
-    )
+    account.totals = _read_totals(where, status)
     account.first_seen_unix_s = _time(status.get("firstSeen"))
     account.last_seen_unix_s = _time(status.get("lastSeen"))
     account.interval_start_unix_s = _time(status.get("intervalStart"))
@@ -216,24 +227,16 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
             _number(f"{where}: series[{index}].gpuSeconds", item.get("gpuSeconds", 0.0)),
             str(item.get("epoch", "")),
             int(_number(f"{where}: series[{index}].ticks", item.get("ticks", 0), integer=True)),
+            int(_number(f"{where}: series[{index}].energyFromPowerMj", item.get("energyFromPowerMj", 0), integer=True)),
         )
     account.pods = {pod_uid for _, pod_uid in account.watermarks}
     pods = int(_number(f"{where}: pods", status.get("pods", 0), integer=True))
     account.pods_before = max(0, pods - len(account.pods))
     final = status.get("final")
     if status.get("finalized") and isinstance(final, Mapping):
-        final_carbon = final.get("carbon") or {}
         final_cost = final.get("cost") or {}
         account.final = FinalRecord(
-            totals=Totals(
-                energy_mj=int(
-                    _number(f"{where}: final.energyMillijoules", final.get("energyMillijoules"), integer=True)
-                ),
-                gpu_seconds=_number(f"{where}: final.gpuSeconds", final.get("gpuSeconds", 0.0)),
-                operational_g=_number(f"{where}: final.operationalGrams", final_carbon.get("operationalGrams", 0.0)),
-                embodied_g=_number(f"{where}: final.embodiedGrams", final_carbon.get("embodiedGrams", 0.0)),
-                cost=_number(f"{where}: final.cost", final_cost.get("amount", 0.0)),
-            ),
+            totals=_read_totals(f"{where}: final", final),
             currency=str(final_cost.get("currency", account.currency)),
             intensity_sources=tuple(_strings(final.get("intensitySources"))),
             methods=tuple(_strings(final.get("methods"))),
