@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
-from tests.controller._kmock import AGENT_NAMESPACE, RESOURCES, agent_pod, register_resources
+from tests.controller.conftest import AGENT_NAMESPACE, RESOURCES, register_resources
 
 POWER_W = 300.0
 
@@ -249,7 +249,16 @@ def populate(api: BenchEmulator, sim: Simulation, pods: int, live_jobs: int, now
         api.objects["v1/nodes", None, node] = {
             "metadata": {"name": node, "uid": f"uid-{node}", "labels": {"topology.kubernetes.io/zone": "z1"}}
         }
-        api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = agent_pod(node, sim.ips[node])
+        api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = {
+            "metadata": {
+                "name": f"agent-{node}",
+                "namespace": AGENT_NAMESPACE,
+                "uid": f"agent-{node}",
+                "labels": {"app.kubernetes.io/component": "agent"},
+            },
+            "spec": {"nodeName": node},
+            "status": {"phase": "Running", "podIP": sim.ips[node]},
+        }
     rng = random.Random(7)
     jobs: list[SimPod] = []
     for index in range(pods):
