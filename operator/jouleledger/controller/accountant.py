@@ -35,6 +35,7 @@ from typing import Any, Final
 from jouleledger.controller.cluster import ClusterState, JobInfo
 from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.scrape import OK, AgentScraper, ScrapeOutcome
+from jouleledger.controller.serving import ServingAccounting
 from jouleledger.controller.status import NodeIntensity, OperatorStats, OperatorView
 from jouleledger.core.footprint import (
     UNASSIGNED_TEAM,
@@ -119,6 +120,7 @@ class Accountant:
         clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
         write_concurrency: int = 16,
         max_writes_per_s: float = 50.0,
+        serving: ServingAccounting | None = None,
     ) -> None:
         if scrape_interval_s <= 0:
             raise ValueError(f"scrape_interval_s must be positive, got {scrape_interval_s}")
@@ -151,6 +153,7 @@ class Accountant:
         self._last_pass_s: float | None = None
         self.passes = 0
         self._view = self.stats.view(self.ledger.rollups(), {})
+        self.serving = serving  # energy per request/token of annotated serving pods (controller/serving.py)
 
     # --- views -------------------------------------------------------------------------------------------------
 
@@ -221,6 +224,8 @@ class Accountant:
         scraped = self._monotonic()
         now = self._clock()
         folded_mj, scraped_ok = await self._fold(outcomes, now)
+        if self.serving is not None:
+            await self.serving.run_pass(self.api, now)
         finalized = self._finalize_jobs(now)
         folded = self._monotonic()
         written, write_errors = await self._persist(now)
@@ -294,6 +299,8 @@ class Accountant:
                 default_embodied_g_per_gpu_hour=self.config.default_embodied_g_per_gpu_hour,
             )
             summary = self.ledger.fold(deltas, rates, self._attribute, scrape.model_of)
+            if self.serving is not None:
+                self.serving.add_deltas(deltas, rates)
             folded += summary.energy_mj
             self._last_end[scrape.node] = now
             self._folded_tick[scrape.node] = scrape.last_tick_unix_s

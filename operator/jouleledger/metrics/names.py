@@ -49,6 +49,20 @@ TEAM_COST: Final = "jouleledger_team_cost"  # counter {team,currency}
 NODE_UNALLOCATED: Final = "jouleledger_node_unallocated_energy_joules"  # counter {node}
 NODE_INTENSITY: Final = "jouleledger_node_grid_intensity_grams_per_kwh"  # gauge {node,zone,source}
 
+# --- operator: serving workloads (pods annotated jouleledger.io/serving), from the same per-pod energy deltas ----
+# Labels {W} = {W}; the ratios cover the latest interval between two reads.
+WORKLOAD_J_PER_REQUEST: Final = "jouleledger_workload_energy_joules_per_request"  # gauge {W}
+WORKLOAD_J_PER_OUTPUT_TOKEN: Final = "jouleledger_workload_energy_joules_per_output_token"  # gauge {W}
+WORKLOAD_J_PER_TOKEN: Final = "jouleledger_workload_energy_joules_per_token"  # gauge {W}
+WORKLOAD_G_PER_1000_REQUESTS: Final = "jouleledger_workload_carbon_grams_per_1000_requests"  # gauge {W}
+WORKLOAD_SERVING_INTERVAL: Final = "jouleledger_workload_serving_interval_seconds"  # gauge {W}: interval covered
+WORKLOAD_SERVING_ENERGY: Final = "jouleledger_workload_serving_energy_joules"  # counter {W}
+WORKLOAD_SERVING_CARBON: Final = "jouleledger_workload_serving_carbon_grams"  # counter {W}
+WORKLOAD_SERVING_REQUESTS: Final = "jouleledger_workload_serving_requests"  # counter {W}
+WORKLOAD_SERVING_PROMPT_TOKENS: Final = "jouleledger_workload_serving_prompt_tokens"  # counter {W}
+WORKLOAD_SERVING_OUTPUT_TOKENS: Final = "jouleledger_workload_serving_output_tokens"  # counter {W}
+OPERATOR_SERVING_READS: Final = "jouleledger_operator_serving_reads"  # counter {result=ok|error|timeout|invalid}
+
 # --- operator: self ----------------------------------------------------------------------------------------------
 OPERATOR_SCRAPES: Final = "jouleledger_operator_scrapes"  # counter {result=ok|error|timeout}
 OPERATOR_AGENTS: Final = "jouleledger_operator_agents"  # gauge: agents discovered
