@@ -20,9 +20,9 @@ from jouleledger.agent import checkpoint
 from jouleledger.agent.journal import journal_path
 from jouleledger.agent.pipeline import Pipeline
 from jouleledger.agent.runner import AgentRunner
+from jouleledger.core import contract as names
 from jouleledger.core.snapshot import LedgerSnapshot
 from jouleledger.hardware.replay import ReplaySource
-from jouleledger.metrics import names
 from jouleledger.metrics.agent import AgentCollector
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "mixed-node.jsonl"

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from jouleledger.agent.journal import journal_path
 from jouleledger.agent.runner import AgentRunner
+from jouleledger.core import contract as names
 from jouleledger.hardware.simulated import SimulatedNode
-from jouleledger.metrics import names
 from jouleledger.metrics.agent import AgentCollector
 
 
@@ -56,9 +56,10 @@ def _power_loss_copy(runner: AgentRunner, into: Path) -> Path:
     return checkpoint
 
 
+@pytest.mark.parametrize("journal_fsync_s", [0.0, 5.0], ids=["fsync-every-tick", "fsync-every-5-ticks"])
 @pytest.mark.parametrize("power_loss_at_tick", [7, 17, 38, 61, 99])
 def test_power_loss_never_lowers_an_exported_counter_under_the_same_epoch(
-    tmp_path: Path, power_loss_at_tick: int
+    tmp_path: Path, power_loss_at_tick: int, journal_fsync_s: float
 ) -> None:
     clock = TickClock()
     (tmp_path / "live").mkdir()
@@ -67,7 +68,7 @@ def test_power_loss_never_lowers_an_exported_counter_under_the_same_epoch(
         backend="simulated",
         checkpoint_path=tmp_path / "live" / "ck.json",
         compact_every=25,
-        journal_fsync_s=5.0,
+        journal_fsync_s=journal_fsync_s,
         monotonic_clock=clock,
         retention_s=1e9,
     )

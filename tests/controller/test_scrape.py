@@ -25,7 +25,7 @@ from jouleledger.controller.scrape import (
     AgentScraper,
     build_agent_client,
 )
-from jouleledger.controller.status import OperatorStats
+from jouleledger.core.operator_stats import OperatorStats
 from jouleledger.metrics.agent import AgentCollector
 from jouleledger.metrics.server import MetricsServer
 from jouleledger.metrics.webconfig import load_web_config

@@ -13,12 +13,14 @@ scheduler: tests create Nodes and Pods (with ``nodeName``) and set pod status th
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import ipaddress
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -223,10 +225,12 @@ class KubeClient:
 
     def __init__(self, server: str, ca: Path, *, cert: tuple[Path, Path] | None = None, token: str = "") -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        context = ssl.create_default_context(cafile=str(ca))
+        if cert:
+            context.load_cert_chain(str(cert[0]), str(cert[1]))
         self._client = httpx.Client(
             base_url=server,
-            verify=str(ca),
-            cert=(str(cert[0]), str(cert[1])) if cert else None,
+            verify=context,
             headers=headers,
             timeout=30.0,
             trust_env=False,
@@ -321,11 +325,22 @@ class _Process:
             self.popen.wait(STOP_TIMEOUT_S)
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, however it dies (Linux ``PR_SET_PDEATHSIG``)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def _start(name: str, argv: list[str], logs: Path) -> _Process:
     log = logs / f"{name}.log"
     with log.open("ab") as sink:
         popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads start children here)
         )
     return _Process(name, popen, log, argv)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from jouleledger.core.footprint_record import account_from_object
+from jouleledger.kube.footprints import account_from_object
 from tests.realkube._cluster import (
     ENERGY_J,
     FOOTPRINTS,
@@ -176,4 +176,4 @@ def test_each_permission_the_operator_uses_is_needed(
     ]
     assert "HTTP 403" in run.output or forbidden_events, run.output
     if "HTTP 403" in run.output:
-        assert f'cannot {verb} resource "{resource.split("/")[0]}"' in run.output, run.output
+        assert f'cannot {verb} resource "{resource}"' in run.output, run.output

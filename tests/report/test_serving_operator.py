@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from jouleledger.controller.serving import ServingAccounting, serving_target
-from jouleledger.core.footprint import IntervalRates, PodDelta, ScrapeDeltas
-from jouleledger.core.footprint_scrape import PodIdentity, SeriesKey
+from jouleledger.core.deltas import PodDelta, PodIdentity, ScrapeDeltas, SeriesKey
+from jouleledger.core.footprints import IntervalRates
 from jouleledger.core.serving import ServingInterval, ServingTotals, ServingView, WorkloadServing
 from jouleledger.kube.api import ApiError
 from jouleledger.metrics.serving import ServingCollector

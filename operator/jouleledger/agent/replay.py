@@ -93,7 +93,7 @@ def replay(source: ReplaySource, rates: CarbonRates, pricing: Pricing | None = N
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("trace", help="JSONL trace, version 1 (format: docs/trace-format.md)")
+    parser.add_argument("trace", help="JSONL trace, version 1 (format: docs/trace-format.md); '-' reads stdin")
     parser.add_argument("--json", action="store_true", help="print the machine-readable report")
     parser.add_argument("--pue", type=float, default=1.0, help="power usage effectiveness (default 1.0)")
     parser.add_argument(
@@ -125,14 +125,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"jouleledger replay: {args.trace}: {error}", file=sys.stderr)
         return 1
     if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
+        try:
+            text = json.dumps(report.to_json(), indent=2, allow_nan=False)
+        except ValueError:
+            print(
+                f"jouleledger replay: {args.trace}: a result is not a finite number (carbon overflows with "
+                f"--embodied-g-per-gpu-hour {args.embodied_g_per_gpu_hour:g}?)",
+                file=sys.stderr,
+            )
+            return 1
+        sys.stdout.writelines(text.splitlines(keepends=True))
         sys.stdout.write("\n")
         return 0
     from jouleledger.agent.report import format_report
 
+    # Names come from the trace: a lone surrogate or other unencodable text is shown escaped, never a crash.
+    text = format_report(
+        report.snapshot, report.carbon_g, unallocated_g=report.unallocated_carbon_g, pricing=report.pricing
+    )
     sys.stdout.write(
-        format_report(
-            report.snapshot, report.carbon_g, unallocated_g=report.unallocated_carbon_g, pricing=report.pricing
-        )
+        text.encode(sys.stdout.encoding or "utf-8", "backslashreplace").decode(sys.stdout.encoding or "utf-8")
     )
     return 0

@@ -28,7 +28,7 @@ from jouleledger.controller.cluster import JOBS, NODES, PODS, REPLICASETS, Clust
 from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.controller.serving import ServingAccounting
-from jouleledger.core.footprint_job import CLOCK_SKEW_ALLOWANCE_S
+from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.intensity import IntensityProvider
 from jouleledger.kube.api import ApiError, KubeApi, build_http_client
 from jouleledger.metrics.operator_collector import OperatorCollector
@@ -123,6 +123,7 @@ class OperatorApp:
         self._api_client: httpx.AsyncClient | None = None
         self._agent_client: httpx.AsyncClient | None = None
         self._stop = asyncio.Event()
+        self._flushed = True  # nothing to flush before accounting started
         self._task: asyncio.Task[None] | None = None
         self._server: MetricsServer | None = None
 
@@ -175,11 +176,13 @@ class OperatorApp:
         accountant = self._build(self._connect(**login_kwargs))
         self._start_metrics(accountant)
         self._stop.clear()
+        self._flushed = False
         self._task = asyncio.create_task(accountant.run_forever(self._stop), name="jouleledger accounting")
         return accountant
 
     async def stop_accounting(self) -> None:
-        """Stop the accounting task, the metrics server and the HTTP clients (the cleanup handler calls this)."""
+        """Stop the accounting task, persist every changed footprint (SIGTERM, kopf shutdown), stop the metrics server
+        and the HTTP clients (the cleanup handler calls this)."""
         self._stop.set()
         if self._task is not None:
             try:
@@ -189,6 +192,12 @@ class OperatorApp:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
+        if self.accountant is not None and not self._flushed:
+            self._flushed = True
+            try:
+                await self.accountant.flush()
+            except Exception:  # shutting down: log, never hang the exit
+                log.exception("flushing the footprints at shutdown failed")
         if self._server is not None:
             self._server.stop()
             self._server = None

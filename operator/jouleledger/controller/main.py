@@ -119,9 +119,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"jouleledger operator: {error}", file=sys.stderr)
         return 2
-    if args.once:
-        summary = asyncio.run(app.once())
-        log.info("one pass: %s", summary)
-        return 0 if summary.restored else 1
-    asyncio.run(app.operate())
+    from kopf import LoginError
+
+    try:
+        if args.once:
+            summary = asyncio.run(app.once())
+            log.info("one pass: %s", summary)
+            return 0 if summary.restored else 1
+        asyncio.run(app.operate())
+    except LoginError as error:
+        print(f"jouleledger operator: no Kubernetes cluster to talk to: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -27,7 +27,7 @@ from typing import Final
 import httpx
 
 from jouleledger.controller.cluster import AgentTarget
-from jouleledger.core.footprint_scrape import AgentScrape, ScrapeFormatError, parse_agent_samples
+from jouleledger.core.deltas import AgentScrape, ScrapeFormatError, parse_agent_samples
 from jouleledger.metrics.operator_collector import ExpositionError, parse_exposition
 
 __all__ = ["AgentClientConfig", "AgentScraper", "ScrapeOutcome", "build_agent_client"]

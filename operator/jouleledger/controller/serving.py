@@ -19,7 +19,8 @@ from typing import Any, Final
 import httpx
 
 from jouleledger.core.carbon import operational_g
-from jouleledger.core.footprint import IntervalRates, ScrapeDeltas
+from jouleledger.core.deltas import ScrapeDeltas
+from jouleledger.core.footprints import IntervalRates
 from jouleledger.core.serving import (
     ANNOTATION,
     ServingConfigError,

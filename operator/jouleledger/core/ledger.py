@@ -21,9 +21,9 @@ from jouleledger.core.accounting import IntervalResult
 from jouleledger.core.integration import Method
 from jouleledger.core.model import NodeHeader, Owner, PodInfo
 from jouleledger.core.snapshot import GpuTotals, LedgerSnapshot, PodDeviceTotals, PodRecord
-from jouleledger.core.units import InvalidValueError, checked_float, checked_int
+from jouleledger.core.units import MAX_COUNTER_MJ, InvalidValueError, checked_float, checked_int
 
-__all__ = ["Ledger", "LedgerStateError"]
+__all__ = ["LedgerStateError", "PodCounters"]
 
 STATE_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: before the energy from power integration was counted apart (read as 0)
@@ -63,7 +63,7 @@ class _Gpu:
 
 
 @dataclass(slots=True)
-class Ledger:
+class PodCounters:
     """Cumulative per-pod and per-GPU counters of one node."""
 
     header: NodeHeader
@@ -192,6 +192,7 @@ class Ledger:
     def snapshot(self, rejected: Mapping[tuple[str, str], int] | None = None) -> LedgerSnapshot:
         """An immutable copy of every counter, for exporters."""
         models = {gpu.uuid: gpu.model for gpu in self.header.gpus}
+        limits_w = {gpu.uuid: gpu.power_limit_w for gpu in self.header.gpus}
         pods = {
             key: PodRecord(
                 state.namespace,
@@ -226,6 +227,7 @@ class Ledger:
                 totals.unallocated_mj,
                 totals.power_w,
                 totals.from_power_mj,
+                limits_w.get(uuid),
             )
             for uuid, totals in self._gpus.items()
         )
@@ -284,7 +286,7 @@ class Ledger:
         return delta
 
     @classmethod
-    def from_state(cls, header: NodeHeader, retention_s: float, state: Mapping[str, Any]) -> Ledger:
+    def from_state(cls, header: NodeHeader, retention_s: float, state: Mapping[str, Any]) -> PodCounters:
         """Rebuild a ledger saved by :meth:`to_state`; raises :class:`LedgerStateError` on any inconsistency."""
         version = state.get("version")
         if version not in READABLE_VERSIONS or isinstance(version, bool):
@@ -297,27 +299,47 @@ class Ledger:
         return ledger
 
     def apply_delta(self, delta: Mapping[str, Any]) -> None:
-        """Fold in a :meth:`drain_delta` (or a whole state); raises :class:`LedgerStateError` when malformed."""
+        """Fold in a :meth:`drain_delta` (or a whole state); raises :class:`LedgerStateError` when malformed.
+
+        The whole delta is validated before anything is changed: a rejected one leaves the ledger as it was.
+        """
         try:
-            self.t_s = max(self.t_s, checked_float("t_s", delta["t_s"]))
-            for item in delta["pods"]:
-                self._pods[str(item["key"])] = _load_pod(item)
-            for entry in delta["devices"]:
-                self._load_device(entry)
-            if "counters" in delta:
-                self._load_packed(delta["counters"], delta["seconds"], delta.get("from_power"))
-            for uuid, totals in dict(delta["gpus"]).items():
-                self._gpus[str(uuid)] = _Gpu(
-                    checked_int("measured_mj", totals["measured_mj"]),
-                    checked_int("unallocated_mj", totals["unallocated_mj"]),
+            t_s = checked_float("t_s", delta["t_s"])
+            pods = {str(item["key"]): _load_pod(item) for item in delta["pods"]}
+            devices = [self._load_device(entry, pods) for entry in delta["devices"]]
+            new_slots = {slot: device_key for slot, device_key, _ in devices}
+            packed = (
+                self._load_packed(delta["counters"], delta["seconds"], delta.get("from_power"), new_slots)
+                if "counters" in delta
+                else []
+            )
+            gpus = {
+                str(uuid): _Gpu(
+                    _checked_mj("measured_mj", totals["measured_mj"]),
+                    _checked_mj("unallocated_mj", totals["unallocated_mj"]),
                     None if totals.get("power_w") is None else checked_float("power_w", totals["power_w"]),
-                    checked_int("from_power_mj", totals.get("from_power_mj", 0)),
+                    _checked_mj("from_power_mj", totals.get("from_power_mj", 0)),
                 )
+                for uuid, totals in dict(delta["gpus"]).items()
+            }
             gone = {str(key) for key in delta["expired"]}
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as error:
             if isinstance(error, LedgerStateError):
                 raise
             raise LedgerStateError(f"malformed ledger state: {error}") from error
+        # Valid as a whole: apply it.
+        self.t_s = max(self.t_s, t_s)
+        self._pods.update(pods)
+        for slot, device_key, device in devices:
+            self._devices[device_key] = device
+            self._slots[slot] = device_key
+            self._next_slot = max(self._next_slot, slot + 1)
+        for slot, energy_mj, gpu_seconds, from_power_mj in packed:
+            device = self._devices[self._slots[slot]]
+            device.energy_mj, device.gpu_seconds = energy_mj, gpu_seconds
+            if from_power_mj is not None:
+                device.from_power_mj = from_power_mj
+        self._gpus.update(gpus)
         for key in gone:
             self._pods.pop(key, None)
         for device_key in [device_key for device_key in self._devices if device_key[0] in gone]:
@@ -327,9 +349,11 @@ class Ledger:
         self._known_s = self.t_s
         self._last_pods = None
 
-    def _load_packed(self, counters_b64: str, seconds_b64: str, from_power_b64: str | None) -> None:
+    def _load_packed(
+        self, counters_b64: str, seconds_b64: str, from_power_b64: str | None, new_slots: Mapping[int, object]
+    ) -> list[tuple[int, int, float, int | None]]:
         """Counters of devices named earlier: little-endian int64 (slot, energy_mj) pairs, float64 seconds and
-        (version 2) int64 energy from power integration."""
+        (version 2) int64 energy from power integration. Returns ``(slot, energy_mj, seconds, from_power_mj)``."""
         slots_energy = array("q", base64.b64decode(counters_b64, validate=True))
         seconds = array("d", base64.b64decode(seconds_b64, validate=True))
         from_power = array("q", base64.b64decode(from_power_b64, validate=True)) if from_power_b64 is not None else None
@@ -342,35 +366,45 @@ class Ledger:
             raise LedgerStateError("packed device counters and seconds differ in length")
         if from_power is not None and len(from_power) != len(seconds):
             raise LedgerStateError("packed device energy from power and seconds differ in length")
+        updates: list[tuple[int, int, float, int | None]] = []
         for index, gpu_seconds in enumerate(seconds):
             slot, energy_mj = slots_energy[2 * index], slots_energy[2 * index + 1]
-            if slot not in self._slots:
+            if slot not in self._slots and slot not in new_slots:
                 raise LedgerStateError(f"journal names device slot {slot}, which was never defined")
-            device = self._devices[self._slots[slot]]
-            device.energy_mj = checked_int("energy_mj", energy_mj)
-            device.gpu_seconds = checked_float("gpu_seconds", gpu_seconds)
-            if from_power is not None:
-                device.from_power_mj = checked_int("from_power_mj", from_power[index])
+            updates.append(
+                (
+                    slot,
+                    _checked_mj("energy_mj", energy_mj),
+                    checked_float("gpu_seconds", gpu_seconds),
+                    None if from_power is None else _checked_mj("from_power_mj", from_power[index]),
+                )
+            )
+        return updates
 
-    def _load_device(self, entry: Sequence[Any]) -> None:
+    def _load_device(
+        self, entry: Sequence[Any], new_pods: Mapping[str, object]
+    ) -> tuple[int, tuple[str, str], _Device]:
         if len(entry) == 6:  # version 1
             raw_slot, raw_key, device_id, container, energy_mj, gpu_seconds = entry
             from_power_mj: object = 0
         else:
             raw_slot, raw_key, device_id, container, energy_mj, gpu_seconds, from_power_mj = entry
-        slot, key = checked_int("slot", raw_slot), str(raw_key)
-        if key not in self._pods:
+        slot, key = checked_int("slot", raw_slot, maximum=MAX_COUNTER_MJ), str(raw_key)
+        if key not in self._pods and key not in new_pods:
             raise LedgerStateError(f"device totals for unknown pod {key!r}")
-        device_key = (key, str(device_id))
-        self._devices[device_key] = _Device(
+        device = _Device(
             str(container),
             slot,
-            checked_int("energy_mj", energy_mj),
+            _checked_mj("energy_mj", energy_mj),
             checked_float("gpu_seconds", gpu_seconds),
-            checked_int("from_power_mj", from_power_mj),
+            _checked_mj("from_power_mj", from_power_mj),
         )
-        self._slots[slot] = device_key
-        self._next_slot = max(self._next_slot, slot + 1)
+        return slot, (key, str(device_id)), device
+
+
+def _checked_mj(what: str, value: object) -> int:
+    """A saved energy total: a non-negative integer that fits the journal's int64 packing."""
+    return checked_int(what, value, maximum=MAX_COUNTER_MJ)
 
 
 def _pod_entry(key: str, state: _Pod) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from jouleledger.core.model import (
     ProcessUsage,
     Sample,
 )
-from jouleledger.core.units import InvalidValueError, checked_float, checked_int
+from jouleledger.core.units import MAX_COUNTER_MJ, InvalidValueError, checked_float, checked_int
 
 __all__ = [
     "TRACE_VERSION",
@@ -40,7 +40,6 @@ TRACE_VERSION = 1
 MAX_POWER_LIMIT_W = 10_000.0
 MAX_G_PER_KWH = 5_000.0
 MAX_ABS_T_S = 1e12  # sample times in seconds: about 31,700 years either side of zero (unix time fits)
-MAX_COUNTER_MJ = 2**63 - 1  # NVML counts from driver load; 2^63 mJ is thousands of GPU-centuries at 10 kW
 MAX_POWER_MW = 2**63 - 1  # readable; a reading above the GPU's power limit is rejected and counted, not an error
 MAX_PID = 2**22  # Linux pid_max limit
 
@@ -204,9 +203,21 @@ def parse_sample(data: Mapping[str, Any]) -> Sample:
     return Sample(t_s=t_s, gpus=tuple(readings), pods=pods, grid_g_per_kwh=grid_g_per_kwh)
 
 
-def read_trace(lines: Iterable[str]) -> tuple[NodeHeader, Iterator[Sample]]:
-    """Parse a trace from its lines: the header now, samples lazily. Errors are :class:`TraceError`."""
-    numbered = enumerate(lines, start=1)
+def _decoded(lines: Iterable[str | bytes]) -> Iterator[str]:
+    for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise TraceError(number, f"not valid UTF-8 (byte {error.start + 1} of the line)") from error
+        else:
+            yield line
+
+
+def read_trace(lines: Iterable[str | bytes]) -> tuple[NodeHeader, Iterator[Sample]]:
+    """Parse a trace from its lines: the header now, samples lazily. Errors are :class:`TraceError` (also for
+    text that is not valid UTF-8, when ``lines`` are bytes)."""
+    numbered = enumerate(_decoded(lines), start=1)
     header: NodeHeader | None = None
     for number, line in numbered:
         if not line.strip():
@@ -235,6 +246,10 @@ def _parse_line(number: int, line: str, parse: Callable[[Mapping[str, Any]], _T]
         data = json.loads(line)
     except json.JSONDecodeError as error:
         raise TraceError(number, f"not valid JSON ({error.msg} at column {error.colno})") from error
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise TraceError(number, f"not usable JSON ({error})") from error
+    except RecursionError as error:
+        raise TraceError(number, "not usable JSON (nested too deeply)") from error
     try:
         return parse(_obj(data, "the line"))
     except (ValueError, InvalidValueError) as error:

@@ -1,47 +1,273 @@
-"""List the operator's ``WorkloadFootprint`` resources through the Kubernetes API (the ``kubernetes`` client)."""
+"""``WorkloadFootprint`` objects (group ``jouleledger.io``, ``v1alpha1``): the codec of a workload account, and the
+store that reads and writes them through the API.
+
+The object is named after the workload's UID, lives in the workload's namespace and is owned by the workload
+(garbage-collected with it). ``spec`` names the workload; ``status`` holds the running totals, the final record of
+a finished Job, and ``series``: the watermarks (each pod's share of each agent counter already included in the
+totals) that make a restart exact. Totals and watermarks are always written together, in one request.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
-from jouleledger.core.footprint_record import GROUP, PLURAL, VERSION
+from jouleledger.core.deltas import SeriesKey, SeriesValue
+from jouleledger.core.footprints import FinalRecord, Totals, WorkloadAccount, job_annotations
+from jouleledger.core.units import S_PER_HOUR, InvalidValueError, checked_float, mj_to_kwh
+from jouleledger.core.workload import WorkloadRef
+from jouleledger.kube.api import KubeApi, format_time, parse_time
 
-__all__ = ["FootprintListError", "list_footprints"]
+__all__ = [
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "VERSION",
+    "FootprintStore",
+    "RecordError",
+    "account_from_object",
+    "footprint_object",
+    "footprint_path",
+    "footprint_status",
+]
+
+GROUP: Final = "jouleledger.io"
+VERSION: Final = "v1alpha1"
+KIND: Final = "WorkloadFootprint"
+PLURAL: Final = "workloadfootprints"
+MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "jouleledger"}
 
 
-class FootprintListError(Exception):
-    """The footprints could not be listed; the message is one line for the user."""
+class RecordError(ValueError):
+    """A ``WorkloadFootprint`` that cannot be read back (missing or invalid fields)."""
 
 
-def list_footprints(kubeconfig: Path | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
-    """Every ``WorkloadFootprint`` (of ``namespace``, or cluster-wide), as plain dicts."""
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config.config_exception import ConfigException
+def footprint_path(namespace: str = "", name: str = "") -> str:
+    """The REST path of the footprints of a namespace (all namespaces when empty), or of one of them."""
+    if not namespace:
+        return f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+    return f"{base}/{name}" if name else base
 
+
+def footprint_object(account: WorkloadAccount) -> dict[str, Any]:
+    """The whole object to create (``status`` included; the API ignores it on create with a status subresource,
+    so the caller patches ``/status`` next)."""
+    ref = account.ref
+    metadata: dict[str, Any] = {
+        "name": ref.uid,
+        "namespace": ref.namespace,
+        "labels": {**MANAGED_BY, "jouleledger.io/workload-kind": ref.kind[:63]},
+    }
+    if ref.api_version:
+        metadata["ownerReferences"] = [
+            {"apiVersion": ref.api_version, "kind": ref.kind, "name": ref.name, "uid": ref.uid}
+        ]
+    spec: dict[str, Any] = {
+        "workload": {"apiVersion": ref.api_version, "kind": ref.kind, "name": ref.name, "uid": ref.uid}
+    }
+    if ref.parent_kind:
+        spec["parent"] = {"kind": ref.parent_kind, "name": ref.parent_name}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": metadata,
+        "spec": spec,
+        "status": footprint_status(account),
+    }
+
+
+def _totals(totals: Totals) -> dict[str, Any]:
+    return {
+        "energyMillijoules": totals.energy_mj,
+        "energyFromPowerMj": totals.energy_from_power_mj,
+        "energyKwh": mj_to_kwh(totals.energy_mj),
+        "gpuSeconds": totals.gpu_seconds,
+        "gpuHours": totals.gpu_seconds / S_PER_HOUR,
+        "carbon": {
+            "operationalGrams": totals.operational_g,
+            "embodiedGrams": totals.embodied_g,
+            "totalGrams": totals.operational_g + totals.embodied_g,
+        },
+    }
+
+
+def footprint_status(account: WorkloadAccount) -> dict[str, Any]:
+    """The ``status`` of an account's footprint."""
+    status: dict[str, Any] = {
+        "team": account.team,
+        **_totals(account.totals),
+        "cost": {"amount": account.totals.cost, "currency": account.currency},
+        "pods": account.pods_counted,
+        "nodes": sorted(account.nodes),
+        "intensitySources": sorted(account.sources),
+        "methods": sorted(account.methods),
+        "firstSeen": format_time(account.first_seen_unix_s),
+        "lastSeen": format_time(account.last_seen_unix_s),
+        "intervalStart": format_time(account.interval_start_unix_s),
+        "intervalEnd": format_time(account.interval_end_unix_s),
+        "lateEnergyMillijoules": account.late_energy_mj,
+        "finalized": account.final is not None,
+        "series": [
+            {
+                "node": key.node,
+                "namespace": key.namespace,
+                "pod": key.pod,
+                "container": key.container,
+                "device": key.device,
+                "podUid": pod_uid,
+                "energyMillijoules": value.energy_mj,
+                "gpuSeconds": value.gpu_seconds,
+                "energyFromPowerMj": value.from_power_mj,
+                "epoch": value.epoch,
+                "ticks": value.ticks,
+            }
+            for (key, pod_uid), value in sorted(account.watermarks.items())
+        ],
+    }
+    final = account.final
+    if final is not None:
+        status["final"] = {
+            **_totals(final.totals),
+            "cost": {"amount": final.totals.cost, "currency": final.currency},
+            "intensitySources": list(final.intensity_sources),
+            "methods": list(final.methods),
+            "completionTime": format_time(final.completion_unix_s),
+            "finalizedTime": format_time(final.finalized_unix_s),
+            "complete": final.complete,
+            "missingNodes": list(final.missing_nodes),
+            "annotations": job_annotations(final),
+        }
+    return status
+
+
+def _number(where: str, value: object, *, integer: bool = False) -> float:
     try:
-        if kubeconfig is not None:
-            config.load_kube_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-        else:
-            try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
-            except ConfigException:
-                config.load_kube_config()  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError) as error:
-        raise FootprintListError(f"no Kubernetes configuration: {error}") from error
-    api = client.CustomObjectsApi()
-    try:
-        if namespace:
-            answer = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-        else:
-            answer = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-    except ApiException as error:
-        raise FootprintListError(
-            f"listing {PLURAL}.{GROUP} failed: {error.status} {error.reason}"
-            + (" (is the Joule Ledger CRD installed and may you list it?)" if error.status in (403, 404) else "")
-        ) from error
-    except Exception as error:  # urllib3 connection errors and the like
-        raise FootprintListError(f"cannot reach the Kubernetes API: {type(error).__name__}: {error}") from error
-    items = answer.get("items") if isinstance(answer, dict) else None
-    return [item for item in items or [] if isinstance(item, dict)]
+        number = checked_float(where, value)
+    except InvalidValueError as error:
+        raise RecordError(str(error)) from error
+    if integer and not number.is_integer():
+        raise RecordError(f"{where}: not an integer ({value!r})")
+    return number
+
+
+def _time(value: object) -> float:
+    return parse_time(value) or 0.0
+
+
+def _strings(value: object) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _read_totals(where: str, obj: Mapping[str, Any]) -> Totals:
+    carbon = obj.get("carbon") or {}
+    cost = obj.get("cost") or {}
+    totals = Totals(
+        energy_mj=int(_number(f"{where}: energyMillijoules", obj.get("energyMillijoules", 0), integer=True)),
+        gpu_seconds=_number(f"{where}: gpuSeconds", obj.get("gpuSeconds", 0.0)),
+        operational_g=_number(f"{where}: carbon.operationalGrams", carbon.get("operationalGrams", 0.0)),
+        embodied_g=_number(f"{where}: carbon.embodiedGrams", carbon.get("embodiedGrams", 0.0)),
+        cost=_number(f"{where}: cost.amount", cost.get("amount", 0.0)),
+        energy_from_power_mj=int(_number(f"{where}: energyFromPowerMj", obj.get("energyFromPowerMj", 0), integer=True)),
+    )
+    if totals.energy_from_power_mj > totals.energy_mj:
+        raise RecordError(f"{where}: energyFromPowerMj exceeds energyMillijoules")
+    return totals
+
+
+def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAccount:
+    """Read an account back from a ``WorkloadFootprint`` (RecordError for anything that does not add up)."""
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    workload = spec.get("workload") or {}
+    parent = spec.get("parent") or {}
+    status = obj.get("status") or {}
+    name = str(metadata.get("name", ""))
+    uid = str(workload.get("uid", ""))
+    if not uid or uid != name:
+        raise RecordError(f"{KIND} {name!r}: spec.workload.uid {uid!r} does not match the name")
+    ref = WorkloadRef(
+        namespace=str(metadata.get("namespace", "")),
+        kind=str(workload.get("kind", "")),
+        name=str(workload.get("name", "")),
+        uid=uid,
+        api_version=str(workload.get("apiVersion", "")),
+        parent_kind=str(parent.get("kind", "")),
+        parent_name=str(parent.get("name", "")),
+    )
+    cost = status.get("cost") or {}
+    account = WorkloadAccount(ref=ref, team=str(status.get("team", "")), currency=str(cost.get("currency", currency)))
+    where = f"{KIND} {ref.namespace}/{name}"
+    account.totals = _read_totals(where, status)
+    account.first_seen_unix_s = _time(status.get("firstSeen"))
+    account.last_seen_unix_s = _time(status.get("lastSeen"))
+    account.interval_start_unix_s = _time(status.get("intervalStart"))
+    account.interval_end_unix_s = _time(status.get("intervalEnd"))
+    account.nodes = set(_strings(status.get("nodes")))
+    account.sources = set(_strings(status.get("intensitySources")))
+    account.methods = set(_strings(status.get("methods")))
+    account.late_energy_mj = int(
+        _number(f"{where}: lateEnergyMillijoules", status.get("lateEnergyMillijoules", 0), integer=True)
+    )
+    for index, item in enumerate(status.get("series") or ()):
+        if not isinstance(item, Mapping):
+            raise RecordError(f"{where}: series[{index}] is not an object")
+        key = SeriesKey(
+            str(item.get("node", "")),
+            str(item.get("namespace", "")),
+            str(item.get("pod", "")),
+            str(item.get("container", "")),
+            str(item.get("device", "")),
+        )
+        pod_uid = str(item.get("podUid", ""))
+        if not key.node or not key.pod or not pod_uid:
+            raise RecordError(f"{where}: series[{index}] lacks node, pod or podUid")
+        account.watermarks[(key, pod_uid)] = SeriesValue(
+            int(_number(f"{where}: series[{index}].energyMillijoules", item.get("energyMillijoules"), integer=True)),
+            _number(f"{where}: series[{index}].gpuSeconds", item.get("gpuSeconds", 0.0)),
+            str(item.get("epoch", "")),
+            int(_number(f"{where}: series[{index}].ticks", item.get("ticks", 0), integer=True)),
+            int(_number(f"{where}: series[{index}].energyFromPowerMj", item.get("energyFromPowerMj", 0), integer=True)),
+        )
+    account.pods = {pod_uid for _, pod_uid in account.watermarks}
+    pods = int(_number(f"{where}: pods", status.get("pods", 0), integer=True))
+    account.pods_before = max(0, pods - len(account.pods))
+    final = status.get("final")
+    if status.get("finalized") and isinstance(final, Mapping):
+        final_cost = final.get("cost") or {}
+        account.final = FinalRecord(
+            totals=_read_totals(f"{where}: final", final),
+            currency=str(final_cost.get("currency", account.currency)),
+            intensity_sources=tuple(_strings(final.get("intensitySources"))),
+            methods=tuple(_strings(final.get("methods"))),
+            completion_unix_s=_time(final.get("completionTime")),
+            finalized_unix_s=_time(final.get("finalizedTime")),
+            complete=bool(final.get("complete", True)),
+            missing_nodes=tuple(_strings(final.get("missingNodes"))),
+        )
+    elif status.get("finalized"):
+        raise RecordError(f"{where}: finalized without a final record")
+    return account
+
+
+class FootprintStore:
+    """Reads and writes ``WorkloadFootprint`` objects (create, then the ``status`` subresource)."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        """Every footprint in the cluster (NotFoundError when the CRD is not installed)."""
+        return await self.api.list(footprint_path())
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.api.get(footprint_path(namespace, name))
+
+    async def create(self, account: WorkloadAccount) -> None:
+        """Create the account's footprint (ConflictError when it exists)."""
+        await self.api.create(footprint_path(account.ref.namespace), footprint_object(account))
+
+    async def write_status(self, account: WorkloadAccount) -> None:
+        """Write the account's totals and watermarks, in one request."""
+        path = footprint_path(account.ref.namespace, account.ref.uid) + "/status"
+        await self.api.merge_patch(path, {"status": footprint_status(account)})

@@ -5,7 +5,9 @@ OpenMetrics, gzip, ``name[]`` filters); only ``/healthz`` is ours: 200 and ``{"s
 when healthy, 503 and ``{"status": "unhealthy", "details": {...}}`` (the reasons) when not. Every other path is
 404. An optional :class:`~jouleledger.metrics.webconfig.WebConfig` adds TLS (with client certificates) and basic
 auth to ``/metrics``; ``/healthz`` stays open (the kubelet probes it without credentials; it says nothing about
-pods).
+pods). A ``/metrics`` request with a query string may render another registry: the one the optional ``scoped``
+callable builds from its parameters (the agent's ``?folded_until=``), where it returns one; a
+:class:`ValueError` from it is a 400 with its message.
 
 Nothing starts at import or construction; :meth:`MetricsServer.start` binds and serves from a daemon thread,
 :meth:`MetricsServer.stop` shuts it down.
@@ -21,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 from wsgiref.types import StartResponse, WSGIEnvironment
 
@@ -29,12 +32,16 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from jouleledger.metrics.webconfig import WebConfig
 
-__all__ = ["HealthCheck", "MetricsServer"]
+__all__ = ["HealthCheck", "MetricsServer", "ScopedRegistry"]
 
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], tuple[bool, Mapping[str, Any]]]
 """Returns ``(healthy, details)``; ``details`` should be JSON-serialisable (other values become text)."""
+
+ScopedRegistry = Callable[[Mapping[str, list[str]]], CollectorRegistry | None]
+"""The registry for one ``/metrics`` request from its query parameters (None: the server's own); raises
+``ValueError`` when they are bad."""
 
 METRICS_PATH = "/metrics"
 HEALTH_PATH = "/healthz"
@@ -56,10 +63,12 @@ class MetricsServer:
         *,
         request_timeout_s: float = 10.0,
         web_config: WebConfig | None = None,
+        scoped: ScopedRegistry | None = None,
     ) -> None:
         if request_timeout_s <= 0:
             raise ValueError(f"request_timeout_s must be positive, got {request_timeout_s!r}")
         self._metrics_app = make_wsgi_app(registry)
+        self._scoped = scoped
         self._health = health
         self._request_timeout_s = request_timeout_s
         self._web_config = web_config
@@ -132,12 +141,21 @@ class MetricsServer:
             status, headers, body = _error(HTTPStatus.UNAUTHORIZED, "unauthorized")
             headers.append(("WWW-Authenticate", 'Basic realm="jouleledger"'))
             return _send(start_response, environ, (status, headers, body))
+        metrics_app = self._metrics_app
+        query = environ.get("QUERY_STRING", "")
+        if query and self._scoped is not None:
+            try:
+                registry = self._scoped(parse_qs(query, keep_blank_values=True))
+            except ValueError as error:
+                return _send(start_response, environ, _error(HTTPStatus.BAD_REQUEST, f"bad query {query!r}: {error}"))
+            if registry is not None:
+                metrics_app = make_wsgi_app(registry)
         head = environ.get("REQUEST_METHOD") == "HEAD"
         if head:  # prometheus_client answers GET only; HEAD is the GET without its body
             environ = {**environ, "REQUEST_METHOD": "GET"}
         try:
             captured: list[tuple[str, list[tuple[str, str]]]] = []
-            body = b"".join(self._metrics_app(environ, lambda status, headers, *_: captured.append((status, headers))))
+            body = b"".join(metrics_app(environ, lambda status, headers, *_: captured.append((status, headers))))
         except Exception as error:
             log.exception("rendering %s failed", METRICS_PATH)
             return _send(

@@ -7,25 +7,13 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from jouleledger.core import contract as names
 from jouleledger.core.serving import ServingView
-from jouleledger.metrics import names
 
 __all__ = ["ServingCollector", "serving_families"]
 
 _LABELS = ("namespace", "workload_kind", "workload")
-_HELP = {
-    names.WORKLOAD_J_PER_REQUEST: "GPU energy per completed request over the latest interval, in joules.",
-    names.WORKLOAD_J_PER_OUTPUT_TOKEN: "GPU energy per generated token over the latest interval, in joules.",
-    names.WORKLOAD_J_PER_TOKEN: "GPU energy per token (prompt plus generated) over the latest interval, in joules.",
-    names.WORKLOAD_G_PER_1000_REQUESTS: "Operational grams CO2e per 1,000 completed requests over the latest interval.",
-    names.WORKLOAD_SERVING_INTERVAL: "Length of the interval the per-request and per-token figures cover, seconds.",
-    names.WORKLOAD_SERVING_ENERGY: "GPU energy of the serving pods over intervals whose requests were counted, J.",
-    names.WORKLOAD_SERVING_CARBON: "Operational grams CO2e of that energy.",
-    names.WORKLOAD_SERVING_REQUESTS: "Requests the serving pods completed over the same intervals.",
-    names.WORKLOAD_SERVING_PROMPT_TOKENS: "Prompt tokens over the same intervals.",
-    names.WORKLOAD_SERVING_OUTPUT_TOKENS: "Generated tokens over the same intervals.",
-    names.OPERATOR_SERVING_READS: "Reads of serving pods' request and token counters, by result.",
-}
+_HELP = names.HELP
 
 
 def serving_families(view: ServingView) -> list[Metric]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from jouleledger.core import contract as names
 from jouleledger.core.chargeback import (
     IDLE_SHARE_WEIGHTED,
     IdleNode,
@@ -26,7 +27,6 @@ from jouleledger.core.chargeback import (
     joules_to_mj,
 )
 from jouleledger.core.units import S_PER_HOUR, mj_to_kwh
-from jouleledger.metrics import names
 from jouleledger.metrics.agent import label_name_for
 from jouleledger.promapi import PrometheusApi, PrometheusError, RangeSeries
 

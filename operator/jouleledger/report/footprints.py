@@ -101,7 +101,7 @@ def footprints_document(
     if start_s >= end_s:
         raise ReportError(f"--since ({args.since}) is not before --until ({args.until})")
     if lister is None:
-        from jouleledger.kube.footprints import FootprintListError, list_footprints
+        from jouleledger.kube.footprint_list import FootprintListError, list_footprints
 
         try:
             objects = list_footprints(args.kubeconfig, args.namespace)

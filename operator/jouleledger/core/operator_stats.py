@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from jouleledger.core.footprint import RollupSnapshot
+from jouleledger.core.footprints import RollupSnapshot
 
 __all__ = ["DELAY_BUCKETS_S", "NodeIntensity", "OperatorStats", "OperatorView"]
 
@@ -55,6 +55,10 @@ class OperatorStats:
         self.delay_bucket_counts = [0] * (len(DELAY_BUCKETS_S) + 1)
         self.delay_sum_s = 0.0
         self.delays_s: list[float] = []  # every delay, for benchmarks and logs (bounded)
+
+    def count_rejected(self, reason: str, count: int = 1) -> None:
+        if count:
+            self.rejected[reason] = self.rejected.get(reason, 0) + count
 
     def count_error(self, reason: str) -> None:
         self.footprint_errors[reason] = self.footprint_errors.get(reason, 0) + 1
