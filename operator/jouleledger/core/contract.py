@@ -54,6 +54,8 @@ TEAM_GPU_SECONDS: Final = "jouleledger_team_gpu_seconds"
 TEAM_CARBON: Final = "jouleledger_team_carbon_grams"
 TEAM_COST: Final = "jouleledger_team_cost"
 NODE_UNALLOCATED: Final = "jouleledger_node_unallocated_energy_joules"
+NODE_UNALLOCATED_CARBON: Final = "jouleledger_node_unallocated_carbon_grams"
+NODE_UNALLOCATED_COST: Final = "jouleledger_node_unallocated_cost"
 NODE_INTENSITY: Final = "jouleledger_node_grid_intensity_grams_per_kwh"
 
 # --- operator: self ----------------------------------------------------------------------------------------------
@@ -228,6 +230,18 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
         "counter",
         "GPU energy no pod held (idle), folded by this operator process, in joules.",
         ("node",),
+    ),
+    MetricSpec(
+        NODE_UNALLOCATED_CARBON,
+        "counter",
+        "Operational grams CO2e of the node's idle energy (PUE and the node's grid intensity, as for its pods).",
+        ("node",),
+    ),
+    MetricSpec(
+        NODE_UNALLOCATED_COST,
+        "counter",
+        "Energy cost of the node's idle energy (facility energy = IT energy x PUE, times the zone price).",
+        ("node", "currency"),
     ),
     MetricSpec(
         NODE_INTENSITY,
