@@ -172,11 +172,13 @@ def openmetrics(data: Dataset) -> str:
     # operator roll-ups since the operator (re)started: energy mJ, GPU-s, operational g, embodied g, cost
     rollups: dict[tuple[str, str], list[float]] = {}
     node_idle: dict[str, int] = {}
+    node_idle_figures: dict[str, list[float]] = {}  # the operator's idle carbon (g) and cost per node
     serving: list[float] = []  # the operator's serving counters of llm-7f: energy mJ, g, requests, prompt, output
     for end_s in sorted(by_end):
         if end_s == data.scenario.restart_s + INTERVAL_S:
             rollups.clear()
             node_idle.clear()
+            node_idle_figures.clear()
             serving.clear()
         for interval in by_end[end_s]:
             key = (interval.node, interval.gpu)
@@ -185,6 +187,9 @@ def openmetrics(data: Dataset) -> str:
             if interval.pod is None:
                 idle_mj[key] += interval.energy_mj
                 node_idle[interval.node] = node_idle.get(interval.node, 0) + interval.energy_mj
+                figures = node_idle_figures.setdefault(interval.node, [0.0, 0.0])
+                figures[0] += grams
+                figures[1] += kwh(interval.energy_mj) * PUE * PRICE_PER_KWH
                 continue
             pod = interval.pod
             pod_mj[pod] += interval.energy_mj
@@ -232,6 +237,10 @@ def openmetrics(data: Dataset) -> str:
         for node, energy in sorted(node_idle.items()):
             if energy:
                 out.add("jouleledger_node_unallocated_energy_joules", "counter", {"node": node}, end_s, _j(energy))
+                grams, cost = node_idle_figures[node]
+                out.add("jouleledger_node_unallocated_carbon_grams", "counter", {"node": node}, end_s, repr(grams))
+                out.add("jouleledger_node_unallocated_cost", "counter", {"node": node, "currency": CURRENCY}, end_s,
+                        repr(cost))  # fmt: skip
         for node in ("n1", "n2"):
             out.add("jouleledger_node_grid_intensity_grams_per_kwh", "gauge",
                     {"node": node, "zone": f"zone-{node}", "source": "static"}, end_s,

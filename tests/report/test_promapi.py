@@ -211,7 +211,7 @@ def test_progress_only_on_a_terminal(terminal: bool, capsys: pytest.CaptureFixtu
     assert command.run(args, now_s=1_800_000_000.0, stderr=err) == 0
     assert "a " in capsys.readouterr().out
     if terminal:
-        assert "query 1/7: last_over_time(jouleledger_team_gpu_energy_joules_total[300s])" in err.getvalue()
+        assert "query 1/9: last_over_time(jouleledger_team_gpu_energy_joules_total[300s])" in err.getvalue()
         assert err.getvalue().endswith("\r\x1b[2K")  # the progress line is cleared before the report
     else:
         assert err.getvalue() == ""

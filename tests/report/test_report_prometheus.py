@@ -203,3 +203,13 @@ def test_bad_input_is_one_line_and_status_2(
     assert len(err) == 1
     assert message in err[0]
     assert err[0].startswith("jouleledger report: ")
+
+
+def test_idle_carbon_and_cost_come_from_the_operator_where_it_exports_them(
+    loaded_prometheus: LoadedPrometheus, tmp_path: Path
+) -> None:
+    document = report(loaded_prometheus, tmp_path, "--by", "team")  # no --pue, no price: the operator's figures
+    expected = Expected(loaded_prometheus.data, "team")
+    assert document["unallocated"]["operational_g"] == pytest.approx(sum(expected.idle_g.values()), rel=1e-9, abs=2e-6)
+    assert document["unallocated"]["cost"] == pytest.approx(sum(expected.idle_cost.values()), rel=1e-9, abs=2e-6)
+    assert any("as the operator applied them" in note for note in document["notes"])

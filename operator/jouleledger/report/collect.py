@@ -198,6 +198,27 @@ def _fallback_note(carbon: _Carbon) -> list[str]:
     ]
 
 
+def _operator_idle_figures(queries: _Queries, idle: dict[str, IdleNode], pricing: Pricing) -> bool:
+    """Replace the estimated idle carbon (and, without --price-per-kwh, cost) by the operator's own series where it
+    exports them (operators that do: the node's PUE, intensity and zone price); whether any node had them."""
+    found = False
+    for labels, increases in queries.increases(f"{names.NODE_UNALLOCATED_CARBON}_total"):
+        node = labels.get("node", "")
+        if node in idle:
+            idle[node].operational_g = math.fsum(d for _, d in increases)
+            found = True
+    if pricing.price_per_kwh is None:
+        costs: dict[str, float] = {}
+        for labels, increases in queries.increases(f"{names.NODE_UNALLOCATED_COST}_total"):
+            node = labels.get("node", "")
+            costs[node] = costs.get(node, 0.0) + math.fsum(d for _, d in increases)
+        for node, cost in costs.items():
+            if node in idle:
+                idle[node].cost = cost
+                found = True
+    return found
+
+
 def _rollups(queries: _Queries, by: str, pricing: Pricing, team_label: str, policy: str) -> Collected:
     energy, seconds, carbon_name, cost_name = (
         (names.TEAM_ENERGY, names.TEAM_GPU_SECONDS, names.TEAM_CARBON, names.TEAM_COST)
@@ -244,6 +265,11 @@ def _rollups(queries: _Queries, by: str, pricing: Pricing, team_label: str, poli
         )
     carbon = _Carbon(_intensity(queries), pricing)
     idle = _idle_and_measured(queries, carbon, f"{names.NODE_UNALLOCATED}_total", idle_price)
+    if _operator_idle_figures(queries, idle, pricing):
+        notes.append(
+            f"idle carbon and cost as the operator applied them ({names.NODE_UNALLOCATED_CARBON}_total, "
+            f"{names.NODE_UNALLOCATED_COST}_total); nodes without those series use the rule below"
+        )
     if policy == IDLE_SHARE_WEIGHTED:
         owners = _pod_owners(queries, team_label)
         for labels, increases in queries.increases(f"{names.POD_ENERGY}_total", "sum by (namespace, pod, node)"):
@@ -353,7 +379,7 @@ def collect(
     if by not in GROUPS:
         raise ReportError(f"--by {by!r}: expected one of {', '.join(GROUPS)}")
     rollup = by in ("team", "namespace")
-    total = (9 if policy == IDLE_SHARE_WEIGHTED else 7) if rollup else (11 if by == "workload" else 6)
+    total = (11 if policy == IDLE_SHARE_WEIGHTED else 9) if rollup else (11 if by == "workload" else 6)
     queries = _Queries(api, period, progress, total)
     try:
         collected = (
