@@ -265,7 +265,8 @@ def _rollups(queries: _Queries, by: str, pricing: Pricing, team_label: str, poli
         )
     carbon = _Carbon(_intensity(queries), pricing)
     idle = _idle_and_measured(queries, carbon, f"{names.NODE_UNALLOCATED}_total", idle_price)
-    if _operator_idle_figures(queries, idle, pricing):
+    operator_idle = _operator_idle_figures(queries, idle, pricing)
+    if operator_idle:
         notes.append(
             f"idle carbon and cost as the operator applied them ({names.NODE_UNALLOCATED_CARBON}_total, "
             f"{names.NODE_UNALLOCATED_COST}_total); nodes without those series use the rule below"
@@ -280,7 +281,8 @@ def _rollups(queries: _Queries, by: str, pricing: Pricing, team_label: str, poli
                 weight = sum(_mj(d) for _, d in increases)
                 usage[key].by_node_mj[node] = usage[key].by_node_mj.get(node, 0) + weight
         notes.append(f"idle shared by each {by}'s energy on the same node ({names.POD_ENERGY}_total per pod)")
-    notes.append(f"idle operational carbon: node grid intensity x PUE {pricing.pue:g}; no embodied carbon for idle")
+    if not operator_idle:
+        notes.append(f"idle operational carbon: node grid intensity x PUE {pricing.pue:g}; no embodied carbon for idle")
     return Collected(usage, idle, currency, notes=notes + _fallback_note(carbon))
 
 
