@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
-from typing import Protocol, cast
+from typing import NoReturn, Protocol, cast
 
 from jouleledger import __version__
 
@@ -23,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jouleledger.agent.demo", "run the agent on a simulated GPU node and print a footprint table"),
     "replay": ("jouleledger.agent.replay", "run the agent pipeline over a recorded JSONL trace"),
     "record": ("jouleledger.agent.record", "record what the agent sees on this node as a JSONL trace"),
+    "report": ("jouleledger.report.command", "chargeback of a period per team, namespace, workload or node"),
 }
 
 
@@ -32,12 +34,19 @@ class _Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line naming the argument and what is wrong with it, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _load(name: str) -> _Command:
     return cast(_Command, importlib.import_module(SUBCOMMANDS[name][0]))
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jouleledger", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="jouleledger", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"jouleledger {__version__}")
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity"
@@ -61,9 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return _load(args.command).run(args)
+        code = _load(args.command).run(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as the Python docs recommend for SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,7 +47,6 @@ def test_sigkill_during_checkpoint_writes_leaves_a_complete_earlier_payload(tmp_
     rng = random.Random(20240611)
     script = tmp_path / "writer.py"
     script.write_text(CHILD)
-    started = time.monotonic()
     outcomes: list[int | None] = []
     for round_index in range(ROUNDS):
         path = tmp_path / f"round-{round_index}" / "ledger.json"
@@ -84,6 +83,5 @@ def test_sigkill_during_checkpoint_writes_leaves_a_complete_earlier_payload(tmp_
         allowed = {0} if last is None else {last, last + 1}
         assert seq in allowed, f"round {round_index}: loaded {seq}, last reported {last}"
         outcomes.append(seq)
-    assert time.monotonic() - started < 10
     # the kills landed at different points of the writer's life, not all before or after its first save
     assert len(set(outcomes)) > 1, outcomes

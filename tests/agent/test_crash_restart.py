@@ -1,5 +1,9 @@
-"""Kill the agent at random moments (SIGKILL) and restart it: the counters must end exactly where an
+"""Kill the agent (SIGKILL) at seeded tick counts and restart it: the counters must end exactly where an
 uninterrupted run ends, so nothing is lost and nothing is counted twice across crashes.
+
+The kill schedule is deterministic: each run of the child is told the trace time at which it is to be killed; it
+ticks past that point by a few seeded ticks (so a kill can land mid-write) and then waits, never finishing, so
+every scheduled kill interrupts it whatever the machine's load. Only the last run is allowed to finish.
 
 The child process runs the real AgentRunner with the real checkpoint and journal over a recorded trace. Time goes
 on while it is down, as on a live node: after a restart it resumes the trace after the last tick the killed
@@ -11,6 +15,7 @@ would differ from the uninterrupted run.
 from __future__ import annotations
 
 import json
+import math
 import random
 import signal
 import subprocess
@@ -25,6 +30,8 @@ from jouleledger.agent.pipeline import Pipeline
 from jouleledger.core.tracefile import dump_header, dump_sample
 from jouleledger.hardware.simulated import SimulatedNode
 
+KILLS = 24
+
 CHILD = textwrap.dedent(
     """
     import json, sys, time
@@ -33,6 +40,7 @@ CHILD = textwrap.dedent(
     from jouleledger.hardware.replay import ReplaySource
 
     trace, checkpoint, done, progress = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+    kill_at_s, extra_ticks = float(sys.argv[5]), int(sys.argv[6])  # inf: run to the end
 
     class Resuming(ReplaySource):
         def __init__(self, path, after_s):
@@ -51,11 +59,17 @@ CHILD = textwrap.dedent(
     restored = max((b.t_s for b in runner.pipeline.accountant.baselines.values()), default=float("-inf"))
     completed = float(progress.read_text()) if progress.exists() else float("-inf")
     runner.source = Resuming(trace, max(restored, completed))
+    past_kill_point = 0
     while runner.tick():
-        progress.with_suffix(".tmp").write_text(repr(runner.view().ledger.t_s))
+        t_s = runner.view().ledger.t_s
+        progress.with_suffix(".tmp").write_text(repr(t_s))
         progress.with_suffix(".tmp").replace(progress)
-        time.sleep(0.002)
-    snapshot = runner.view().ledger
+        if t_s >= kill_at_s:
+            past_kill_point += 1
+            if past_kill_point > extra_ticks:
+                time.sleep(600)  # wait for the SIGKILL; never finish a run that is scheduled to be killed
+        time.sleep(0.001)
+    snapshot = runner.pipeline.snapshot()
     done.write_text(json.dumps({
         "devices": sorted([d.pod_key, d.device, d.energy_mj] for d in snapshot.devices),
         "measured_mj": snapshot.measured_mj, "unallocated_mj": snapshot.unallocated_mj,
@@ -69,9 +83,11 @@ def test_random_sigkills_neither_lose_nor_double_count(tmp_path: Path) -> None:
     node = SimulatedNode(gpus=4, seed=5, mean_lifetime_s=40.0, mean_idle_s=5.0, max_samples=400)
     trace = tmp_path / "node.jsonl"
     expected = Pipeline(node.header(), retention_s=1e9)
+    sample_times: list[float] = []
     with trace.open("w") as out:
         out.write(dump_header(node.header()) + "\n")
         while (sample := node.sample()) is not None:
+            sample_times.append(sample.t_s)
             out.write(dump_sample(sample) + "\n")
             expected.step(sample)
     snapshot = expected.snapshot()
@@ -84,18 +100,37 @@ def test_random_sigkills_neither_lose_nor_double_count(tmp_path: Path) -> None:
     script.write_text(CHILD)
     checkpoint, done, progress = tmp_path / "ck.json", tmp_path / "done.json", tmp_path / "progress"
     rng = random.Random(1234)
+    times = sample_times
+    # KILLS distinct kill points, seeded, spread over the trace (not in its last ticks, so every run has work).
+    kill_points = sorted(rng.sample(range(3, len(times) - 10), KILLS))
+    schedule = [(times[index], rng.randint(0, 3)) for index in kill_points] + [(math.inf, 0)]
     kills = 0
-    deadline = time.monotonic() + 60
-    while not done.exists():
-        assert time.monotonic() < deadline, "the agent never finished the trace"
-        child = subprocess.Popen([sys.executable, str(script), str(trace), str(checkpoint), str(done), str(progress)])
+    for kill_at_s, extra_ticks in schedule:
+        child = subprocess.Popen(
+            [sys.executable, *map(str, (script, trace, checkpoint, done, progress)), repr(kill_at_s), str(extra_ticks)]
+        )
         try:
-            child.wait(timeout=rng.uniform(0.3, 0.9))
-        except subprocess.TimeoutExpired:
+            if math.isinf(kill_at_s):
+                assert child.wait(timeout=120) == 0
+                continue
+            deadline = time.monotonic() + 120
+            while not (progress.exists() and float(progress.read_text() or "-inf") >= kill_at_s):
+                assert child.poll() is None, f"the agent exited ({child.returncode}) before its kill point"
+                assert time.monotonic() < deadline, "the agent never reached its kill point"
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.01))
+            assert child.poll() is None, "a run scheduled to be killed must still be running"
             child.send_signal(signal.SIGKILL)
             child.wait()
             kills += 1
-        else:
-            assert child.returncode == 0
-    assert kills >= 2, "the test must actually interrupt the agent"
-    assert json.loads(done.read_text()) == want
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    got = json.loads(done.read_text())
+    difference_mj = abs(got["measured_mj"] - want["measured_mj"]) + sum(
+        abs(a[2] - b[2]) for a, b in zip(got["devices"], want["devices"], strict=False)
+    )
+    print(f"agent crash test: {kills} SIGKILLs over {len(times)} ticks, per-pod difference {difference_mj} mJ")
+    assert kills == KILLS
+    assert got == want

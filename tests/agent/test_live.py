@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
-from jouleledger.agent.live import LiveNodeSource, attach_pids
+from jouleledger.agent.live import LiveNodeSource, attach_pids, gpus_needing_processes
 from jouleledger.agent.runner import AgentRunner
-from jouleledger.core.model import ContainerDevices, GpuInfo, GpuReading, PodInfo, ProcessUsage
+from jouleledger.core.model import ContainerDevices, GpuInfo, GpuReading, MigInstance, PodInfo, ProcessUsage
 from jouleledger.hardware.base import GpuLostError, MeterReadout, PodSourceError
 from jouleledger.hardware.proc import ContainerRef, ProcMap
 
@@ -22,11 +23,13 @@ class FakeMeter:
         self.readouts = readouts
         self.rejected = {("GPU-a", "power_above_limit"): 2}
         self.closed = False
+        self.processes_for: list[frozenset[str] | None] = []
 
     def gpus(self) -> tuple[GpuInfo, ...]:
         return (GPU,)
 
-    def read(self) -> MeterReadout:
+    def read(self, processes_for: Collection[str] | None = None) -> MeterReadout:
+        self.processes_for.append(None if processes_for is None else frozenset(processes_for))
         return self.readouts.pop(0)
 
     def close(self) -> None:
@@ -111,5 +114,26 @@ def test_live_source_maps_processes_and_survives_a_kubelet_outage(tmp_path: Path
     assert view.status.pod_source_errors_total == 1
     assert view.status.reading_errors == {("GPU-a", "gpu_lost"): 1}
     assert view.ledger.rejected[("GPU-a", "power_above_limit")] == 2
+    # GPU-a is shared by a and b (time-slicing), and held by nobody while the kubelet is unreachable
+    assert meter.processes_for == [frozenset({"GPU-a"})] * 4
     source.close()
     assert meter.closed
+
+
+def test_processes_are_needed_only_for_shared_or_unheld_gpus() -> None:
+    gpus = (
+        GpuInfo("GPU-solo", "H100", True, 700),
+        GpuInfo("GPU-shared", "H100", True, 700),
+        GpuInfo("GPU-free", "H100", True, 700),
+        GpuInfo("GPU-mig", "A100", True, 400, (MigInstance("MIG-1", 3), MigInstance("MIG-2", 4))),
+        GpuInfo("GPU-mig-shared", "A100", True, 400, (MigInstance("MIG-3", 3), MigInstance("MIG-4", 4))),
+    )
+    pods = (
+        # one pod listing two replicas of a GPU still holds it alone
+        pod("a", UID_A, ContainerDevices("main", ("GPU-solo::0",)), ContainerDevices("side", ("GPU-solo::1",))),
+        pod("b", UID_B, ContainerDevices("main", ("GPU-shared::0", "MIG-1", "MIG-3"))),
+        pod("c", "c", ContainerDevices("main", ("GPU-shared::1", "MIG-3"))),
+    )
+    # a MIG instance held by nobody is unallocated (never held through processes): GPU-mig needs none
+    assert gpus_needing_processes(gpus, pods) == {"GPU-shared", "GPU-free", "GPU-mig-shared"}
+    assert gpus_needing_processes(gpus, ()) == {"GPU-solo", "GPU-shared", "GPU-free"}

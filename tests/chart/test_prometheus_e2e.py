@@ -59,6 +59,8 @@ OPERATOR_CONFIG = {
 # Series that a healthy system legitimately does not have yet: each is labelled only once its event happens.
 MAY_BE_EMPTY = {
     "jouleledger_pod_finished_timestamp_seconds": "no simulated pod need finish within the test (mean life 300 s)",
+    "jouleledger_gpu_energy_from_power_joules_total": "every simulated GPU has an energy counter (absent while zero)",
+    "jouleledger_pod_gpu_energy_from_power_joules_total": "as above: no pod energy comes from power integration",
     "jouleledger_agent_rejected_readings_total": "{reason}: the simulated GPUs give no implausible reading",
     "jouleledger_agent_gpu_read_errors_total": "{kind}: no GPU read fails",
     "jouleledger_operator_agent_resets_total": "{node}: the agent does not restart",

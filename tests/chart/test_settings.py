@@ -4,7 +4,6 @@ parser, and the rendered operator config loads with the program's own loader."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ import pytest
 import yaml
 
 from jouleledger.cli import build_parser
+from jouleledger.controller import config as operator_config
+from jouleledger.controller.config import ConfigError, load_config
 from tests.chart._helm import CHART, CI_VALUES, by_kind, render
 
 pytestmark = pytest.mark.slow
@@ -54,8 +55,6 @@ def test_agent_args_parse_with_the_program(helm: str, values: tuple[Path, ...]) 
 
 @pytest.mark.parametrize("values", VARIANTS)
 def test_operator_args_parse_with_the_program(helm: str, values: tuple[Path, ...]) -> None:
-    if importlib.util.find_spec("jouleledger.controller.main") is None:
-        pytest.skip("jouleledger.controller.main (the operator command) does not exist yet")
     container = _container(render(helm, values), "Deployment")
     args = _substitute_env(container["args"], {"POD_NAMESPACE": "energy"})
     parsed = build_parser(args).parse_args(args)
@@ -73,10 +72,6 @@ def _rendered_config(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("values", VARIANTS)
 def test_operator_config_loads_with_the_program(helm: str, values: tuple[Path, ...], tmp_path: Path) -> None:
-    if importlib.util.find_spec("jouleledger.controller.config") is None:
-        pytest.skip("jouleledger.controller.config (the operator's config loader) does not exist yet")
-    from jouleledger.controller.config import load_config
-
     config = _rendered_config(render(helm, values))
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -88,10 +83,6 @@ def test_operator_config_loads_with_the_program(helm: str, values: tuple[Path, .
 
 def test_operator_config_loader_rejects_an_unknown_key(helm: str, tmp_path: Path) -> None:
     """The contract the schema relies on: the program would also catch a key the chart let through."""
-    if importlib.util.find_spec("jouleledger.controller.config") is None:
-        pytest.skip("jouleledger.controller.config (the operator's config loader) does not exist yet")
-    from jouleledger.controller.config import ConfigError, load_config
-
     config = _rendered_config(render(helm))
     config["price"]["perKwh"] = 1
     path = tmp_path / "config.yaml"
@@ -146,14 +137,8 @@ def test_schema_intensity_keys_are_the_programs() -> None:
 
 
 def test_schema_config_top_level_keys_are_the_programs() -> None:
-    if importlib.util.find_spec("jouleledger.controller.config") is None:
-        pytest.skip("jouleledger.controller.config does not exist yet")
-    from jouleledger.controller import config as operator_config
-
     schema = SCHEMA["properties"]["operator"]["properties"]["config"]
-    top = getattr(operator_config, "_TOP_KEYS", None)
-    if top is None:
-        pytest.skip("the config loader does not publish its key set")
+    top = operator_config._TOP_KEYS  # the loader's own key set
     assert set(schema["properties"]) == set(top)
     assert set(VALUES["operator"]["config"]) == set(top)
 

@@ -23,6 +23,7 @@ class Pod:
     team: str = ""
     device: str = "GPU-a"
     container: str = "main"
+    from_power_j: float = 0.0
 
 
 def agent_text(
@@ -34,17 +35,23 @@ def agent_text(
     model: str = "NVIDIA H100 80GB HBM3",
     backend: str = "nvml",
     extra_info: Iterable[Pod] = (),
+    epoch: str | None = None,
+    ticks: float = 10.0,
 ) -> str:
-    """The exposition of one agent. ``extra_info`` adds pod_info lines without counters (an older pod of a name)."""
+    """The exposition of one agent. ``extra_info`` adds pod_info lines without counters (an older pod of a name);
+    ``epoch`` adds the agent's counter identity to its info (None: an agent that exports none)."""
     pods = list(pods)
+    epoch_label = "" if epoch is None else f',epoch="{epoch}"'
+
     lines = [
         "# HELP jouleledger_agent_info The agent's build and data source.",
         "# TYPE jouleledger_agent_info gauge",
-        f'jouleledger_agent_info{{backend="{backend}",node="{node}",simulated="false",version="0.1.0"}} 1.0',
+        f'jouleledger_agent_info{{backend="{backend}"{epoch_label},node="{node}",simulated="false",'
+        'version="0.1.0"} 1.0',
         "# TYPE jouleledger_agent_last_tick_timestamp_seconds gauge",
         f'jouleledger_agent_last_tick_timestamp_seconds{{node="{node}"}} {last_tick_s}',
         "# TYPE jouleledger_agent_ticks counter",
-        f'jouleledger_agent_ticks_total{{node="{node}"}} 10.0',
+        f'jouleledger_agent_ticks_total{{node="{node}"}} {ticks}',
         "# TYPE jouleledger_gpu_energy_joules counter",
         f'jouleledger_gpu_energy_joules_total{{gpu="GPU-a",model="{model}",node="{node}"}} 99999.0',
         "# TYPE jouleledger_gpu_unallocated_energy_joules counter",
@@ -63,6 +70,13 @@ def agent_text(
             f'jouleledger_pod_gpu_energy_joules_total{{container="{pod.container}",gpu="{pod.device}",'
             f'namespace="{pod.namespace}",node="{node}",pod="{pod.name}"}} {pod.energy_j}'
         )
+    lines.append("# TYPE jouleledger_pod_gpu_energy_from_power_joules counter")
+    for pod in pods:
+        if pod.from_power_j:
+            lines.append(
+                f'jouleledger_pod_gpu_energy_from_power_joules_total{{container="{pod.container}",gpu="{pod.device}",'
+                f'namespace="{pod.namespace}",node="{node}",pod="{pod.name}"}} {pod.from_power_j}'
+            )
     lines.append("# TYPE jouleledger_pod_gpu_seconds counter")
     for pod in pods:
         lines.append(

@@ -306,7 +306,7 @@ async def start_operator(api: Emulator, agents: FakeAgents) -> AsyncIterator[Sta
         extra: dict[str, Any] = {} if clock is None else {"clock": clock}
         app = OperatorApp(
             options,
-            config or parse_config(None),
+            config or FIXTURE_CONFIG,
             provider,
             connection=kopf.ConnectionInfo(server=str(api.url).rstrip("/")),
             finalize_deadline_s=finalize_deadline_s,
@@ -332,6 +332,10 @@ async def stop(handle: Running) -> None:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await handle.task
     await handle.app.stop_accounting()
+
+
+FIXTURE_CONFIG = parse_config({"maxGpuPowerW": 10_000})
+"""The defaults, but a GPU bound above the round numbers of the hand-written expositions (3600 J in a GPU-second)."""
 
 
 @pytest.fixture

@@ -9,17 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jouleledger.core.footprint import (
+from jouleledger.core.deltas import (
     ADOPTED,
     CONTINUED,
     NEW,
     RESET,
-    Attribution,
+    AgentScrape,
     DeltaTracker,
-    IntervalRates,
-    Ledger,
+    PodIdentity,
+    ScrapeFormatError,
+    SeriesKey,
+    SeriesValue,
+    parse_agent_samples,
 )
-from jouleledger.core.footprint_job import (
+from jouleledger.core.footprints import (
     KEY_CO2E,
     KEY_COST,
     KEY_ENERGY,
@@ -27,22 +30,17 @@ from jouleledger.core.footprint_job import (
     KEY_METHOD,
     KEY_SOURCE,
     KEY_VERSION,
+    Attribution,
+    FootprintBook,
+    IntervalRates,
     decide_finalization,
     job_annotations,
-    job_state,
     method_of,
 )
-from jouleledger.core.footprint_record import account_from_object, footprint_object
-from jouleledger.core.footprint_scrape import (
-    AgentScrape,
-    PodIdentity,
-    ScrapeFormatError,
-    SeriesKey,
-    SeriesValue,
-    parse_agent_samples,
-)
 from jouleledger.core.model import Owner
-from jouleledger.core.workload import OwnerLink, WorkloadRef, resolve_workload
+from jouleledger.core.workload import WorkloadRef, resolve_workload
+from jouleledger.kube.footprints import account_from_object, footprint_object
+from jouleledger.kube.jobs import job_state
 from jouleledger.metrics.operator_collector import parse_exposition
 from tests.controller._exposition import Pod, agent_text
 
@@ -156,12 +154,12 @@ def test_recreated_pod_of_the_same_name_gets_new_energy_and_expiry_is_not_a_rese
     # The pod is re-created: the agent sums both records (10 J old + 4 J new) in one series.
     new = Pod("db", "web-0", "new", 14.0, 12.0, "StatefulSet", "web", "sts-1")
     second = tracker.observe(scrape_of(agent_text("n1", 2.0, [new], extra_info=[old])))
-    assert [(d.pod.uid, d.energy_mj, d.share_energy_mj) for d in second.pods] == [("new", 4000, 4000)]
+    assert [(d.pod.uid, d.energy_mj, d.share.energy_mj) for d in second.pods] == [("new", 4000, 4000)]
     # The old record expires: the series drops to the new pod's 4 J + 1 J more. Not a reset: +1 J.
     expired = Pod("db", "web-0", "new", 5.0, 3.0, "StatefulSet", "web", "sts-1")
     third = tracker.observe(scrape_of(agent_text("n1", 3.0, [expired])))
     assert third.resets == 0
-    assert [(d.origin, d.energy_mj, d.share_energy_mj) for d in third.pods] == [(CONTINUED, 1000, 5000)]
+    assert [(d.origin, d.energy_mj, d.share.energy_mj) for d in third.pods] == [(CONTINUED, 1000, 5000)]
     assert third.expired == ((SeriesKey("n1", "db", "web-0", "main", "GPU-a"), "old"),)
 
 
@@ -203,7 +201,7 @@ def test_deltas_sum_to_every_run_and_are_never_negative(runs: list[list[int]]) -
     tracker.observe(scrape_of(agent_text("n1", 0.0)))  # tracking starts before the pod appears
     total = 0
     for tick, value in enumerate(values, start=1):
-        deltas = tracker.observe(scrape_of(agent_text("n1", float(tick), [job_pod(value / 1000, 0.0)])))
+        deltas = tracker.observe(scrape_of(agent_text("n1", float(tick), [job_pod(value / 1000, value / 1e6)])))
         assert all(delta.energy_mj >= 0 for delta in deltas.pods)
         total += sum(delta.energy_mj for delta in deltas.pods)
     expected = sum(values[i] for i in range(len(values)) if i == len(values) - 1 or values[i + 1] < values[i])
@@ -222,21 +220,22 @@ def test_restart_from_a_persisted_watermark_counts_everything_exactly_once(
     restart_at = data.draw(st.integers(min_value=persisted_at + 1, max_value=len(values) - 1))
     texts = [agent_text("n1", float(i), [job_pod(value / 1000, value / 1e6)]) for i, value in enumerate(values)]
 
-    def run(ledger: Ledger, tracker: DeltaTracker, indexes: range) -> None:
+    def run(ledger: FootprintBook, tracker: DeltaTracker, indexes: range) -> None:
         for index in indexes:
             scrape = scrape_of(texts[index])
             ledger.fold(tracker.observe(scrape), rates(index, index + 1, 100.0), by_owner, scrape.model_of)
 
-    whole = Ledger("USD")
+    whole = FootprintBook("USD")
     run(whole, DeltaTracker(), range(len(values)))
-    before = Ledger("USD")
+    before = FootprintBook("USD")
     run(before, DeltaTracker(), range(persisted_at + 1))
     record = footprint_object(before.accounts["job-1"])
     run(before, DeltaTracker(), range(0))  # folds after the write are lost with the process
-    after = Ledger("USD")
+    after = FootprintBook("USD")
     after.restore(account_from_object(record, currency="USD"))
     tracker = DeltaTracker()
-    after.restore_into(tracker)
+    for key, pod_uid, value in after.watermarks():
+        tracker.restore(key, pod_uid, value)
     run(after, tracker, range(restart_at, len(values)))
     assert after.accounts["job-1"].totals.energy_mj == whole.accounts["job-1"].totals.energy_mj == values[-1]
 
@@ -245,7 +244,7 @@ def test_restart_from_a_persisted_watermark_counts_everything_exactly_once(
 
 
 def test_job_footprint_by_hand_per_interval_intensity_pue_embodied_and_cost() -> None:
-    tracker, ledger = DeltaTracker(), Ledger("USD")
+    tracker, ledger = DeltaTracker(), FootprintBook("USD")
     tracker.observe(scrape_of(agent_text("n1", 900.0)))
     # Interval 1: 1.8 MJ = 0.5 kWh, 1800 GPU-s at 400 g/kWh. Interval 2: +1.0 kWh, +3600 GPU-s at 200 g/kWh.
     for end, energy_j, seconds, intensity in (
@@ -280,21 +279,21 @@ def test_job_footprint_by_hand_per_interval_intensity_pue_embodied_and_cost() ->
 
 
 def test_finalized_footprint_never_changes_and_late_energy_is_kept_apart() -> None:
-    tracker, ledger = DeltaTracker(), Ledger("USD")
+    tracker, ledger = DeltaTracker(), FootprintBook("USD")
     for end, energy_j in ((1.0, 0.0), (2.0, 3600.0), (3.0, 7200.0)):
-        scrape = scrape_of(agent_text("n1", end, [job_pod(energy_j, 1.0)]))
+        scrape = scrape_of(agent_text("n1", end, [job_pod(energy_j, energy_j / 1000)]))
         ledger.fold(tracker.observe(scrape), rates(end - 1, end, 100.0), by_owner, scrape.model_of)
         if end == 2.0:
             first = ledger.finalize("job-1", 1.5, 2.0)
     assert ledger.finalize("job-1", 9.0, 9.0) is first
     account = ledger.accounts["job-1"]
-    assert account.totals.energy_mj == first.energy_mj == 3_600_000
+    assert account.totals.energy_mj == first.totals.energy_mj == 3_600_000
     assert account.late_energy_mj == 3_600_000
     assert ledger.rollups().namespaces["ml"].energy_mj == 7_200_000  # roll-ups include late energy
 
 
 def test_record_round_trip_keeps_totals_watermarks_and_final() -> None:
-    tracker, ledger = DeltaTracker(), Ledger("EUR")
+    tracker, ledger = DeltaTracker(), FootprintBook("EUR")
     scrape = scrape_of(agent_text("n1", 5.0, [job_pod(36.0, 2.0)]))
     ledger.fold(tracker.observe(scrape), rates(4.0, 5.0, 123.0), by_owner, scrape.model_of)
     ledger.finalize("job-1", 4.5, 5.5)
@@ -313,10 +312,10 @@ def test_record_round_trip_keeps_totals_watermarks_and_final() -> None:
 
 
 def test_workload_resolution_climbs_known_owners() -> None:
-    owners: dict[str, OwnerLink | None] = {
-        "rs-1": OwnerLink("Deployment", "api", "dep-1", "apps/v1"),
-        "job-1": OwnerLink("CronJob", "nightly", "cj-1", "batch/v1"),
-        "job-2": OwnerLink("JobSet", "big", "js-1", "jobset.x-k8s.io/v1alpha2"),
+    owners: dict[str, Owner | None] = {
+        "rs-1": Owner("Deployment", "api", "dep-1", "apps/v1"),
+        "job-1": Owner("CronJob", "nightly", "cj-1", "batch/v1"),
+        "job-2": Owner("JobSet", "big", "js-1", "jobset.x-k8s.io/v1alpha2"),
         "js-1": None,
     }
     resolve = resolve_workload
@@ -326,7 +325,7 @@ def test_workload_resolution_climbs_known_owners() -> None:
     cron = resolve("a", "p", "u", Owner("Job", "nightly-1", "job-1"), owners)
     assert (cron.kind, cron.uid, cron.parent_kind, cron.parent_name) == ("Job", "job-1", "CronJob", "nightly")
     assert resolve("a", "p", "u", Owner("Job", "big-0", "job-2"), owners).uid == "js-1"
-    looping = {"x": OwnerLink("Thing", "y", "y"), "y": OwnerLink("Thing", "x", "x")}
+    looping = {"x": Owner("Thing", "y", "y"), "y": Owner("Thing", "x", "x")}
     assert resolve("a", "p", "u", Owner("Thing", "x", "x"), looping).kind == "Thing"
 
 

@@ -6,6 +6,7 @@ makes every interval's intensity and every agent reading deterministic. Expected
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import time
@@ -13,16 +14,18 @@ from typing import Any
 
 import aiohttp
 import jsonschema
+import kopf
 import pytest
 import yaml
 
 from jouleledger.controller.app import OperatorApp, OperatorOptions
 from jouleledger.controller.config import parse_config
-from jouleledger.core.footprint_job import KEY_VERSION
+from jouleledger.core.footprints import KEY_VERSION
 from tests._tools import REPO_ROOT
 from tests.controller._exposition import Pod, agent_text
 from tests.controller.conftest import (
     AGENT_NAMESPACE,
+    FIXTURE_CONFIG,
     Emulator,
     FakeAgents,
     Fault,
@@ -36,6 +39,7 @@ from tests.controller.conftest import (
     node_object,
     pod_object,
     stop,
+    test_settings,
 )
 
 pytestmark = pytest.mark.slow
@@ -192,8 +196,8 @@ async def test_operator_restart_mid_job_counts_every_joule_once(
 
     # A stale view of the Job (an event from before the annotation) must not write it again: the Job is re-read.
     job = second.app.cluster.jobs["job-1"]
-    second.app.cluster.jobs["job-1"] = dataclasses.replace(job, state=dataclasses.replace(job.state, annotated=False))
-    second.accountant._done_jobs.clear()
+    second.app.cluster.jobs["job-1"] = dataclasses.replace(job, state=dataclasses.replace(job.state, annotations={}))
+    second.accountant.recorder.done.clear()
     await second.accountant.run_pass()
     assert requests_to(api, "PATCH", JOB_PATH) == 1
 
@@ -260,7 +264,7 @@ async def test_agent_timeout_backs_off_and_the_job_is_recorded_incomplete_at_the
     base = time.time()
     agents.texts["n1"] = agent_text("n1", base)
     agents.texts["n2"] = agent_text("n2", base)
-    config = parse_config({"scrape": {"timeoutSeconds": 0.2}})
+    config = parse_config({"scrape": {"timeoutSeconds": 0.2}, "maxGpuPowerW": 10_000})
     running = await start_operator(ScriptedIntensity(), config=config, finalize_deadline_s=1.0)
     agents.texts["n2"] = agent_text("n2", base + 1, [train_pod(3600.0, 1.0)])
     await running.accountant.run_pass()
@@ -350,7 +354,7 @@ async def test_once_runs_one_pass_and_writes(api: Emulator, agents: FakeAgents) 
     options = OperatorOptions(agent_namespace=AGENT_NAMESPACE, agent_port=agents.port, serve_metrics=False)
     app = OperatorApp(
         options,
-        parse_config(None),
+        FIXTURE_CONFIG,
         ScriptedIntensity(),
         connection=kopf.ConnectionInfo(server=str(api.url).rstrip("/")),
     )
@@ -358,3 +362,69 @@ async def test_once_runs_one_pass_and_writes(api: Emulator, agents: FakeAgents) 
     assert (summary.restored, summary.agents, summary.scraped_ok, summary.annotated) == (True, 1, 1, 1)
     # The pod was present at the first (only) scrape and no footprint held it: its full value is counted.
     assert job_annotations(api)["jouleledger.io/energy-kwh"] == "0.001000"
+
+
+async def test_kopf_shutdown_flushes_every_changed_footprint(api: Emulator, agents: FakeAgents) -> None:
+    """SIGTERM (a rolling upgrade): kopf stops and runs its cleanup handler, which persists what was folded since the
+    last write; without the flush the pass's energy would wait for a write interval that never comes."""
+    setup_cluster(api, agents, {"n1": "127.0.0.1"})
+    base = time.time()
+    agents.texts["n1"] = agent_text("n1", base)
+    options = OperatorOptions(
+        listen_address="127.0.0.1",
+        port=0,
+        agent_namespace=AGENT_NAMESPACE,
+        agent_port=agents.port,
+        scrape_interval_s=3600.0,
+        standalone=True,
+    )
+    app = OperatorApp(
+        options,
+        FIXTURE_CONFIG,
+        ScriptedIntensity(),
+        connection=kopf.ConnectionInfo(server=str(api.url).rstrip("/")),
+        write_interval_s=3600.0,
+        clock_skew_s=0.0,
+    )
+    stop_flag = asyncio.Event()
+    task = asyncio.create_task(app.operate(stop_flag=stop_flag, settings=test_settings()))
+    try:
+        await eventually(lambda: app.accountant is not None and app.accountant.passes >= 1, what="first pass")
+        await eventually(lambda: len(app.cluster.agent_targets()) == 1, what="agent discovered")
+        accountant = app.accountant
+        assert accountant is not None
+        agents.texts["n1"] = agent_text("n1", base + 1, [train_pod(3600.0, 10.0)])
+        await accountant.run_pass()  # first write of the footprint
+        agents.texts["n1"] = agent_text("n1", base + 2, [train_pod(7200.0, 20.0)])
+        await accountant.run_pass()  # folded; the next write would be due in an hour
+        key = ("jouleledger.io/v1alpha1/workloadfootprints", "ml", "job-1")
+        assert api.objects[key].raw["status"]["energyMillijoules"] == 3_600_000
+        stop_flag.set()
+        await asyncio.wait_for(task, timeout=30)
+    finally:
+        if not task.done():
+            task.cancel()
+        await app.stop_accounting()
+    assert api.objects[key].raw["status"]["energyMillijoules"] == 7_200_000
+
+
+async def test_a_hostile_agent_is_rejected_and_counted_and_the_others_are_accounted_in_the_same_pass(
+    api: Emulator, agents: FakeAgents, start_operator: StartOperator
+) -> None:
+    setup_cluster(api, agents, {"n1": "127.0.0.1", "n2": "127.0.0.2"})
+    base = time.time()
+    agents.texts["n1"] = agent_text("n1", base)
+    agents.texts["n2"] = agent_text("n2", base)
+    running = await start_operator(ScriptedIntensity())
+    other = Pod("ml", "other-x", "pod-9", 1e306, 1e308, "Job", "other", "job-9")
+    agents.texts["n2"] = agent_text("n2", base + 1, [other], unallocated_j=1e306)
+    agents.texts["n1"] = agent_text("n1", base + 1, [train_pod(3600.0, 10.0)])
+    summary = await running.accountant.run_pass()
+    assert (summary.scraped_ok, summary.folded_mj) == (2, 3_600_000)
+    assert running.accountant.stats.rejected["out_of_range"] == 3
+    assert "job-9" not in running.accountant.ledger.accounts
+    for _ in range(2):  # later passes are not wedged either
+        agents.texts["n1"] = agent_text("n1", base + 2, [train_pod(7200.0, 20.0)])
+        await running.accountant.run_pass()
+    assert running.accountant.ledger.accounts["job-1"].totals.energy_mj == 7_200_000
+    assert 'jouleledger_operator_rejected_samples_total{reason="out_of_range"}' in await scrape_metrics(running)

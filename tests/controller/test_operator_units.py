@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from jouleledger.controller import main as operator_main
 from jouleledger.controller.cluster import ClusterState, parse_selector
 from jouleledger.controller.config import ConfigError, load_config, parse_config
-from jouleledger.controller.status import NodeIntensity, OperatorStats
-from jouleledger.core.footprint import RollupSnapshot, TotalsView
+from jouleledger.core.footprints import RollupSnapshot, Totals
+from jouleledger.core.operator_stats import NodeIntensity, OperatorStats
 from jouleledger.metrics.operator_collector import ExpositionError, OperatorCollector, parse_exposition
 from tests.controller._exposition import Pod, agent_text
 
@@ -135,8 +135,8 @@ def test_collector_renders_rollups_and_self_metrics() -> None:
     stats.node_intensity["n1"] = NodeIntensity("z1", "static", 321.0)
     stats.rejected["wrong_node"] = 5
     rollups = RollupSnapshot(
-        namespaces={"ml": TotalsView(2_000, 7.0, 1.5, 0.5, 0.25)},
-        teams={"vision": TotalsView(2_000, 7.0, 1.5, 0.5, 0.25)},
+        namespaces={"ml": Totals(2_000, 7.0, 1.5, 0.5, 0.25)},
+        teams={"vision": Totals(2_000, 7.0, 1.5, 0.5, 0.25)},
         unallocated_mj={"n1": 500},
         currency="USD",
     )

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from jouleledger.agent.pipeline import Pipeline
-from jouleledger.core.ledger import Ledger, LedgerStateError
+from jouleledger.core.ledger import LedgerStateError, PodCounters
 from jouleledger.core.model import ContainerDevices, GpuInfo, GpuReading, NodeHeader, Owner, PodInfo, Sample
 
 GPU = GpuInfo("GPU-a", "H100", True, 700)
@@ -93,12 +93,12 @@ def test_devices_for_an_unknown_pod_are_refused() -> None:
     state = pipeline.ledger.to_state()
     state["pods"] = []
     with pytest.raises(LedgerStateError, match="unknown pod"):
-        Ledger.from_state(HEADER, 10, state)
+        PodCounters.from_state(HEADER, 10, state)
 
 
 def test_negative_retention_is_refused() -> None:
     with pytest.raises(ValueError, match="retention_s"):
-        Ledger(HEADER, -1)
+        PodCounters(HEADER, -1)
 
 
 def normalised(pipeline: Pipeline) -> object:

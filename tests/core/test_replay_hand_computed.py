@@ -62,11 +62,36 @@ def test_gpu_seconds_follow_the_energy_fraction(report: dict[str, object]) -> No
 
 def test_gpus_measured_and_unallocated(report: dict[str, object]) -> None:
     gpus = {gpu["uuid"]: gpu for gpu in report["gpus"]}  # type: ignore[attr-defined]
-    assert gpus["GPU-aaaa"] == {"uuid": "GPU-aaaa", "measured_mj": 4_000_500, "unallocated_mj": 0}
-    assert gpus["GPU-bbbb"] == {"uuid": "GPU-bbbb", "measured_mj": 3_000_000, "unallocated_mj": 857_143 + 428_571}
-    assert gpus["GPU-cccc"] == {"uuid": "GPU-cccc", "measured_mj": 1_100_010, "unallocated_mj": 400_005 + 300_000}
+    assert gpus["GPU-aaaa"] == {
+        "uuid": "GPU-aaaa",
+        "measured_mj": 4_000_500,
+        "unallocated_mj": 0,
+        "energy_from_power_mj": 1_000_000,
+    }
+    assert gpus["GPU-bbbb"] == {
+        "uuid": "GPU-bbbb",
+        "measured_mj": 3_000_000,
+        "unallocated_mj": 857_143 + 428_571,
+        "energy_from_power_mj": 0,
+    }
+    assert gpus["GPU-cccc"] == {
+        "uuid": "GPU-cccc",
+        "measured_mj": 1_100_010,
+        "unallocated_mj": 400_005 + 300_000,
+        "energy_from_power_mj": 1_100_010,
+    }
     assert report["measured_mj"] == 4_000_500 + 3_000_000 + 1_100_010
     assert report["unallocated_mj"] == 857_143 + 428_571 + 700_005
+
+
+def test_energy_from_power_is_carried_per_pod(report: dict[str, object]) -> None:
+    """The method travels with the energy: GPU-cccc has no counter (all from power), GPU-aaaa's counter was
+    rejected once (mixed: only that interval's trapezoid), GPU-bbbb is all counter."""
+    pods = _pods(report)
+    assert pods["train-0"]["energy_from_power_mj"] == 1_000_000  # mixed: 2,250,500 from the counter
+    assert pods["serve-0"]["energy_from_power_mj"] == 0
+    assert pods["mig-0"]["energy_from_power_mj"] == 0
+    assert pods["stray-0"]["energy_from_power_mj"] == pods["stray-0"]["energy_mj"] == 400_005  # all
 
 
 def test_conservation_over_the_whole_trace(report: dict[str, object]) -> None:

@@ -10,27 +10,37 @@ real library. ``test_nvml_fake_library.py`` also checks the bindings' own loader
 from __future__ import annotations
 
 import ctypes
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests._tools import require_tool
+from tests.hardware.fake_nvml_build import FAKE_NVML_SONAME, STATE_ENV, build_fake_nvml, call_counter
 
-FAKE_NVML_SOURCE = Path(__file__).parent / "fake_nvml" / "fake_nvml.c"
-FAKE_NVML_SONAME = "libjouleledger-fake-nvml.so"
-STATE_ENV = "JOULELEDGER_FAKE_NVML"
+__all__ = ["STATE_ENV", "FakeNvmlState"]
 
 
 class FakeNvmlState:
-    """The fake library's state file (see the comment at the top of ``fake_nvml.c`` for its directives)."""
+    """The fake library's state file (see the comment at the top of ``fake_nvml.c`` for its directives) and, where
+    given, the loaded library, whose per-entry-point call counters :meth:`calls` reads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, library: ctypes.CDLL | None = None) -> None:
         self.path = path
+        self.library = library
 
     def write(self, text: str) -> None:
         self.path.write_text(textwrap.dedent(text).strip() + "\n")
+
+    def calls(self, entry_point: str | None = None) -> int:
+        """Calls of the library's ``entry_point`` (as exported, e.g. ``nvmlDeviceGetPowerUsage``; all when None)
+        since the last :meth:`reset_calls`."""
+        assert self.library is not None, "no library loaded"
+        return int(call_counter(self.library)(None if entry_point is None else entry_point.encode()))
+
+    def reset_calls(self) -> None:
+        assert self.library is not None, "no library loaded"
+        self.library.fake_nvml_reset_calls()
 
 
 @pytest.fixture(scope="session")
@@ -38,12 +48,9 @@ def fake_nvml_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fake NVML compiled into a shared library (warnings are errors)."""
     gcc = require_tool("gcc")
     library = tmp_path_factory.mktemp("fake-nvml") / FAKE_NVML_SONAME
-    command = [gcc, "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", f"-Wl,-soname,{FAKE_NVML_SONAME}"]
-    result = subprocess.run(
-        [*command, "-o", str(library), str(FAKE_NVML_SOURCE)], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        pytest.fail(f"building the fake NVML failed:\n{result.stderr}", pytrace=False)
+    failure = build_fake_nvml(gcc, library)
+    if failure is not None:
+        pytest.fail(f"building the fake NVML failed:\n{failure}", pytrace=False)
     return library
 
 
@@ -52,9 +59,11 @@ def fake_nvml(fake_nvml_library: Path, tmp_path: Path, monkeypatch: pytest.Monke
     """The real ``pynvml`` bindings, talking to the fake library; write the state before constructing a meter."""
     import pynvml
 
-    state = FakeNvmlState(tmp_path / "nvml-state")
+    library = ctypes.CDLL(str(fake_nvml_library))
+    state = FakeNvmlState(tmp_path / "nvml-state", library)
     state.write("")
+    state.reset_calls()
     monkeypatch.setenv(STATE_ENV, str(state.path))
-    monkeypatch.setattr(pynvml, "nvmlLib", ctypes.CDLL(str(fake_nvml_library)))
+    monkeypatch.setattr(pynvml, "nvmlLib", library)
     monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer_cache", {})
     return state

@@ -1,41 +1,14 @@
-"""Fixtures for the intensity providers: a fixed clock value and a recording fake HTTP API (httpx.MockTransport)."""
+"""Fixtures for the intensity providers: the fake HTTP API, a client over it and the fallback table."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from jouleledger.intensity import StaticIntensity
-
-# 2026-05-21 10:20:00 UTC; every test clock is an offset from here.
-NOW_S = datetime(2026, 5, 21, 10, 20, tzinfo=UTC).timestamp()
-
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response] | httpx.Response]
-
-
-class FakeApi:
-    """Records every request and answers with ``handler`` (sync or async)."""
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-        self.handler: Handler = lambda request: httpx.Response(500)
-
-    async def _handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.handler(request)
-        if isinstance(answer, httpx.Response):
-            return answer
-        return await answer
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.MockTransport(self._handle))
-
-    def paths(self) -> list[str]:
-        return [request.url.path for request in self.requests]
+from tests.intensity._fakes import FakeApi
 
 
 @pytest.fixture
@@ -53,9 +26,3 @@ async def client(api: FakeApi) -> AsyncIterator[httpx.AsyncClient]:
 def static() -> StaticIntensity:
     """The fallback table: eu-west-1 300, us-east-1 380, anything else 450."""
     return StaticIntensity(450, {"eu-west-1": 300, "us-east-1": 380})
-
-
-async def settle() -> None:
-    """Let every ready task run until it blocks."""
-    for _ in range(20):
-        await asyncio.sleep(0)

@@ -16,8 +16,7 @@ from jouleledger.intensity import (
     WattTimeIntensity,
     build_provider,
 )
-
-from .conftest import NOW_S, FakeApi
+from tests.intensity._fakes import NOW_S, FakeApi
 
 
 @pytest.fixture

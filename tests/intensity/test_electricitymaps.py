@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from jouleledger.intensity import ElectricityMapsIntensity, StaticIntensity
-
-from .conftest import NOW_S, FakeApi, settle
+from tests.intensity._fakes import NOW_S, FakeApi, settle
 
 TOKEN = "em-secret-token-123"
 BASE = "https://em.example.test/v3"

@@ -8,8 +8,7 @@ import pytest
 
 from jouleledger.intensity import StaticIntensity
 from jouleledger.intensity.zones import match_zone
-
-from .conftest import NOW_S
+from tests.intensity._fakes import NOW_S
 
 
 @pytest.mark.parametrize(

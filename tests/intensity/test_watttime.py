@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from jouleledger.intensity import StaticIntensity, WattTimeIntensity, lbs_per_mwh_to_g_per_kwh
-
-from .conftest import NOW_S, FakeApi
+from tests.intensity._fakes import NOW_S, FakeApi
 
 BASE = "https://wt.example.test"
 USER = "carbon-user"

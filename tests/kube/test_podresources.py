@@ -232,9 +232,19 @@ def test_answers_above_grpc_default_4_mib_are_accepted(kubelet_server: KubeletSe
         small.list()
 
 
-def test_nothing_connects_before_the_first_list(socket_dir: Path) -> None:
-    client = PodResourcesClient(str(socket_dir / "later.sock"))
-    client.close()  # no channel yet: nothing to close, and no error
+def test_a_client_made_before_the_kubelet_socket_exists_works_once_it_does(socket_dir: Path) -> None:
+    later = KubeletServer(socket_dir / "later.sock")
+    client = PodResourcesClient(later.target)  # nothing connects yet: the agent may start before the kubelet
+    assert not later.socket.exists()
+    later.kubelet.pods = [pod("team-a", "train-0", container("main", devices("nvidia.com/gpu", "GPU-a")))]
+    later.start()
+    try:
+        with client:
+            (listed,) = client.list()
+    finally:
+        later.stop()
+    assert (listed.namespace, listed.pod, listed.container) == ("team-a", "train-0", "main")
+    assert listed.device_ids == ("GPU-a",)
 
 
 def test_is_gpu_resource() -> None:

@@ -115,6 +115,7 @@ def example_view() -> ExportView:
         backend="nvml",
         simulated=False,
         version="0.1.0",
+        epoch="0123456789abcdef",
         ticks_total=42,
         tick_cpu_seconds_total=1.25,
         last_tick_unix_s=T0 + 100.5,

@@ -10,7 +10,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from jouleledger.agent.status import ExportView
-from jouleledger.metrics import names
+from jouleledger.core import contract as names
 from jouleledger.metrics.agent import AgentCollector, label_name_for, pod_info_label_names
 from tests.metrics._views import NODE, T0, example_view, running_pods_view
 
@@ -147,7 +147,8 @@ def test_agent_self_metrics(registry: CollectorRegistry) -> None:
     node = {"node": NODE}
     assert (
         registry.get_sample_value(
-            f"{names.AGENT_INFO}_info", {"node": NODE, "backend": "nvml", "simulated": "false", "version": "0.1.0"}
+            f"{names.AGENT_INFO}_info",
+            {"node": NODE, "backend": "nvml", "simulated": "false", "version": "0.1.0", "epoch": "0123456789abcdef"},
         )
         == 1.0
     )
@@ -175,14 +176,14 @@ def test_agent_self_metrics(registry: CollectorRegistry) -> None:
 def test_simulated_agent_says_so() -> None:
     registry = _registry(running_pods_view(0))
     info = _samples(registry, f"{names.AGENT_INFO}_info")
-    assert info == [{"node": NODE, "backend": "replay", "simulated": "true", "version": "t"}]
+    assert info == [{"node": NODE, "backend": "replay", "simulated": "true", "version": "t", "epoch": ""}]
 
 
 def test_every_exported_family_is_named_in_the_contract(registry: CollectorRegistry) -> None:
     contract = {value for key, value in vars(names).items() if key.isupper() and isinstance(value, str)}
     exported = {family.name for family in registry.collect()}
     assert exported <= contract
-    assert len(exported) == 17  # 4 per pod, 3 per GPU, 10 self
+    assert len(exported) == 19  # 5 per pod, 4 per GPU, 10 self
 
 
 def test_scrape_reads_the_latest_view_and_drops_what_it_no_longer_holds() -> None:

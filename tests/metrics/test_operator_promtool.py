@@ -7,8 +7,8 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from jouleledger.controller.status import NodeIntensity, OperatorStats
-from jouleledger.core.footprint import RollupSnapshot, TotalsView
+from jouleledger.core.footprints import RollupSnapshot, Totals
+from jouleledger.core.operator_stats import NodeIntensity, OperatorStats
 from jouleledger.metrics.operator_collector import OperatorCollector
 from tests._tools import require_tool
 
@@ -34,10 +34,10 @@ def _busy() -> tuple[OperatorStats, RollupSnapshot]:
         stats.observe_delay(delay_s)
     rollups = RollupSnapshot(
         namespaces={
-            "team-a": TotalsView(3_600_000_000, 7200.0, 450.0, 25.0, 0.18),
-            'odd "ns"\\': TotalsView(1, 0.5, 0.0, 0.0, 0.0),
+            "team-a": Totals(3_600_000_000, 7200.0, 450.0, 25.0, 0.18),
+            'odd "ns"\\': Totals(1, 0.5, 0.0, 0.0, 0.0),
         },
-        teams={"vision": TotalsView(3_600_000_000, 7200.0, 450.0, 25.0, 0.18), "équipe": TotalsView(1, 0.5, 0, 0, 0)},
+        teams={"vision": Totals(3_600_000_000, 7200.0, 450.0, 25.0, 0.18), "équipe": Totals(1, 0.5, 0, 0, 0)},
         unallocated_mj={"gpu-node-1": 5_000_000},
         currency="EUR",
     )

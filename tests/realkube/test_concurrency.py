@@ -23,9 +23,9 @@ from jouleledger.controller.accountant import Accountant
 from jouleledger.controller.app import LIST_PATHS, OperatorApp, OperatorOptions
 from jouleledger.controller.cluster import PODS
 from jouleledger.controller.config import load_config
-from jouleledger.core.footprint_record import account_from_object
 from jouleledger.intensity import build_provider
 from jouleledger.kube.api import ApiError, KubeApi
+from jouleledger.kube.footprints import account_from_object
 from tests.realkube._cluster import (
     ENERGY_J,
     FOOTPRINTS,

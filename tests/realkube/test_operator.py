@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from jouleledger.core.footprint_record import account_from_object
+from jouleledger.kube.footprints import account_from_object
 from tests.realkube._cluster import (
     ENERGY_J,
     FOOTPRINTS,

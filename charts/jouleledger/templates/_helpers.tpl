@@ -83,6 +83,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 - --pod-metadata
 - {{ .Values.agent.podMetadata }}
+{{- include "jouleledger.webConfigArgs" . }}
 {{- end }}
 
 {{/* Arguments of `jouleledger operator` (the command line agreed with the operator). */}}
@@ -110,5 +111,88 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- if .Values.operator.dryRun }}
 - --dry-run
+{{- end }}
+{{- include "jouleledger.webConfigArgs" . }}
+{{- include "jouleledger.operator.scrapeArgs" . }}
+{{- end }}
+
+{{/* Where the metricsSecurity Secret is mounted. */}}
+{{- define "jouleledger.webDir" -}}
+/etc/jouleledger/web
+{{- end }}
+
+{{/* --web-config-file of both components, when metricsSecurity is enabled. */}}
+{{- define "jouleledger.webConfigArgs" -}}
+{{- if .Values.metricsSecurity.enabled }}
+- --web-config-file
+- {{ include "jouleledger.webDir" . }}/{{ .Values.metricsSecurity.webConfigKey }}
+{{- end }}
+{{- end }}
+
+{{/* How the operator authenticates to the agents (metricsSecurity.scrape). */}}
+{{- define "jouleledger.operator.scrapeArgs" -}}
+{{- $sec := .Values.metricsSecurity }}
+{{- $dir := include "jouleledger.webDir" . }}
+{{- if $sec.enabled }}
+{{- if $sec.tls }}
+- --agent-scheme
+- https
+{{- with $sec.scrape.caFile }}
+- --agent-ca-file
+- {{ $dir }}/{{ . }}
+{{- end }}
+- --agent-server-name
+- {{ default (printf "%s-agent.%s.svc" (include "jouleledger.fullname" .) .Release.Namespace) $sec.scrape.serverName }}
+{{- if and $sec.scrape.certFile $sec.scrape.keyFile }}
+- --agent-cert-file
+- {{ $dir }}/{{ $sec.scrape.certFile }}
+- --agent-key-file
+- {{ $dir }}/{{ $sec.scrape.keyFile }}
+{{- end }}
+{{- end }}
+{{- if and $sec.scrape.username $sec.scrape.passwordFile }}
+- --agent-basic-auth-username
+- {{ $sec.scrape.username | quote }}
+- --agent-basic-auth-password-file
+- {{ $dir }}/{{ $sec.scrape.passwordFile }}
+{{- else if $sec.scrape.bearerTokenFile }}
+- --agent-bearer-token-file
+- {{ $dir }}/{{ $sec.scrape.bearerTokenFile }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Liveness/readiness handler of /healthz: HTTPS with TLS, a TCP check where client certificates are required. */}}
+{{- define "jouleledger.probeHandler" -}}
+{{- $sec := .Values.metricsSecurity }}
+{{- if and $sec.enabled $sec.requireClientCertificates }}
+tcpSocket:
+  port: metrics
+{{- else }}
+httpGet:
+  path: /healthz
+  port: metrics
+  {{- if and $sec.enabled $sec.tls }}
+  scheme: HTTPS
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The web Secret's volume and mount (metricsSecurity). */}}
+{{- define "jouleledger.webVolume" -}}
+{{- if .Values.metricsSecurity.enabled }}
+# Mounted by the kubelet: no ServiceAccount of the chart can read Secrets.
+- name: web
+  secret:
+    secretName: {{ required "metricsSecurity.secretName is required when metricsSecurity.enabled" .Values.metricsSecurity.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{- define "jouleledger.webVolumeMount" -}}
+{{- if .Values.metricsSecurity.enabled }}
+- name: web
+  mountPath: {{ include "jouleledger.webDir" . }}
+  readOnly: true
 {{- end }}
 {{- end }}

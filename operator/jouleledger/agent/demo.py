@@ -14,9 +14,10 @@ import threading
 import time
 
 from jouleledger.agent.main import serve_metrics
-from jouleledger.agent.report import format_report
+from jouleledger.agent.report import add_price_arguments, format_report, pricing_from_args
 from jouleledger.agent.runner import AgentRunner
 from jouleledger.core.carbon import CarbonRates, CarbonTally
+from jouleledger.core.flags import non_negative_float, port_number, positive_float, positive_int
 from jouleledger.core.units import InvalidValueError
 from jouleledger.hardware.simulated import SimulatedNode
 
@@ -24,24 +25,32 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gpus", type=int, default=4, help="GPUs of the simulated node (default 4)")
+    parser.add_argument("--gpus", type=positive_int, default=4, help="GPUs of the simulated node (default 4)")
     parser.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
     parser.add_argument(
-        "--duration-s", type=float, default=1800.0, help="simulated seconds to run (default 1800 = 30 min)"
+        "--duration-s", type=positive_float, default=1800.0, help="simulated seconds to run (default 1800 = 30 min)"
     )
-    parser.add_argument("--interval-s", type=float, default=5.0, help="simulated seconds per tick (default 5)")
-    parser.add_argument("--wall-s", type=float, default=3.0, help="real seconds to spread the run over (default 3)")
-    parser.add_argument("--port", type=int, default=9470, help="serve /metrics on 127.0.0.1:PORT (0: do not serve)")
-    parser.add_argument("--hold-s", type=float, default=0.0, help="keep serving /metrics this long after the run")
+    parser.add_argument("--interval-s", type=positive_float, default=5.0, help="simulated seconds per tick (default 5)")
+    parser.add_argument(
+        "--wall-s", type=non_negative_float, default=3.0, help="real seconds to spread the run over (default 3)"
+    )
+    parser.add_argument(
+        "--port", type=port_number, default=9470, help="serve /metrics on 127.0.0.1:PORT (0: do not serve)"
+    )
+    parser.add_argument(
+        "--hold-s", type=non_negative_float, default=0.0, help="keep serving /metrics this long after the run"
+    )
     parser.add_argument("--pue", type=float, default=1.2, help="power usage effectiveness (default 1.2)")
     parser.add_argument(
         "--embodied-g-per-gpu-hour", type=float, default=25.0, help="embodied carbon per GPU-hour (default 25)"
     )
+    add_price_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         rates = CarbonRates(args.pue, 0.0, args.embodied_g_per_gpu_hour)
+        pricing = pricing_from_args(args, args.pue)
         node = SimulatedNode(
             node="demo-gpu-node",
             gpus=args.gpus,
@@ -77,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             f"(seed {args.seed}, PUE {args.pue:g}, embodied {args.embodied_g_per_gpu_hour:g} g/GPU-hour, "
             "grid intensity varying over the simulated day)\n"
         )
-        sys.stdout.write(format_report(snapshot, tally.grams))
+        sys.stdout.write(format_report(snapshot, tally.grams, unallocated_g=tally.unallocated_g, pricing=pricing))
         if server is not None and args.hold_s > 0:
             print(f"holding /metrics for {args.hold_s:g} s", flush=True)
             time.sleep(args.hold_s)

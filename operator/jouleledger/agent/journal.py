@@ -4,12 +4,13 @@ Rewriting the whole checkpoint every tick costs milliseconds of CPU on a busy no
 fraction of that. The full checkpoint (:mod:`jouleledger.agent.checkpoint`) is rewritten every few minutes and
 names a *generation*; the journal beside it starts with that generation and then holds one line per tick::
 
-    {"format": "jouleledger-journal", "version": 1, "generation": "<id>"}
+    {"format": "jouleledger-journal", "version": 2, "generation": "<id>"}
     <crc32 of the JSON, 8 hex digits> <JSON entry>
 
 Entries carry absolute values (never increments), so applying one twice cannot double-count. Reading stops at the
 first line that is torn (a crash mid-append: the tick in flight is lost, as expected) or corrupt (reported); a
-journal of another generation is stale (its ticks are already in the checkpoint) and ignored.
+journal of another generation is stale (its ticks are already in the checkpoint) and ignored. Version 1 journals
+(before the energy from power integration was kept) are still read.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import IO, Any, Final
 __all__ = ["FORMAT", "Journal", "JournalRead", "journal_path", "read_journal"]
 
 FORMAT: Final = "jouleledger-journal"
-VERSION: Final = 1
+VERSION: Final = 2
+READABLE_VERSIONS: Final = (1, 2)  # 1: entries without the energy from power integration (read as unchanged)
 
 
 def journal_path(checkpoint_path: Path) -> Path:
@@ -69,7 +71,12 @@ def read_journal(path: Path, generation: str) -> JournalRead:
         header = json.loads(lines[0])
     except (json.JSONDecodeError, UnicodeDecodeError):
         header = None
-    if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != VERSION:
+    if (
+        not isinstance(header, dict)
+        or header.get("format") != FORMAT
+        or header.get("version") not in READABLE_VERSIONS
+        or isinstance(header.get("version"), bool)
+    ):
         if len(lines) == 1:  # the header itself was torn while being written
             result.torn = True
         else:
@@ -120,6 +127,7 @@ class Journal:
         self._clock = clock
         self._file: IO[bytes] | None = None
         self._synced_at = 0.0
+        self.synced_size = 0  # bytes of the file known to be on disk (fsynced); what survives a power loss
 
     def reset(self, generation: str) -> None:
         """Start an empty journal for ``generation`` (atomically replacing the old one)."""
@@ -132,9 +140,13 @@ class Journal:
         os.replace(temp, self.path)
         self._file = self.path.open("ab")
         self._synced_at = self._clock()
+        self.synced_size = self._file.tell()
 
-    def append(self, entry: dict[str, Any]) -> None:
-        """Add one entry; raises ``OSError`` or ``ValueError`` (then the caller writes a full checkpoint)."""
+    def append(self, entry: dict[str, Any]) -> bool:
+        """Add one entry; True when it is on disk (fsynced) with all before it, False when only flushed.
+
+        Raises ``OSError`` or ``ValueError`` (then the caller writes a full checkpoint).
+        """
         if self._file is None:
             raise OSError(f"journal {self.path} is not open")
         self._file.write(_line(entry))
@@ -143,6 +155,9 @@ class Journal:
         if now - self._synced_at >= self.fsync_s:
             os.fsync(self._file.fileno())
             self._synced_at = now
+            self.synced_size = self._file.tell()
+            return True
+        return False
 
     def close(self) -> None:
         if self._file is not None:

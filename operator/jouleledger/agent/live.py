@@ -14,11 +14,11 @@ from collections import Counter
 from collections.abc import Callable
 
 from jouleledger.agent.runner import SourceHealth
-from jouleledger.core.model import NodeHeader, PodInfo, Sample
+from jouleledger.core.model import GpuInfo, NodeHeader, PodInfo, Sample, base_device_id
 from jouleledger.hardware.base import GpuMeter, PodSource, PodSourceError
 from jouleledger.hardware.proc import ContainerRef, ProcMap
 
-__all__ = ["LiveNodeSource", "attach_pids"]
+__all__ = ["LiveNodeSource", "attach_pids", "gpus_needing_processes"]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,32 @@ def attach_pids(pods: tuple[PodInfo, ...], owners: dict[int, ContainerRef]) -> t
     return tuple(result)
 
 
+def gpus_needing_processes(gpus: tuple[GpuInfo, ...], pods: tuple[PodInfo, ...]) -> frozenset[str]:
+    """The GPUs whose processes the attribution uses: a whole GPU held by no pod (its holders are then the owners
+    of its processes) or by several (they share by SM utilisation), a MIG GPU where one instance has several
+    holders. An exclusive GPU is split without them, so the meter need not query them."""
+    holders: dict[str, int] = {}
+    for pod in pods:
+        devices = {base_device_id(device) for container in pod.containers for device in container.devices}
+        for device in devices:
+            holders[device] = holders.get(device, 0) + 1
+    needed: set[str] = set()
+    for gpu in gpus:
+        if gpu.mig:
+            if any(holders.get(instance.uuid, 0) > 1 for instance in gpu.mig):
+                needed.add(gpu.uuid)
+        elif holders.get(gpu.uuid, 0) != 1:
+            needed.add(gpu.uuid)
+    return frozenset(needed)
+
+
 class LiveNodeSource:
-    """Samples a real GPU node. The pod source may fail: energy is then measured and left unallocated."""
+    """Samples a real GPU node. The pod source may fail: energy is then measured and left unallocated.
+
+    The pods are read before the meter, so that the meter queries processes only for the GPUs that this tick's
+    holders make need them (:func:`gpus_needing_processes`): a GPU that becomes shared is weighted by utilisation
+    from its first shared interval on.
+    """
 
     def __init__(
         self,
@@ -81,11 +105,6 @@ class LiveNodeSource:
         return self._header
 
     def sample(self) -> Sample:
-        readout = self._meter.read()
-        t_s = self._clock()
-        for error in readout.errors:
-            self._reading_errors[(error.uuid, error.kind)] += 1
-            log.warning("GPU %s not read this tick: %s", error.uuid, error.detail)
         pods: tuple[PodInfo, ...] = ()
         if self._pods is not None:
             try:
@@ -98,6 +117,11 @@ class LiveNodeSource:
                 if self._pods_known:
                     log.error("pod source unreachable, energy goes to unallocated until it is back: %s", error)
                 self._pods_known = False
+        readout = self._meter.read(processes_for=gpus_needing_processes(self._header.gpus, pods))
+        t_s = self._clock()
+        for failed in readout.errors:
+            self._reading_errors[(failed.uuid, failed.kind)] += 1
+            log.warning("GPU %s not read this tick: %s", failed.uuid, failed.detail)
         gpu_pids = {process.pid for reading in readout.readings for process in reading.processes}
         if gpu_pids and pods:
             pods = attach_pids(pods, self._procs.lookup(gpu_pids))

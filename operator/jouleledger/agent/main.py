@@ -20,11 +20,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from jouleledger.agent.runner import AgentRunner
+from jouleledger.core.flags import non_negative_float, port_number, positive_float, positive_int
 from jouleledger.hardware.base import BackendError, NodeSource
 
 if TYPE_CHECKING:
     from jouleledger.kube.podmeta import PodMetadataCache
     from jouleledger.metrics.server import MetricsServer
+    from jouleledger.metrics.webconfig import WebConfig
 
 __all__ = ["add_arguments", "build_source", "run", "serve_metrics"]
 
@@ -48,9 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where readings come from; always explicit (env JOULELEDGER_BACKEND)",
     )
     parser.add_argument("--node-name", default=env("NODE_NAME", ""), help="this node's name (env NODE_NAME)")
-    parser.add_argument("--interval-s", type=float, default=1.0, help="seconds between ticks (default 1)")
+    parser.add_argument("--interval-s", type=positive_float, default=1.0, help="seconds between ticks (default 1)")
     parser.add_argument("--listen-address", default="0.0.0.0", help="address for /metrics and /healthz")
-    parser.add_argument("--port", type=int, default=9470, help="port for /metrics and /healthz (0: none)")
+    parser.add_argument("--port", type=port_number, default=9470, help="port for /metrics and /healthz (0: none)")
     parser.add_argument("--kubelet-socket", default=DEFAULT_SOCKET, help="kubelet PodResources gRPC socket")
     parser.add_argument(
         "--extra-gpu-resources",
@@ -63,7 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint-path", type=Path, default=None, help="file for crash-safe counters (none: not kept)"
     )
     parser.add_argument(
-        "--retention-s", type=float, default=3600.0, help="how long finished pods stay exported (default 3600)"
+        "--retention-s",
+        type=non_negative_float,
+        default=3600.0,
+        help="how long finished pods stay exported (default 3600)",
     )
     parser.add_argument(
         "--label-allowlist", type=_csv, default=(), help="pod labels copied onto jouleledger_pod_info, comma-separated"
@@ -76,14 +81,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--trace", type=Path, help="trace file for --backend replay")
     parser.add_argument("--seed", type=int, default=0, help="seed for --backend simulated")
-    parser.add_argument("--gpus", type=int, default=4, help="GPUs of the simulated node")
+    parser.add_argument("--gpus", type=positive_int, default=4, help="GPUs of the simulated node")
     parser.add_argument(
         "--dry-run",
         action="store_true",
         help="measure, attribute and serve /metrics, but neither read nor write the checkpoint",
     )
     parser.add_argument("--once", action="store_true", help="run a single tick, print the status and exit")
-    parser.add_argument("--max-ticks", type=int, default=None, help="stop after this many ticks")
+    parser.add_argument("--max-ticks", type=positive_int, default=None, help="stop after this many ticks")
+    parser.add_argument(
+        "--web-config-file", type=Path, default=None, help="TLS and basic auth of /metrics (exporter-toolkit YAML)"
+    )
 
 
 def _pod_metadata(node: str) -> PodMetadataCache | None:
@@ -136,33 +144,63 @@ def build_source(args: argparse.Namespace) -> NodeSource:
     return LiveNodeSource(args.node_name, meter, pods, ProcMap(args.proc_root))
 
 
-def serve_metrics(runner: AgentRunner, host: str, port: int) -> MetricsServer | None:
+def serve_metrics(
+    runner: AgentRunner, host: str, port: int, web_config: WebConfig | None = None
+) -> MetricsServer | None:
     """Serve the runner's ``/metrics`` and ``/healthz`` on ``host:port`` (port 0: not at all)."""
     if port == 0:
         return None
     from prometheus_client import CollectorRegistry
 
-    from jouleledger.metrics.agent import AgentCollector
+    from jouleledger.metrics.agent import AgentCollector, scoped_registry
     from jouleledger.metrics.server import MetricsServer
 
     registry = CollectorRegistry()
     registry.register(AgentCollector(runner.view))
-    server = MetricsServer(registry, runner.health)
+    server = MetricsServer(registry, runner.health, web_config=web_config, scoped=scoped_registry(runner.view))
     server.start(host, port)
     return server
 
 
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why the agent could not keep its checkpoint at ``path`` (None when it can): checked before it starts."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create its directory ({error.strerror or error})"
+    if path.is_dir():
+        return "is a directory"
+    probe = path.with_name(f".{path.name}.probe")
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return f"cannot write there ({error.strerror or error})"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    from jouleledger.metrics.webconfig import WebConfigError, load_web_config
+
+    try:
+        web_config = None if args.web_config_file is None else load_web_config(args.web_config_file)
+    except WebConfigError as error:
+        print(f"jouleledger agent: {error}", file=sys.stderr)
+        return 2
     try:
         source = build_source(args)
-    except BackendError as error:
+    except (BackendError, ValueError) as error:
         print(f"jouleledger agent: {error}", file=sys.stderr)
         return 1
     if args.dry_run and args.checkpoint_path is not None:
         log.info("--dry-run: the checkpoint %s is neither read nor written", args.checkpoint_path)
         args.checkpoint_path = None
     if args.checkpoint_path is not None:
-        args.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        problem = _checkpoint_problem(args.checkpoint_path)
+        if problem is not None:
+            source.close()
+            print(f"jouleledger agent: --checkpoint-path {args.checkpoint_path}: {problem}", file=sys.stderr)
+            return 1
     runner = AgentRunner(
         source,
         backend=args.backend,
@@ -171,6 +209,16 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_path=args.checkpoint_path,
         label_allowlist=args.label_allowlist,
     )
+    try:
+        server = None if args.once else serve_metrics(runner, args.listen_address, args.port, web_config)
+    except OSError as error:
+        runner.close()
+        source.close()
+        print(
+            f"jouleledger agent: cannot serve on {args.listen_address}:{args.port}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return 1
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -179,7 +227,6 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    server = None if args.once else serve_metrics(runner, args.listen_address, args.port)
     log.info(
         "agent on node %s: backend %s, %d GPUs, tick every %.3g s",
         runner.header.node,

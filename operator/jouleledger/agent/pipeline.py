@@ -10,14 +10,15 @@ from typing import Any
 
 from jouleledger.core.accounting import IntervalResult, NodeAccountant
 from jouleledger.core.integration import Baseline
-from jouleledger.core.ledger import Ledger, LedgerStateError
+from jouleledger.core.ledger import LedgerStateError, PodCounters
 from jouleledger.core.model import NodeHeader, Sample
 from jouleledger.core.snapshot import LedgerSnapshot
-from jouleledger.core.units import InvalidValueError, checked_float, checked_int
+from jouleledger.core.units import MAX_COUNTER_MJ, InvalidValueError, checked_float, checked_int
 
 __all__ = ["Pipeline"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: the ledger state before energy from power was counted apart
 
 
 class Pipeline:
@@ -26,7 +27,7 @@ class Pipeline:
     def __init__(self, header: NodeHeader, *, retention_s: float = 3600.0) -> None:
         self.header = header
         self.accountant = NodeAccountant(header)
-        self.ledger = Ledger(header, retention_s)
+        self.ledger = PodCounters(header, retention_s)
 
     def step(self, sample: Sample, *, pods_known: bool = True) -> IntervalResult:
         """Attribute ``sample``'s intervals and add them to the counters."""
@@ -55,14 +56,19 @@ class Pipeline:
         }
 
     def apply_journal_entry(self, entry: Mapping[str, Any]) -> None:
-        """Fold in one :meth:`journal_entry` after :meth:`restore`; raises :class:`LedgerStateError`."""
+        """Fold in one :meth:`journal_entry` after :meth:`restore`; raises :class:`LedgerStateError`.
+
+        The entry is validated whole first (baselines and rejections here, the counters by the ledger): a rejected
+        entry changes nothing.
+        """
         try:
-            self.ledger.apply_delta(entry["ledger"])
             baselines, rejected = _load_baselines(entry["baselines"]), _load_rejected(entry["rejected"])
+            self.ledger.apply_delta(entry["ledger"])
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             if isinstance(error, LedgerStateError):
                 raise
-            raise LedgerStateError(f"malformed journal entry: {error!r}") from error
+            detail = error if isinstance(error, InvalidValueError) else repr(error)
+            raise LedgerStateError(f"malformed journal entry: {detail}") from error
         self.accountant.restore(baselines, rejected)
 
     def _baselines_state(self) -> dict[str, Any]:
@@ -74,9 +80,9 @@ class Pipeline:
     def restore(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`to_state`; raises :class:`LedgerStateError` when the state cannot be trusted."""
         try:
-            if state.get("version") != STATE_VERSION:
+            if state.get("version") not in READABLE_VERSIONS or isinstance(state.get("version"), bool):
                 raise LedgerStateError(f"unsupported pipeline state version {state.get('version')!r}")
-            ledger = Ledger.from_state(self.header, self.ledger.retention_s, state["ledger"])
+            ledger = PodCounters.from_state(self.header, self.ledger.retention_s, state["ledger"])
             baselines = _load_baselines(state["baselines"])
             rejected = _load_rejected(state["rejected"])
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -92,12 +98,14 @@ def _load_baselines(data: Mapping[str, Any]) -> dict[str, Baseline]:
     return {
         str(uuid): Baseline(
             checked_float("t_s", base["t_s"], minimum=-1e300),
-            None if base["energy_mj"] is None else checked_int("energy_mj", base["energy_mj"]),
-            None if base["power_mw"] is None else checked_int("power_mw", base["power_mw"]),
+            None if base["energy_mj"] is None else checked_int("energy_mj", base["energy_mj"], maximum=MAX_COUNTER_MJ),
+            None if base["power_mw"] is None else checked_int("power_mw", base["power_mw"], maximum=MAX_COUNTER_MJ),
         )
         for uuid, base in dict(data).items()
     }
 
 
 def _load_rejected(data: Any) -> dict[tuple[str, str], int]:
-    return {(str(uuid), str(reason)): checked_int("rejected", count) for uuid, reason, count in data}
+    return {
+        (str(uuid), str(reason)): checked_int("rejected", count, maximum=MAX_COUNTER_MJ) for uuid, reason, count in data
+    }

@@ -1,6 +1,10 @@
 """The agent's loop: one tick per interval reads the source, attributes, counts, checkpoints and publishes an
 immutable view for ``/metrics``.
 
+With a checkpoint the view holds the counters as of the last durable (fsynced) write, never newer, so that after a
+power loss the restored counters are at least anything exported under the same epoch (see
+:mod:`jouleledger.agent.persistence`). Without one (``--dry-run``) every start is a new epoch and the view is live.
+
 The runner owns no I/O of its own beyond the checkpoint file; sources, clocks and the checkpoint path are
 injected, so the same loop runs under tests with a fake clock, in ``demo`` on the simulated node and in the
 DaemonSet on NVML.
@@ -13,15 +17,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from jouleledger import __version__
-from jouleledger.agent.persistence import CounterStore
+from jouleledger.agent.persistence import CounterStore, new_epoch
 from jouleledger.agent.pipeline import Pipeline
 from jouleledger.agent.status import AgentStatus, ExportView
 from jouleledger.core.accounting import IntervalResult
+from jouleledger.core.snapshot import LedgerSnapshot
 from jouleledger.hardware.base import NodeSource
 
 __all__ = ["AgentRunner", "HealthReporting", "SourceHealth"]
@@ -64,6 +69,8 @@ class AgentRunner:
         cpu_clock: Callable[[], float] = time.process_time,
         on_interval: Callable[[IntervalResult], None] | None = None,
         compact_every: int = 300,
+        journal_fsync_s: float = 0.0,
+        monotonic_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s must be positive, got {interval_s!r}")
@@ -84,24 +91,40 @@ class AgentRunner:
         self._last_tick_s = 0.0
         self._lock = threading.RLock()
         self._store: CounterStore | None = None
+        self.epoch = new_epoch()
         if checkpoint_path is not None:
             self._store = CounterStore(
                 checkpoint_path,
                 backend=backend,
                 node=self.header.node,
                 compact_every=compact_every,
+                fsync_s=journal_fsync_s,
                 wall_clock=wall_clock,
+                monotonic_clock=monotonic_clock,
             )
             self._store.restore(self.pipeline)
+            self.epoch = self._store.epoch
+            self._ticks = self._store.ticks
+        # The last durable state that was captured, and whether the state right now is durable. Journals that
+        # fsync every tick (the default) make every tick durable: the snapshot is then taken lazily, by the view.
+        self._durable: tuple[LedgerSnapshot, int] = (self.pipeline.snapshot(), self._ticks)
+        self._now_durable = True
+        self._capture_eagerly = checkpoint_path is not None and journal_fsync_s > 0
         self._view = self._build_view()
         self._view_tick = self._ticks
 
     # --- checkpoint --------------------------------------------------------------------------------------------
 
+    @property
+    def store(self) -> CounterStore | None:
+        """Where the counters are kept (None without a checkpoint path)."""
+        return self._store
+
     def save_checkpoint(self) -> None:
         """Write the whole state now (at shutdown); failures are counted and logged, never fatal."""
         if self._store is not None:
-            self._store.save_full(self.pipeline)
+            if self._store.save_full(self.pipeline, self._ticks):
+                self._mark_durable()
             self._store.close()
 
     def close(self) -> None:
@@ -126,22 +149,33 @@ class AgentRunner:
         result = self.pipeline.step(sample, pods_known=self._health.pods_known)
         if self._on_interval is not None:
             self._on_interval(result)
-        if self._store is not None:
-            self._store.record_tick(self.pipeline)
         self._ticks += 1
+        self._now_durable = False
+        if self._store is None or self._store.record_tick(self.pipeline, self._ticks):
+            self._mark_durable()
         self._last_tick_s = self._wall()
         self._tick_cpu_s += self._cpu() - cpu_start
         return True
 
+    def _mark_durable(self) -> None:
+        """The counters as they are now are safe on disk (or there is no disk): exports may show them."""
+        self._now_durable = True
+        if self._capture_eagerly:  # the next ticks may not be durable: keep this state for the views until then
+            self._durable = (self.pipeline.snapshot(), self._ticks)
+
     def _build_view(self) -> ExportView:
-        rejected: Counter[tuple[str, str]] = Counter(self.pipeline.accountant.rejected)
+        if self._now_durable and self._durable[1] != self._ticks:
+            self._durable = (self.pipeline.snapshot(), self._ticks)
+        snapshot, durable_ticks = self._durable
+        rejected: Counter[tuple[str, str]] = Counter(snapshot.rejected)
         rejected.update(self._health.rejected)
         status = AgentStatus(
             node=self.header.node,
             backend=self.backend,
             simulated=self.source.simulated,
             version=__version__,
-            ticks_total=self._ticks,
+            epoch=self.epoch,
+            ticks_total=durable_ticks,
             tick_cpu_seconds_total=self._tick_cpu_s,
             last_tick_unix_s=self._last_tick_s,
             pod_source_up=self._health.pods_known,
@@ -151,10 +185,10 @@ class AgentRunner:
             checkpoint_writes_total=0 if self._store is None else self._store.writes,
             started_unix_s=self._started_s,
         )
-        return ExportView(self.pipeline.ledger.snapshot(rejected), status, self.label_allowlist)
+        return ExportView(replace(snapshot, rejected=dict(rejected)), status, self.label_allowlist)
 
     def view(self) -> ExportView:
-        """An immutable view of the counters after the latest tick (what a scrape renders).
+        """An immutable view of the counters as of the latest durable tick (what a scrape renders).
 
         Built on demand, at most once per tick, under the same lock as the tick: a scrape never sees a
         half-applied tick, and ticks pay nothing for views nobody reads.
@@ -170,7 +204,7 @@ class AgentRunner:
         view = self.view()
         status = view.status
         now = self._wall()
-        last = status.last_tick_unix_s or status.started_unix_s
+        last = self._last_tick_s or self._started_s
         problems = []
         stalled = now - last > STALL_INTERVALS * self.interval_s + 1.0
         if stalled:

@@ -15,6 +15,8 @@ class AgentStatus:
     """Self-observation of the agent at the end of a tick.
 
     ``backend`` is ``nvml``, ``replay`` or ``simulated``; ``simulated`` is True when the data is not measured.
+    ``epoch`` identifies the counters (a new one whenever they start from zero); ``ticks_total`` counts the ticks
+    within it that the exported counters include.
     ``reading_errors`` counts per-GPU read failures by ``(gpu uuid, kind)`` (``gpu_lost``, ``not_supported``...).
     ``pod_source_up`` is False while the kubelet (or the trace/simulator's pod list) cannot be read: energy then
     keeps being measured and goes to unallocated.
@@ -24,6 +26,7 @@ class AgentStatus:
     backend: str
     simulated: bool
     version: str
+    epoch: str = ""
     ticks_total: int = 0
     tick_cpu_seconds_total: float = 0.0
     last_tick_unix_s: float = 0.0

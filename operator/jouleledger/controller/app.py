@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -26,12 +26,13 @@ from prometheus_client import CollectorRegistry
 from jouleledger.controller.accountant import Accountant, PassSummary
 from jouleledger.controller.cluster import JOBS, NODES, PODS, REPLICASETS, ClusterState, parse_selector
 from jouleledger.controller.config import OperatorConfig
-from jouleledger.controller.scrape import AgentScraper
-from jouleledger.core.footprint_job import CLOCK_SKEW_ALLOWANCE_S
+from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
+from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.intensity import IntensityProvider
 from jouleledger.kube.api import ApiError, KubeApi, build_http_client
 from jouleledger.metrics.operator_collector import OperatorCollector
 from jouleledger.metrics.server import MetricsServer
+from jouleledger.metrics.webconfig import WebConfig
 
 __all__ = ["OperatorApp", "OperatorOptions", "default_login"]
 
@@ -67,6 +68,8 @@ class OperatorOptions:
     peering: str | None = None
     dry_run: bool = False
     serve_metrics: bool = True
+    web_config: WebConfig | None = None  # TLS and basic auth of /metrics (--web-config-file)
+    agent_client: AgentClientConfig = field(default_factory=AgentClientConfig)  # how the agents are scraped
 
 
 def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -117,6 +120,7 @@ class OperatorApp:
         self._api_client: httpx.AsyncClient | None = None
         self._agent_client: httpx.AsyncClient | None = None
         self._stop = asyncio.Event()
+        self._flushed = True  # nothing to flush before accounting started
         self._task: asyncio.Task[None] | None = None
         self._server: MetricsServer | None = None
 
@@ -131,19 +135,14 @@ class OperatorApp:
 
     def _build(self, connection: kopf.ConnectionInfo) -> Accountant:
         self._api_client = build_http_client(connection)
-        self._agent_client = httpx.AsyncClient(
-            timeout=self.config.scrape_timeout_s,
-            # Each agent is scraped once an interval: keeping a connection alive to every node costs more (the
-            # pool scans its connections on each request) than opening one per scrape.
-            limits=httpx.Limits(max_connections=self.config.scrape_concurrency, max_keepalive_connections=0),
-            trust_env=False,
-        )
+        self._agent_client = build_agent_client(self.options.agent_client, concurrency=self.config.scrape_concurrency)
         scraper = AgentScraper(
             self._agent_client,
             timeout_s=self.config.scrape_timeout_s,
             concurrency=self.config.scrape_concurrency,
             backoff_base_s=self.options.scrape_interval_s,
             backoff_max_s=8 * self.options.scrape_interval_s,
+            agent_client=self.options.agent_client,
         )
         self.accountant = Accountant(
             config=self.config,
@@ -164,7 +163,7 @@ class OperatorApp:
         if not self.options.serve_metrics:
             return
         self.metrics_registry.register(OperatorCollector(accountant.view))
-        self._server = MetricsServer(self.metrics_registry, accountant.health)
+        self._server = MetricsServer(self.metrics_registry, accountant.health, web_config=self.options.web_config)
         self.metrics_port = self._server.start(self.options.listen_address, self.options.port)
 
     async def start_accounting(self, **login_kwargs: Any) -> Accountant:
@@ -172,11 +171,13 @@ class OperatorApp:
         accountant = self._build(self._connect(**login_kwargs))
         self._start_metrics(accountant)
         self._stop.clear()
+        self._flushed = False
         self._task = asyncio.create_task(accountant.run_forever(self._stop), name="jouleledger accounting")
         return accountant
 
     async def stop_accounting(self) -> None:
-        """Stop the accounting task, the metrics server and the HTTP clients (the cleanup handler calls this)."""
+        """Stop the accounting task, persist every changed footprint (SIGTERM, kopf shutdown), stop the metrics server
+        and the HTTP clients (the cleanup handler calls this)."""
         self._stop.set()
         if self._task is not None:
             try:
@@ -186,6 +187,12 @@ class OperatorApp:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
+        if self.accountant is not None and not self._flushed:
+            self._flushed = True
+            try:
+                await self.accountant.flush()
+            except Exception:  # shutting down: log, never hang the exit
+                log.exception("flushing the footprints at shutdown failed")
         if self._server is not None:
             self._server.stop()
             self._server = None

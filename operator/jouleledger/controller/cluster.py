@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from jouleledger.core.footprint_job import JobState, job_state
-from jouleledger.core.workload import OwnerLink
+from jouleledger.core.model import Owner
+from jouleledger.core.workload import controller_owner
+from jouleledger.kube.jobs import JobState, job_state
 
 __all__ = ["AgentTarget", "ClusterState", "JobInfo", "PodRef", "parse_selector"]
 
@@ -59,7 +60,7 @@ class JobInfo:
     namespace: str
     name: str
     uid: str
-    owner: OwnerLink | None
+    owner: Owner | None
     state: JobState
 
 
@@ -73,16 +74,6 @@ class PodRef:
     node: str
     owner_uid: str
     team: str
-
-
-def _controller(metadata: Mapping[str, Any]) -> OwnerLink | None:
-    for reference in metadata.get("ownerReferences") or ():
-        if isinstance(reference, Mapping) and reference.get("controller") and reference.get("uid"):
-            kind = str(reference.get("kind", ""))
-            return OwnerLink(
-                kind, str(reference.get("name", "")), str(reference["uid"]), str(reference.get("apiVersion", ""))
-            )
-    return None
 
 
 class ClusterState:
@@ -102,7 +93,7 @@ class ClusterState:
         self._agent_selector = dict(agent_selector)
         self._agent_port = agent_port
         self._zone_of = zone_of
-        self.owners: dict[str, OwnerLink | None] = {}
+        self.owners: dict[str, Owner | None] = {}
         self.jobs: dict[str, JobInfo] = {}
         self.pods: dict[str, PodRef] = {}
         self._pods_by_owner: dict[str, set[str]] = {}
@@ -125,7 +116,7 @@ class ClusterState:
                 self.jobs.pop(uid, None)
                 self.owners.pop(uid, None)
             elif uid:
-                owner = _controller(metadata)
+                owner = controller_owner(metadata)
                 self.owners[uid] = owner
                 self.jobs[uid] = JobInfo(
                     str(metadata.get("namespace", "")), str(metadata.get("name", "")), uid, owner, job_state(body)
@@ -134,7 +125,7 @@ class ClusterState:
             if deleted:
                 self.owners.pop(uid, None)
             elif uid:
-                self.owners[uid] = _controller(metadata)
+                self.owners[uid] = controller_owner(metadata)
         elif plural == NODES:
             name = str(metadata.get("name", ""))
             if deleted:
@@ -158,7 +149,7 @@ class ClusterState:
         spec = body.get("spec") or {}
         status = body.get("status") or {}
         labels = metadata.get("labels") or {}
-        owner = _controller(metadata)
+        owner = controller_owner(metadata)
         pod = PodRef(
             namespace=str(metadata.get("namespace", "")),
             name=str(metadata.get("name", "")),

@@ -10,6 +10,7 @@
     embodied: {defaultGramsPerGpuHour: 0, models: {"NVIDIA H100 80GB HBM3": 25}}
     price: {currency: USD, defaultPerKwh: 0.15, zones: {eu-west-1: 0.21}}
     scrape: {timeoutSeconds: 5, concurrency: 16}
+    maxGpuPowerW: 1500          # physical bound on a GPU whose agent exports no power limit (see docs/metrics.md)
 """
 
 from __future__ import annotations
@@ -22,16 +23,19 @@ from typing import Any, Final
 
 import yaml
 
+from jouleledger.core.carbon import MAX_PUE
+from jouleledger.core.deltas import DEFAULT_MAX_GPU_POWER_W
+from jouleledger.core.units import InvalidValueError, checked_float
+
 __all__ = ["ConfigError", "OperatorConfig", "load_config", "parse_config"]
 
 DEFAULT_ZONE_LABELS: Final = ("topology.kubernetes.io/zone", "topology.kubernetes.io/region")
 _TOP_KEYS: Final = frozenset(
-    {"teamLabel", "pue", "zoneLabels", "defaultZone", "intensity", "embodied", "price", "scrape"}
+    {"teamLabel", "pue", "zoneLabels", "defaultZone", "intensity", "embodied", "price", "scrape", "maxGpuPowerW"}
 )
 _EMBODIED_KEYS: Final = frozenset({"defaultGramsPerGpuHour", "models"})
 _PRICE_KEYS: Final = frozenset({"currency", "defaultPerKwh", "zones"})
 _SCRAPE_KEYS: Final = frozenset({"timeoutSeconds", "concurrency"})
-MAX_PUE: Final = 5.0
 
 
 class ConfigError(ValueError):
@@ -54,6 +58,7 @@ class OperatorConfig:
     price_per_kwh: Mapping[str, float] = field(default_factory=dict)
     scrape_timeout_s: float = 5.0
     scrape_concurrency: int = 16
+    max_gpu_power_w: float = DEFAULT_MAX_GPU_POWER_W
 
     def price_of(self, zone: str) -> float:
         return self.price_per_kwh.get(zone, self.default_price_per_kwh)
@@ -80,11 +85,10 @@ def _section(where: str, value: object, keys: frozenset[str]) -> Mapping[str, An
 
 
 def _number(where: str, value: object, *, minimum: float = 0.0, maximum: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{where}: must be between {minimum:g} and {maximum:g}, got {value!r}")
-    return float(value)
+    try:
+        return checked_float(where, value, minimum=minimum, maximum=maximum)
+    except InvalidValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _string(where: str, value: object) -> str:
@@ -139,6 +143,9 @@ def parse_config(raw: object) -> OperatorConfig:
             "scrape.timeoutSeconds", scrape.get("timeoutSeconds", 5.0), minimum=0.001, maximum=300.0
         ),
         scrape_concurrency=concurrency,
+        max_gpu_power_w=_number(
+            "maxGpuPowerW", top.get("maxGpuPowerW", DEFAULT_MAX_GPU_POWER_W), minimum=1.0, maximum=100_000.0
+        ),
     )
 
 

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from jouleledger.controller.config import ConfigError, load_config
 
@@ -55,16 +56,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     peering.add_argument("--peering", default=None, metavar="NAME", help="kopf peering object name")
     parser.add_argument("--dry-run", action="store_true", help="compute and log; write nothing to the API")
     parser.add_argument("--once", action="store_true", help="run one accounting pass, then exit")
+    parser.add_argument(
+        "--web-config-file", type=Path, default=None, help="TLS and basic auth of /metrics (exporter-toolkit YAML)"
+    )
+    agents = parser.add_argument_group("scraping agents whose /metrics needs TLS or credentials")
+    agents.add_argument("--agent-scheme", choices=("http", "https"), default="http", help="default: http")
+    agents.add_argument("--agent-ca-file", type=Path, default=None, help="CA that signed the agents' certificate")
+    agents.add_argument("--agent-server-name", default="", help="name the agents' certificate is checked against")
+    agents.add_argument("--agent-cert-file", type=Path, default=None, help="client certificate (with its key)")
+    agents.add_argument("--agent-key-file", type=Path, default=None, help="the client certificate's key")
+    agents.add_argument("--agent-basic-auth-username", default="", help="basic auth user (with a password file)")
+    agents.add_argument("--agent-basic-auth-password-file", type=Path, default=None, help="read at every pass")
+    agents.add_argument("--agent-bearer-token-file", type=Path, default=None, help="read at every pass")
 
 
 def run(args: argparse.Namespace) -> int:
+    import ssl
+
     from jouleledger.controller.app import OperatorApp, OperatorOptions
+    from jouleledger.controller.scrape import AgentClientConfig
     from jouleledger.intensity import build_provider
+    from jouleledger.metrics.webconfig import load_web_config
 
     try:
         config = load_config(args.config)
         provider = build_provider(config.intensity)
     except (ConfigError, ValueError) as error:
+        print(f"jouleledger operator: {error}", file=sys.stderr)
+        return 2
+    try:
+        agent_client = AgentClientConfig(
+            scheme=args.agent_scheme,
+            ca_file=args.agent_ca_file,
+            cert_file=args.agent_cert_file,
+            key_file=args.agent_key_file,
+            server_name=args.agent_server_name,
+            username=args.agent_basic_auth_username,
+            password_file=args.agent_basic_auth_password_file,
+            bearer_token_file=args.agent_bearer_token_file,
+        )
+        agent_client.ssl_context()  # a bad CA or client certificate is an error now, not at the first pass
+        web_config = None if args.web_config_file is None else load_web_config(args.web_config_file)
+    except (ValueError, OSError, ssl.SSLError) as error:
         print(f"jouleledger operator: {error}", file=sys.stderr)
         return 2
     try:
@@ -79,14 +112,22 @@ def run(args: argparse.Namespace) -> int:
             peering=args.peering,
             dry_run=args.dry_run,
             serve_metrics=not args.once,
+            web_config=web_config,
+            agent_client=agent_client,
         )
         app = OperatorApp(options, config, provider)
     except ValueError as error:
         print(f"jouleledger operator: {error}", file=sys.stderr)
         return 2
-    if args.once:
-        summary = asyncio.run(app.once())
-        log.info("one pass: %s", summary)
-        return 0 if summary.restored else 1
-    asyncio.run(app.operate())
+    from kopf import LoginError
+
+    try:
+        if args.once:
+            summary = asyncio.run(app.once())
+            log.info("one pass: %s", summary)
+            return 0 if summary.restored else 1
+        asyncio.run(app.operate())
+    except LoginError as error:
+        print(f"jouleledger operator: no Kubernetes cluster to talk to: {error}", file=sys.stderr)
+        return 1
     return 0

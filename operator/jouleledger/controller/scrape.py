@@ -1,39 +1,52 @@
-"""Scraping the agents: bounded concurrency, a timeout per request, exponential backoff per agent.
+"""Scraping the agents: bounded concurrency, a deadline per request, a streamed body cap, backoff per agent.
 
-Each agent is scraped at most once per pass. After ``k`` consecutive failures an agent is skipped until
-``base_s * (2**(k-1) - 1)`` seconds (capped at ``max_s``) have passed since its last failure: a single failure is
-retried at the next pass, a persistent one every 1, 3, 7... intervals.
+Each request, from connecting to the last byte of the body, must finish within ``timeout_s`` (``timeout``
+otherwise: a dripping agent cannot hold a pass longer than that); the body is read in chunks and the request is
+aborted as soon as it exceeds ``max_body_bytes`` once decoded (``too_large``: a huge or gzip-bombed body never sits
+in memory). After ``k`` consecutive failures an agent is skipped until ``base_s * (2**(k-1) - 1)`` seconds (capped
+at ``max_s``) have passed since its last failure: a single failure is retried at the next pass, a persistent one
+every 1, 3, 7... intervals.
+
+:class:`AgentClientConfig` is how the operator reaches agents whose ``/metrics`` needs TLS and/or credentials (the
+agent's web config file): a CA to verify them, a client certificate, basic auth or a bearer token read from files
+at every pass (so rotated secrets are picked up).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import httpx
 
 from jouleledger.controller.cluster import AgentTarget
-from jouleledger.core.footprint_scrape import AgentScrape, ScrapeFormatError, parse_agent_samples
+from jouleledger.core.deltas import AgentScrape, ScrapeFormatError, parse_agent_samples
 from jouleledger.metrics.operator_collector import ExpositionError, parse_exposition
 
-__all__ = ["AgentScraper", "ScrapeOutcome"]
+__all__ = ["AgentClientConfig", "AgentScraper", "ScrapeOutcome", "build_agent_client"]
 
 log = logging.getLogger(__name__)
 
 OK: Final = "ok"
 ERROR: Final = "error"
 TIMEOUT: Final = "timeout"
+TOO_LARGE: Final = "too_large"
 BACKOFF: Final = "backoff"
+RESULTS: Final = (OK, ERROR, TIMEOUT, TOO_LARGE)
+"""Every result a tried scrape can have (``backoff`` means not tried)."""
 MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class ScrapeOutcome:
-    """``result`` is ``ok`` (``scrape`` set), ``error``, ``timeout`` or ``backoff`` (not tried this pass)."""
+    """``result`` is ``ok`` (``scrape`` set), ``error``, ``timeout``, ``too_large`` or ``backoff`` (not tried)."""
 
     target: AgentTarget
     result: str
@@ -41,10 +54,79 @@ class ScrapeOutcome:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class AgentClientConfig:
+    """How to reach the agents' ``/metrics``: ``http`` (the default) or ``https`` with the options below.
+
+    ``ca_file`` verifies the agents' certificates (default: the system CAs); ``server_name`` is the name their
+    certificate is checked against (agents are reached by pod IP: a shared certificate names a DNS name instead);
+    ``cert_file``/``key_file`` is the client certificate; ``username`` with ``password_file`` is basic auth,
+    ``bearer_token_file`` a bearer token (one of the two).
+    """
+
+    scheme: str = "http"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str = ""
+    username: str = ""
+    password_file: Path | None = None
+    bearer_token_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ("http", "https"):
+            raise ValueError(f"agent scheme must be http or https, got {self.scheme!r}")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("an agent client certificate needs both a certificate file and a key file")
+        if bool(self.username) != (self.password_file is not None):
+            raise ValueError("agent basic auth needs both a username and a password file")
+        if self.username and self.bearer_token_file is not None:
+            raise ValueError("agent basic auth and a bearer token are exclusive: give one of them")
+        if self.scheme == "http" and (self.ca_file or self.cert_file or self.server_name):
+            raise ValueError("agent TLS options (CA, client certificate, server name) need the https scheme")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for ``https`` (raises ``OSError``/``ssl.SSLError`` naming the bad file), else None."""
+        if self.scheme != "https":
+            return None
+        context = ssl.create_default_context(cafile=None if self.ca_file is None else str(self.ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None and self.key_file is not None:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return context
+
+    def headers(self) -> dict[str, str]:
+        """The ``Authorization`` header, read from its file now (raises ``OSError`` when it cannot be read)."""
+        if self.password_file is not None:
+            password = self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            token = base64.b64encode(f"{self.username}:{password}".encode()).decode("ascii")
+            return {"Authorization": f"Basic {token}"}
+        if self.bearer_token_file is not None:
+            return {"Authorization": f"Bearer {self.bearer_token_file.read_text(encoding='utf-8').strip()}"}
+        return {}
+
+
+def build_agent_client(config: AgentClientConfig, *, concurrency: int) -> httpx.AsyncClient:
+    """The HTTP client of the scraper (never the environment's proxies; no keep-alive, see below)."""
+    context = config.ssl_context()
+    return httpx.AsyncClient(
+        verify=True if context is None else context,
+        # Each agent is scraped once an interval: keeping a connection alive to every node costs more (the
+        # pool scans its connections on each request) than opening one per scrape.
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=0),
+        trust_env=False,
+        follow_redirects=False,
+    )
+
+
 @dataclass(slots=True)
 class _Backoff:
     failures: int = 0
     last_failure_s: float = 0.0
+
+
+class _TooLargeError(Exception):
+    pass
 
 
 class AgentScraper:
@@ -59,13 +141,20 @@ class AgentScraper:
         backoff_base_s: float,
         backoff_max_s: float,
         monotonic: Callable[[], float] = time.monotonic,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        agent_client: AgentClientConfig | None = None,
     ) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"scrape timeout must be positive, got {timeout_s!r}")
         self._client = client
+        self._timeout_s = timeout_s
         self._timeout = httpx.Timeout(timeout_s)
         self._semaphore = asyncio.Semaphore(concurrency)
         self._base_s = backoff_base_s
         self._max_s = backoff_max_s
         self._monotonic = monotonic
+        self._max_body_bytes = max_body_bytes
+        self._agent_client = agent_client if agent_client is not None else AgentClientConfig()
         self._backoff: dict[str, _Backoff] = {}
 
     def _due(self, node: str, now_s: float) -> bool:
@@ -80,7 +169,13 @@ class AgentScraper:
         now_s = self._monotonic()
         due = [target for target in targets if self._due(target.node, now_s)]
         skipped = [ScrapeOutcome(target, BACKOFF) for target in targets if not self._due(target.node, now_s)]
-        outcomes = await asyncio.gather(*(self._scrape(target) for target in due))
+        try:
+            headers = self._agent_client.headers()
+        except OSError as error:
+            log.error("cannot read the agents' scrape credentials: %s", error)
+            outcomes = [ScrapeOutcome(target, ERROR, error=f"credentials: {error}") for target in due]
+        else:
+            outcomes = await asyncio.gather(*(self._scrape(target, headers) for target in due))
         for outcome in outcomes:
             state = self._backoff.setdefault(outcome.target.node, _Backoff())
             if outcome.result == OK:
@@ -93,24 +188,65 @@ class AgentScraper:
             del self._backoff[node]
         return [*outcomes, *skipped]
 
-    async def _scrape(self, target: AgentTarget) -> ScrapeOutcome:
+    def _url(self, target: AgentTarget) -> str:
+        host = f"[{target.ip}]" if ":" in target.ip else target.ip
+        return f"{self._agent_client.scheme}://{host}:{target.port}/metrics"
+
+    async def _fetch(self, target: AgentTarget, headers: dict[str, str]) -> tuple[int, bytes]:
+        """``(status, body)``; the body is read only for a 200, and only up to the cap."""
+        extensions = {"sni_hostname": self._agent_client.server_name} if self._agent_client.server_name else None
+        request = self._client.build_request(
+            "GET", self._url(target), headers=headers, timeout=self._timeout, extensions=extensions
+        )
+        response = await self._client.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                return response.status_code, b""
+            declared = response.headers.get("Content-Length", "")
+            if (
+                declared.isdigit()
+                and int(declared) > self._max_body_bytes
+                and "Content-Encoding" not in response.headers
+            ):
+                raise _TooLargeError(f"declared {declared} bytes")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max_body_bytes:
+                    raise _TooLargeError(f"aborted after {size} bytes")
+                chunks.append(chunk)
+            return 200, b"".join(chunks)
+        finally:
+            await response.aclose()
+
+    async def _scrape(self, target: AgentTarget, headers: dict[str, str]) -> ScrapeOutcome:
         async with self._semaphore:
             try:
-                response = await self._client.get(target.url, timeout=self._timeout)
-            except httpx.TimeoutException as error:
-                log.warning("agent %s on %s: timed out (%s)", target.pod, target.node, type(error).__name__)
-                return ScrapeOutcome(target, TIMEOUT, error=type(error).__name__)
-            except httpx.HTTPError as error:
-                log.warning("agent %s on %s: %s", target.pod, target.node, error)
+                async with asyncio.timeout(self._timeout_s):
+                    status, body = await self._fetch(target, headers)
+            except (TimeoutError, httpx.TimeoutException):
+                log.warning("agent %s on %s: timed out after %.3g s", target.pod, target.node, self._timeout_s)
+                return ScrapeOutcome(target, TIMEOUT, error=f"no complete answer within {self._timeout_s:g} s")
+            except _TooLargeError as error:
+                log.warning(
+                    "agent %s on %s: exposition over %d bytes (%s)",
+                    target.pod,
+                    target.node,
+                    self._max_body_bytes,
+                    error,
+                )
+                return ScrapeOutcome(target, TOO_LARGE, error=f"exposition larger than {self._max_body_bytes} bytes")
+            except (httpx.HTTPError, OSError) as error:  # OSError: a TLS alert can surface after the handshake
+                log.warning("agent %s on %s: %s: %s", target.pod, target.node, type(error).__name__, error)
                 return ScrapeOutcome(target, ERROR, error=f"{type(error).__name__}: {error}")
-        if response.status_code != 200:
-            log.warning("agent %s on %s: HTTP %d", target.pod, target.node, response.status_code)
-            return ScrapeOutcome(target, ERROR, error=f"HTTP {response.status_code}")
-        if len(response.content) > MAX_BODY_BYTES:
-            return ScrapeOutcome(target, ERROR, error=f"exposition larger than {MAX_BODY_BYTES} bytes")
+        if status != 200:
+            log.warning("agent %s on %s: HTTP %d", target.pod, target.node, status)
+            return ScrapeOutcome(target, ERROR, error=f"HTTP {status}")
         try:
-            scrape = parse_agent_samples(parse_exposition(response.text), expected_node=target.node)
-        except (ExpositionError, ScrapeFormatError) as error:
+            text = body.decode("utf-8")
+            scrape = parse_agent_samples(parse_exposition(text), expected_node=target.node)
+        except (UnicodeDecodeError, ExpositionError, ScrapeFormatError) as error:
             log.warning("agent %s on %s: %s", target.pod, target.node, error)
             return ScrapeOutcome(target, ERROR, error=str(error))
         return ScrapeOutcome(target, OK, scrape)

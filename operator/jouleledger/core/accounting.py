@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from jouleledger.core.attribution import GpuSplit, HolderIndex, split_gpu
-from jouleledger.core.integration import Baseline, Measurement, measure
+from jouleledger.core.integration import Baseline, Measurement, measure, power_rejected
 from jouleledger.core.model import GpuInfo, NodeHeader, Sample
 
 __all__ = ["GpuInterval", "IntervalResult", "NodeAccountant"]
@@ -41,7 +41,7 @@ class IntervalResult:
 
 
 class NodeAccountant:
-    """Attributes each sample's GPU energy to pods by DESIGN.md's rules (version 1)."""
+    """Attributes each sample's GPU energy to pods by the attribution rules (docs/attribution.md)."""
 
     def __init__(self, header: NodeHeader) -> None:
         self.header = header
@@ -70,9 +70,15 @@ class NodeAccountant:
             if gpu is None:
                 self.rejected[(reading.uuid, UNKNOWN_GPU)] += 1
                 continue
-            if reading.power_mw is not None:
-                power_mw[gpu.uuid] = reading.power_mw
-            current = Baseline(sample.t_s, reading.energy_mj, reading.power_mw)
+            power = reading.power_mw
+            if power is not None:
+                reason = power_rejected(gpu, power)
+                if reason is not None:  # counted, never integrated nor shown; the counter reading still counts
+                    self.rejected[(gpu.uuid, reason.value)] += 1
+                    power = None
+                else:
+                    power_mw[gpu.uuid] = power
+            current = Baseline(sample.t_s, reading.energy_mj, power)
             previous = self._baselines.get(gpu.uuid)
             self._baselines[gpu.uuid] = current
             if previous is None:

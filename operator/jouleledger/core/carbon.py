@@ -53,10 +53,12 @@ class CarbonRates:
 
 @dataclass(slots=True)
 class CarbonTally:
-    """Per-pod grams CO2e, accumulated interval by interval with each interval's own grid intensity."""
+    """Per-pod grams CO2e, accumulated interval by interval with each interval's own grid intensity; the
+    unallocated (idle) energy's operational grams likewise (idle GPUs draw from the same grid)."""
 
     rates: CarbonRates
     grams: dict[str, float] = field(default_factory=dict)
+    unallocated_g: float = 0.0
 
     def add(self, result: IntervalResult) -> None:
         """Fold in one sample's attributed intervals (keyed by :attr:`PodInfo.key`)."""
@@ -66,3 +68,9 @@ class CarbonTally:
                 key = share.pod.key
                 grams = self.rates.interval_g(share.energy_mj, float(share.fraction) * seconds, result.grid_g_per_kwh)
                 self.grams[key] = self.grams.get(key, 0.0) + grams
+            idle_mj = interval.split.unallocated_mj
+            if idle_mj:
+                intensity = (
+                    self.rates.default_intensity_g_per_kwh if result.grid_g_per_kwh is None else result.grid_g_per_kwh
+                )
+                self.unallocated_g += operational_g(idle_mj, self.rates.pue, intensity)

@@ -3,6 +3,10 @@
 The NVML total-energy counter is preferred; where a GPU has no counter, a reading lacks it, or the counter's
 delta is physically impossible (above ``power_limit_w x interval``), the trapezoid of the two power readings is
 used instead. A counter that went down (driver reload) restarts from zero, so the delta is the new reading.
+
+Bounds (rules v1.1): power is never integrated over more than :data:`MAX_POWER_INTEGRATION_S` (300 s) or from a
+missing or rejected power reading; such an interval's energy is unknown (0, counted as rejected), never estimated.
+A counter delta over a longer gap is kept, bounded by the power limit like any other.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from fractions import Fraction
 from jouleledger.core.model import GpuInfo
 from jouleledger.core.units import power_limit_mj
 
-__all__ = ["Baseline", "Measurement", "Method", "RejectReason", "measure"]
+__all__ = ["MAX_POWER_INTEGRATION_S", "Baseline", "Measurement", "Method", "RejectReason", "measure", "power_rejected"]
+
+MAX_POWER_INTEGRATION_S = 300.0
+"""The longest interval whose energy may come from integrating two power readings (rules v1.1)."""
 
 
 class Method(StrEnum):
@@ -32,6 +39,18 @@ class RejectReason(StrEnum):
     COUNTER_ABOVE_LIMIT = "counter_delta_above_power_limit"
     COUNTER_MISSING = "counter_missing"
     NO_POWER = "power_missing"
+    POWER_ABOVE_LIMIT = "power_above_power_limit"
+    POWER_NEGATIVE = "power_negative"
+    POWER_GAP_TOO_LONG = "power_interval_above_300s"
+
+
+def power_rejected(gpu: GpuInfo, power_mw: int) -> RejectReason | None:
+    """Why a power reading of ``gpu`` cannot be trusted (above its power limit, or negative); None if it can."""
+    if power_mw < 0:
+        return RejectReason.POWER_NEGATIVE
+    if power_mw > gpu.power_limit_w * 1000:
+        return RejectReason.POWER_ABOVE_LIMIT
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +81,9 @@ def _trapezoid_mj(prev_power_mw: int, cur_power_mw: int, interval_s: float) -> i
 
 
 def measure(gpu: GpuInfo, prev: Baseline, cur: Baseline) -> Measurement:
-    """Measure ``gpu``'s energy over ``(prev.t_s, cur.t_s]`` by DESIGN.md rule 1.
+    """Measure ``gpu``'s energy over ``(prev.t_s, cur.t_s]`` by attribution rule 1 (docs/attribution.md).
 
+    Power readings in the baselines must already be checked (:func:`power_rejected`; a rejected one is None).
     Raises ``ValueError`` if the interval is not positive (the caller re-baselines instead).
     """
     interval_s = cur.t_s - prev.t_s
@@ -83,6 +103,9 @@ def measure(gpu: GpuInfo, prev: Baseline, cur: Baseline) -> Measurement:
             rejected.append(RejectReason.COUNTER_MISSING)
     if prev.power_mw is None or cur.power_mw is None:
         rejected.append(RejectReason.NO_POWER)
+        return Measurement(0, interval_s, Method.UNMEASURED, tuple(rejected))
+    if interval_s > MAX_POWER_INTEGRATION_S:
+        rejected.append(RejectReason.POWER_GAP_TOO_LONG)
         return Measurement(0, interval_s, Method.UNMEASURED, tuple(rejected))
     return Measurement(
         _trapezoid_mj(prev.power_mw, cur.power_mw, interval_s), interval_s, Method.POWER, tuple(rejected)

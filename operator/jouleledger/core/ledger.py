@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jouleledger.core.accounting import IntervalResult
+from jouleledger.core.integration import Method
 from jouleledger.core.model import NodeHeader, Owner, PodInfo
 from jouleledger.core.snapshot import GpuTotals, LedgerSnapshot, PodDeviceTotals, PodRecord
-from jouleledger.core.units import InvalidValueError, checked_float, checked_int
+from jouleledger.core.units import MAX_COUNTER_MJ, InvalidValueError, checked_float, checked_int
 
-__all__ = ["Ledger", "LedgerStateError"]
+__all__ = ["LedgerStateError", "PodCounters"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before the energy from power integration was counted apart (read as 0)
 
 
 class LedgerStateError(ValueError):
@@ -49,6 +51,7 @@ class _Device:
     slot: int
     energy_mj: int = 0
     gpu_seconds: float = 0.0
+    from_power_mj: int = 0
 
 
 @dataclass(slots=True)
@@ -56,10 +59,11 @@ class _Gpu:
     measured_mj: int = 0
     unallocated_mj: int = 0
     power_w: float | None = None
+    from_power_mj: int = 0
 
 
 @dataclass(slots=True)
-class Ledger:
+class PodCounters:
     """Cumulative per-pod and per-GPU counters of one node."""
 
     header: NodeHeader
@@ -101,6 +105,9 @@ class Ledger:
             totals = self._gpus.setdefault(interval.gpu.uuid, _Gpu())
             totals.measured_mj += interval.split.energy_mj
             totals.unallocated_mj += interval.split.unallocated_mj
+            from_power = interval.measurement.method is Method.POWER
+            if from_power:
+                totals.from_power_mj += interval.split.energy_mj
             seconds = interval.measurement.interval_s
             for share in interval.split.shares:
                 pod = share.pod
@@ -117,6 +124,8 @@ class Ledger:
                     self._next_slot += 1
                 device.energy_mj += share.energy_mj
                 device.gpu_seconds += float(share.fraction) * seconds
+                if from_power:
+                    device.from_power_mj += share.energy_mj
         for uuid, power_mw in result.power_mw.items():
             self._gpus.setdefault(uuid, _Gpu()).power_w = power_mw / 1000
             self._dirty_gpus.add(uuid)
@@ -205,11 +214,19 @@ class Ledger:
                 device_id,
                 device.energy_mj,
                 device.gpu_seconds,
+                device.from_power_mj,
             )
             for (key, device_id), device in self._devices.items()
         )
         gpus = tuple(
-            GpuTotals(uuid, models.get(uuid, "unknown"), totals.measured_mj, totals.unallocated_mj, totals.power_w)
+            GpuTotals(
+                uuid,
+                models.get(uuid, "unknown"),
+                totals.measured_mj,
+                totals.unallocated_mj,
+                totals.power_w,
+                totals.from_power_mj,
+            )
             for uuid, totals in self._gpus.items()
         )
         return LedgerSnapshot(self.header.node, self.t_s, pods, devices, gpus, dict(rejected or {}))
@@ -235,24 +252,28 @@ class Ledger:
         new_devices: list[list[Any]] = []
         slots_energy = array("q")
         seconds = array("d")
+        from_power = array("q")
         for key in self._dirty_devices:
             device = self._devices[key]
             if device.slot in self._defined:  # named earlier in this generation: its numbers, packed
                 slots_energy.append(device.slot)
                 slots_energy.append(device.energy_mj)
                 seconds.append(device.gpu_seconds)
+                from_power.append(device.from_power_mj)
             else:
                 self._defined.add(device.slot)
                 new_devices.append(_device_entry(key, device))
         if sys.byteorder != "little":  # pragma: no cover - the packed counters are little-endian everywhere
             slots_energy.byteswap()
             seconds.byteswap()
+            from_power.byteswap()
         delta = {
             "t_s": self.t_s,
             "pods": [_pod_entry(key, self._pods[key]) for key in self._dirty_pods],
             "devices": new_devices,
             "counters": base64.b64encode(slots_energy.tobytes()).decode("ascii"),
             "seconds": base64.b64encode(seconds.tobytes()).decode("ascii"),
+            "from_power": base64.b64encode(from_power.tobytes()).decode("ascii"),
             "gpus": {uuid: _gpu_entry(self._gpus[uuid]) for uuid in self._dirty_gpus},
             "expired": self._expired,
         }
@@ -263,10 +284,11 @@ class Ledger:
         return delta
 
     @classmethod
-    def from_state(cls, header: NodeHeader, retention_s: float, state: Mapping[str, Any]) -> Ledger:
+    def from_state(cls, header: NodeHeader, retention_s: float, state: Mapping[str, Any]) -> PodCounters:
         """Rebuild a ledger saved by :meth:`to_state`; raises :class:`LedgerStateError` on any inconsistency."""
-        if state.get("version") != STATE_VERSION:
-            raise LedgerStateError(f"unsupported ledger state version {state.get('version')!r}")
+        version = state.get("version")
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
+            raise LedgerStateError(f"unsupported ledger state version {version!r}")
         if state.get("node") != header.node:
             raise LedgerStateError(f"state is for node {state.get('node')!r}, not {header.node!r}")
         ledger = cls(header, retention_s)
@@ -275,26 +297,47 @@ class Ledger:
         return ledger
 
     def apply_delta(self, delta: Mapping[str, Any]) -> None:
-        """Fold in a :meth:`drain_delta` (or a whole state); raises :class:`LedgerStateError` when malformed."""
+        """Fold in a :meth:`drain_delta` (or a whole state); raises :class:`LedgerStateError` when malformed.
+
+        The whole delta is validated before anything is changed: a rejected one leaves the ledger as it was.
+        """
         try:
-            self.t_s = max(self.t_s, checked_float("t_s", delta["t_s"]))
-            for item in delta["pods"]:
-                self._pods[str(item["key"])] = _load_pod(item)
-            for entry in delta["devices"]:
-                self._load_device(entry)
-            if "counters" in delta:
-                self._load_packed(delta["counters"], delta["seconds"])
-            for uuid, totals in dict(delta["gpus"]).items():
-                self._gpus[str(uuid)] = _Gpu(
-                    checked_int("measured_mj", totals["measured_mj"]),
-                    checked_int("unallocated_mj", totals["unallocated_mj"]),
+            t_s = checked_float("t_s", delta["t_s"])
+            pods = {str(item["key"]): _load_pod(item) for item in delta["pods"]}
+            devices = [self._load_device(entry, pods) for entry in delta["devices"]]
+            new_slots = {slot: device_key for slot, device_key, _ in devices}
+            packed = (
+                self._load_packed(delta["counters"], delta["seconds"], delta.get("from_power"), new_slots)
+                if "counters" in delta
+                else []
+            )
+            gpus = {
+                str(uuid): _Gpu(
+                    _checked_mj("measured_mj", totals["measured_mj"]),
+                    _checked_mj("unallocated_mj", totals["unallocated_mj"]),
                     None if totals.get("power_w") is None else checked_float("power_w", totals["power_w"]),
+                    _checked_mj("from_power_mj", totals.get("from_power_mj", 0)),
                 )
+                for uuid, totals in dict(delta["gpus"]).items()
+            }
             gone = {str(key) for key in delta["expired"]}
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as error:
             if isinstance(error, LedgerStateError):
                 raise
             raise LedgerStateError(f"malformed ledger state: {error}") from error
+        # Valid as a whole: apply it.
+        self.t_s = max(self.t_s, t_s)
+        self._pods.update(pods)
+        for slot, device_key, device in devices:
+            self._devices[device_key] = device
+            self._slots[slot] = device_key
+            self._next_slot = max(self._next_slot, slot + 1)
+        for slot, energy_mj, gpu_seconds, from_power_mj in packed:
+            device = self._devices[self._slots[slot]]
+            device.energy_mj, device.gpu_seconds = energy_mj, gpu_seconds
+            if from_power_mj is not None:
+                device.from_power_mj = from_power_mj
+        self._gpus.update(gpus)
         for key in gone:
             self._pods.pop(key, None)
         for device_key in [device_key for device_key in self._devices if device_key[0] in gone]:
@@ -304,34 +347,62 @@ class Ledger:
         self._known_s = self.t_s
         self._last_pods = None
 
-    def _load_packed(self, counters_b64: str, seconds_b64: str) -> None:
-        """Counters of devices named earlier: little-endian int64 (slot, energy_mj) pairs and float64 seconds."""
+    def _load_packed(
+        self, counters_b64: str, seconds_b64: str, from_power_b64: str | None, new_slots: Mapping[int, object]
+    ) -> list[tuple[int, int, float, int | None]]:
+        """Counters of devices named earlier: little-endian int64 (slot, energy_mj) pairs, float64 seconds and
+        (version 2) int64 energy from power integration. Returns ``(slot, energy_mj, seconds, from_power_mj)``."""
         slots_energy = array("q", base64.b64decode(counters_b64, validate=True))
         seconds = array("d", base64.b64decode(seconds_b64, validate=True))
+        from_power = array("q", base64.b64decode(from_power_b64, validate=True)) if from_power_b64 is not None else None
         if sys.byteorder != "little":  # pragma: no cover
             slots_energy.byteswap()
             seconds.byteswap()
+            if from_power is not None:
+                from_power.byteswap()
         if len(slots_energy) != 2 * len(seconds):
             raise LedgerStateError("packed device counters and seconds differ in length")
+        if from_power is not None and len(from_power) != len(seconds):
+            raise LedgerStateError("packed device energy from power and seconds differ in length")
+        updates: list[tuple[int, int, float, int | None]] = []
         for index, gpu_seconds in enumerate(seconds):
             slot, energy_mj = slots_energy[2 * index], slots_energy[2 * index + 1]
-            if slot not in self._slots:
+            if slot not in self._slots and slot not in new_slots:
                 raise LedgerStateError(f"journal names device slot {slot}, which was never defined")
-            device = self._devices[self._slots[slot]]
-            device.energy_mj = checked_int("energy_mj", energy_mj)
-            device.gpu_seconds = checked_float("gpu_seconds", gpu_seconds)
+            updates.append(
+                (
+                    slot,
+                    _checked_mj("energy_mj", energy_mj),
+                    checked_float("gpu_seconds", gpu_seconds),
+                    None if from_power is None else _checked_mj("from_power_mj", from_power[index]),
+                )
+            )
+        return updates
 
-    def _load_device(self, entry: Sequence[Any]) -> None:
-        raw_slot, raw_key, device_id, container, energy_mj, gpu_seconds = entry
-        slot, key = checked_int("slot", raw_slot), str(raw_key)
-        if key not in self._pods:
+    def _load_device(
+        self, entry: Sequence[Any], new_pods: Mapping[str, object]
+    ) -> tuple[int, tuple[str, str], _Device]:
+        if len(entry) == 6:  # version 1
+            raw_slot, raw_key, device_id, container, energy_mj, gpu_seconds = entry
+            from_power_mj: object = 0
+        else:
+            raw_slot, raw_key, device_id, container, energy_mj, gpu_seconds, from_power_mj = entry
+        slot, key = checked_int("slot", raw_slot, maximum=MAX_COUNTER_MJ), str(raw_key)
+        if key not in self._pods and key not in new_pods:
             raise LedgerStateError(f"device totals for unknown pod {key!r}")
-        device_key = (key, str(device_id))
-        self._devices[device_key] = _Device(
-            str(container), slot, checked_int("energy_mj", energy_mj), checked_float("gpu_seconds", gpu_seconds)
+        device = _Device(
+            str(container),
+            slot,
+            _checked_mj("energy_mj", energy_mj),
+            checked_float("gpu_seconds", gpu_seconds),
+            _checked_mj("from_power_mj", from_power_mj),
         )
-        self._slots[slot] = device_key
-        self._next_slot = max(self._next_slot, slot + 1)
+        return slot, (key, str(device_id)), device
+
+
+def _checked_mj(what: str, value: object) -> int:
+    """A saved energy total: a non-negative integer that fits the journal's int64 packing."""
+    return checked_int(what, value, maximum=MAX_COUNTER_MJ)
 
 
 def _pod_entry(key: str, state: _Pod) -> dict[str, Any]:
@@ -364,10 +435,16 @@ def _load_pod(item: Mapping[str, Any]) -> _Pod:
 
 
 def _device_entry(key: tuple[str, str], device: _Device) -> list[Any]:
-    # Positional, to keep the per-tick journal small: [slot, pod key, device, container, energy_mj, gpu_seconds];
-    # later entries of the same generation name the device by its slot alone.
-    return [device.slot, key[0], key[1], device.container, device.energy_mj, device.gpu_seconds]
+    # Positional, to keep the per-tick journal small: [slot, pod key, device, container, energy_mj, gpu_seconds,
+    # from_power_mj] (version 1: without the last); later entries of the same generation name the device by its
+    # slot alone.
+    return [device.slot, key[0], key[1], device.container, device.energy_mj, device.gpu_seconds, device.from_power_mj]
 
 
 def _gpu_entry(totals: _Gpu) -> dict[str, Any]:
-    return {"measured_mj": totals.measured_mj, "unallocated_mj": totals.unallocated_mj, "power_w": totals.power_w}
+    return {
+        "measured_mj": totals.measured_mj,
+        "unallocated_mj": totals.unallocated_mj,
+        "power_w": totals.power_w,
+        "from_power_mj": totals.from_power_mj,
+    }

@@ -79,11 +79,12 @@ class GpuReading:
 
 @dataclass(frozen=True, slots=True)
 class Owner:
-    """The pod's controller owner reference (``kind``/``name``/``uid``)."""
+    """An object's controller owner reference (``kind``/``name``/``uid``; ``api_version`` where known)."""
 
     kind: str
     name: str
     uid: str
+    api_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,11 @@ class PodRecord:
 
 @dataclass(frozen=True, slots=True)
 class PodDeviceTotals:
-    """Cumulative energy and GPU-seconds of one pod on one device (``GPU-<uuid>`` or ``MIG-<uuid>``)."""
+    """Cumulative energy and GPU-seconds of one pod on one device (``GPU-<uuid>`` or ``MIG-<uuid>``).
+
+    ``energy_from_power_mj`` is the part of ``energy_mj`` whose intervals were measured by power integration (no
+    energy counter, or its delta rejected) rather than by the energy counter.
+    """
 
     pod_key: str
     namespace: str
@@ -43,17 +47,22 @@ class PodDeviceTotals:
     device: str
     energy_mj: int
     gpu_seconds: float
+    energy_from_power_mj: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class GpuTotals:
-    """Cumulative measured and unallocated (idle) energy of one physical GPU, and its latest power reading."""
+    """Cumulative measured and unallocated (idle) energy of one physical GPU, and its latest power reading.
+
+    ``energy_from_power_mj`` is the part of ``measured_mj`` measured by power integration.
+    """
 
     uuid: str
     model: str
     measured_mj: int
     unallocated_mj: int
     power_w: float | None = None
+    energy_from_power_mj: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The JSONL trace format, version 1 (DESIGN.md): parsing and writing, pure and strict.
+"""The JSONL trace format, version 1 (docs/trace-format.md): parsing and writing, pure and strict.
 
 A trace is what the agent saw on one node: a header line, then one sample per line. Parsing validates every
 value (types, finiteness, ranges, increasing time) and names the line of the first problem; writing produces
@@ -22,7 +22,7 @@ from jouleledger.core.model import (
     ProcessUsage,
     Sample,
 )
-from jouleledger.core.units import InvalidValueError, checked_float, checked_int
+from jouleledger.core.units import MAX_COUNTER_MJ, InvalidValueError, checked_float, checked_int
 
 __all__ = [
     "TRACE_VERSION",
@@ -39,6 +39,9 @@ _T = TypeVar("_T")
 TRACE_VERSION = 1
 MAX_POWER_LIMIT_W = 10_000.0
 MAX_G_PER_KWH = 5_000.0
+MAX_ABS_T_S = 1e12  # sample times in seconds: about 31,700 years either side of zero (unix time fits)
+MAX_POWER_MW = 2**63 - 1  # readable; a reading above the GPU's power limit is rejected and counted, not an error
+MAX_PID = 2**22  # Linux pid_max limit
 
 
 class TraceError(ValueError):
@@ -99,13 +102,21 @@ def parse_header(data: Mapping[str, Any]) -> NodeHeader:
                 uuid=uuid,
                 model=_str(gpu.get("model", "unknown"), f"header.gpus[{i}].model"),
                 energy_counter=energy_counter,
-                power_limit_w=checked_float(
-                    f"header.gpus[{i}].power_limit_w", gpu.get("power_limit_w"), maximum=MAX_POWER_LIMIT_W
-                ),
+                power_limit_w=_power_limit_w(i, gpu.get("power_limit_w")),
                 mig=tuple(mig),
             )
         )
     return NodeHeader(node=_str(data.get("node"), "header.node"), gpus=tuple(gpus))
+
+
+def _power_limit_w(index: int, value: object) -> float:
+    what = f"header.gpus[{index}].power_limit_w"
+    if value is None:
+        raise ValueError(f"{what} is required (the GPU's power limit in watts bounds every reading)")
+    limit = checked_float(what, value, maximum=MAX_POWER_LIMIT_W)
+    if not limit > 0:
+        raise InvalidValueError(what, value, "must be positive")
+    return limit
 
 
 def _parse_pod(raw: object, where: str) -> PodInfo:
@@ -134,7 +145,7 @@ def _parse_pod(raw: object, where: str) -> PodInfo:
                     for device in _list(container.get("devices") or [], f"{where}.containers[{k}].devices")
                 ),
                 pids=tuple(
-                    checked_int(f"{where}.containers[{k}].pids[]", pid, minimum=1)
+                    checked_int(f"{where}.containers[{k}].pids[]", pid, minimum=1, maximum=MAX_PID)
                     for pid in _list(container.get("pids") or [], f"{where}.containers[{k}].pids")
                 ),
             )
@@ -153,7 +164,7 @@ def parse_sample(data: Mapping[str, Any]) -> Sample:
     """Parse one sample object (any line after the header)."""
     if data.get("type") != "sample":
         raise ValueError(f"expected a sample line, got type {data.get('type')!r}")
-    t_s = checked_float("t", data.get("t"), minimum=-1e300)
+    t_s = checked_float("t", data.get("t"), minimum=-MAX_ABS_T_S, maximum=MAX_ABS_T_S)
     grid = data.get("grid_g_per_kwh")
     grid_g_per_kwh = None if grid is None else checked_float("grid_g_per_kwh", grid, maximum=MAX_G_PER_KWH)
     readings = []
@@ -172,6 +183,7 @@ def parse_sample(data: Mapping[str, Any]) -> Sample:
                     f"gpus[{i}].processes[{j}].pid",
                     _obj(p, f"gpus[{i}].processes[{j}]").get("pid"),
                     minimum=1,
+                    maximum=MAX_PID,
                 ),
                 checked_float(f"gpus[{i}].processes[{j}].sm_util", p.get("sm_util", 0), maximum=100.0),
             )
@@ -180,8 +192,10 @@ def parse_sample(data: Mapping[str, Any]) -> Sample:
         readings.append(
             GpuReading(
                 uuid=uuid,
-                energy_mj=None if energy is None else checked_int(f"gpus[{i}].energy_mj", energy),
-                power_mw=None if power is None else checked_int(f"gpus[{i}].power_mw", power),
+                energy_mj=None
+                if energy is None
+                else checked_int(f"gpus[{i}].energy_mj", energy, maximum=MAX_COUNTER_MJ),
+                power_mw=None if power is None else checked_int(f"gpus[{i}].power_mw", power, maximum=MAX_POWER_MW),
                 processes=processes,
             )
         )
@@ -189,9 +203,21 @@ def parse_sample(data: Mapping[str, Any]) -> Sample:
     return Sample(t_s=t_s, gpus=tuple(readings), pods=pods, grid_g_per_kwh=grid_g_per_kwh)
 
 
-def read_trace(lines: Iterable[str]) -> tuple[NodeHeader, Iterator[Sample]]:
-    """Parse a trace from its lines: the header now, samples lazily. Errors are :class:`TraceError`."""
-    numbered = enumerate(lines, start=1)
+def _decoded(lines: Iterable[str | bytes]) -> Iterator[str]:
+    for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise TraceError(number, f"not valid UTF-8 (byte {error.start + 1} of the line)") from error
+        else:
+            yield line
+
+
+def read_trace(lines: Iterable[str | bytes]) -> tuple[NodeHeader, Iterator[Sample]]:
+    """Parse a trace from its lines: the header now, samples lazily. Errors are :class:`TraceError` (also for
+    text that is not valid UTF-8, when ``lines`` are bytes)."""
+    numbered = enumerate(_decoded(lines), start=1)
     header: NodeHeader | None = None
     for number, line in numbered:
         if not line.strip():
@@ -220,6 +246,10 @@ def _parse_line(number: int, line: str, parse: Callable[[Mapping[str, Any]], _T]
         data = json.loads(line)
     except json.JSONDecodeError as error:
         raise TraceError(number, f"not valid JSON ({error.msg} at column {error.colno})") from error
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise TraceError(number, f"not usable JSON ({error})") from error
+    except RecursionError as error:
+        raise TraceError(number, "not usable JSON (nested too deeply)") from error
     try:
         return parse(_obj(data, "the line"))
     except (ValueError, InvalidValueError) as error:

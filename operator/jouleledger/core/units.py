@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 __all__ = [
+    "MAX_COUNTER_MJ",
     "MJ_PER_J",
     "MJ_PER_KWH",
     "S_PER_HOUR",
@@ -24,6 +25,7 @@ __all__ = [
 MJ_PER_J = 1_000
 MJ_PER_KWH = 3_600_000_000  # 1 kWh = 3.6 MJ(mega) = 3.6e9 mJ(milli)
 S_PER_HOUR = 3_600
+MAX_COUNTER_MJ = 2**63 - 1  # the largest energy reading or total accepted (int64; ~10^15 J, GPU-millennia)
 
 
 class InvalidValueError(ValueError):

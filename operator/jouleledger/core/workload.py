@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from jouleledger.core.model import Owner
 
-__all__ = ["API_VERSIONS", "MAX_DEPTH", "OwnerLink", "WorkloadRef", "api_version_of", "resolve_workload"]
+__all__ = ["API_VERSIONS", "MAX_DEPTH", "WorkloadRef", "api_version_of", "controller_owner", "resolve_workload"]
 
 MAX_DEPTH: Final = 8
 
@@ -54,16 +54,6 @@ def api_version_of(kind: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class OwnerLink:
-    """The controller owner of an object the operator watches (a ReplicaSet's Deployment, a Job's CronJob)."""
-
-    kind: str
-    name: str
-    uid: str
-    api_version: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class WorkloadRef:
     """The workload a pod is charged to. ``uid`` names its ``WorkloadFootprint``; ``parent_*`` names the
     CronJob of a Job (empty otherwise)."""
@@ -86,7 +76,7 @@ def resolve_workload(
     pod_name: str,
     pod_uid: str,
     owner: Owner | None,
-    owners: Mapping[str, OwnerLink | None],
+    owners: Mapping[str, Owner | None],
 ) -> WorkloadRef:
     """The top controller owner of a pod.
 
@@ -95,7 +85,7 @@ def resolve_workload(
     """
     if owner is None or not owner.uid:
         return WorkloadRef(namespace, "Pod", pod_name, pod_uid, "v1")
-    current = OwnerLink(owner.kind, owner.name, owner.uid, api_version_of(owner.kind))
+    current = Owner(owner.kind, owner.name, owner.uid, api_version_of(owner.kind))
     for _ in range(MAX_DEPTH):
         above = owners.get(current.uid)
         if above is None or not above.uid:
@@ -104,5 +94,18 @@ def resolve_workload(
             return WorkloadRef(
                 namespace, current.kind, current.name, current.uid, current.api_version, above.kind, above.name
             )
-        current = OwnerLink(above.kind, above.name, above.uid, above.api_version or api_version_of(above.kind))
+        current = Owner(above.kind, above.name, above.uid, above.api_version or api_version_of(above.kind))
     return WorkloadRef(namespace, current.kind, current.name, current.uid, current.api_version)
+
+
+def controller_owner(metadata: Mapping[str, Any]) -> Owner | None:
+    """The controller owner in an object's ``metadata.ownerReferences`` (as the API returns it), or None."""
+    for reference in metadata.get("ownerReferences") or ():
+        if isinstance(reference, Mapping) and reference.get("controller") and reference.get("uid"):
+            return Owner(
+                str(reference.get("kind", "")),
+                str(reference.get("name", "")),
+                str(reference["uid"]),
+                str(reference.get("apiVersion", "")),
+            )
+    return None

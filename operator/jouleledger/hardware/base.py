@@ -8,6 +8,7 @@ from real to fake data, and a simulated source says so through ``simulated``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,8 +76,9 @@ class GpuMeter(Protocol):
         """The node's physical GPUs and their MIG instances."""
         ...
 
-    def read(self) -> MeterReadout:
-        """Energy counter, power and per-process utilisation of every GPU, now."""
+    def read(self, processes_for: Collection[str] | None = None) -> MeterReadout:
+        """Energy counter and power of every GPU, now, and the processes with their utilisation of the GPUs (by
+        UUID) in ``processes_for`` (all GPUs when None): only a GPU held by several pods, or by none, needs them."""
         ...
 
     def close(self) -> None: ...

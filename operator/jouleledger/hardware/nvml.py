@@ -24,6 +24,18 @@ buffer; the newest timestamp seen is kept per GPU). The first read averages what
 matters for the baseline sample. Process ids are the host's: map them to pods with
 :class:`~jouleledger.hardware.proc.ProcMap` over the host's ``/proc``.
 
+What a read costs (library calls per GPU): the facts that do not change from tick to tick are read once and
+refreshed on change, not per tick. The model, the MIG layout and the UUIDs are read by :meth:`NvmlMeter.gpus` and
+at discovery; energy-counter support is probed once. The enforced power limit is read at discovery, again every
+``refresh_every_reads`` reads (together with the device count: a GPU that appeared or vanished makes the meter
+rediscover its devices), after any failed read of that GPU, and at once when a power reading exceeds the cached
+limit's tolerance (an administrator may have raised the limit), so a changed limit never rejects a valid reading.
+Running processes and their utilisation are queried only for the GPUs in ``processes_for`` (the caller knows
+which GPUs are shared or held by no pod; see :meth:`NvmlMeter.read`). In steady state an exclusive GPU therefore
+costs two calls per read: the energy counter and the power. When a GPU's processes are queried again after reads
+without them, only utilisation samples newer than the previous read (by the wall clock, NVML's sample timestamps
+are unix microseconds) are averaged, so a long-skipped ring buffer does not leak into the interval.
+
 Every number is validated here, at the edge. A value that fails is dropped (energy or power ``None``, process
 left out) and counted in :attr:`NvmlMeter.rejected` under ``(gpu uuid, reason)``; the ``REJECT_*`` constants are
 the reasons. Power may exceed the enforced power limit for a few milliseconds (boost transients, and the limit is
@@ -34,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -138,6 +150,12 @@ class _Device:
     handle: object | None
     energy_counter: bool | None = None  # None until probed
     power_limit_mw: int | None = None  # the last valid enforced limit
+    limit_due: bool = True  # re-read the enforced limit at the next read
+    processes_read: bool = False  # whether the previous read of this GPU queried its processes
+
+
+def _wall_clock_us() -> int:
+    return time.time_ns() // 1000
 
 
 def _import_pynvml() -> Any:
@@ -152,9 +170,10 @@ class NvmlMeter:
     """Reads the node's GPUs through NVML.
 
     ``nvml`` is the bindings module (``pynvml`` when None); ``clock`` a monotonic clock in seconds, used to space
-    re-initialisation attempts ``reinit_backoff_s`` apart after a driver reload. Construction initialises NVML and
-    discovers the GPUs, raising :class:`BackendError` when NVML is unusable. Use as a context manager or call
-    :meth:`close`.
+    re-initialisation attempts ``reinit_backoff_s`` apart after a driver reload; ``refresh_every_reads`` how
+    often the power limits and the device count are read again; ``wall_clock_us`` the unix time in microseconds
+    (NVML's utilisation timestamps). Construction initialises NVML and discovers the GPUs, raising
+    :class:`BackendError` when NVML is unusable. Use as a context manager or call :meth:`close`.
     """
 
     def __init__(
@@ -163,10 +182,18 @@ class NvmlMeter:
         *,
         clock: Callable[[], float] = time.monotonic,
         reinit_backoff_s: float = 5.0,
+        refresh_every_reads: int = 60,
+        wall_clock_us: Callable[[], int] = _wall_clock_us,
     ) -> None:
+        if refresh_every_reads < 1:
+            raise ValueError(f"refresh_every_reads must be at least 1, not {refresh_every_reads}")
         self._nvml: Any = _import_pynvml() if nvml is None else nvml
         self._clock = clock
         self._reinit_backoff_s = reinit_backoff_s
+        self._refresh_every_reads = refresh_every_reads
+        self._wall_clock_us = wall_clock_us
+        self._reads = 0
+        self._previous_read_us: int | None = None
         self._devices: list[_Device] = []
         self._vanished: set[str] = set()
         self._last_seen_us: dict[str, int] = {}
@@ -379,7 +406,9 @@ class NvmlMeter:
         except _NvmlCallError as err:
             if err.code != NVML_ERROR_NOT_SUPPORTED:
                 raise
+            device.limit_due = False
             return device.power_limit_mw
+        device.limit_due = False
         try:
             device.power_limit_mw = checked_int("power limit (mW)", raw, minimum=1, maximum=ABSOLUTE_MAX_POWER_MW)
         except InvalidValueError as bad:
@@ -434,26 +463,61 @@ class NvmlMeter:
                 self._reject(uuid, REJECT_MIG_SLICES, bad)
         return tuple(instances)
 
-    def read(self) -> MeterReadout:
-        """Energy counter (mJ), power (mW) and running processes with their SM utilisation, per GPU, now."""
+    def read(self, processes_for: Collection[str] | None = None) -> MeterReadout:
+        """Energy counter (mJ), power (mW) and running processes with their SM utilisation, per GPU, now.
+
+        Processes are queried only for the GPUs (by UUID) in ``processes_for``, all GPUs when it is None; the
+        other readings carry no processes.
+        """
         failure = self._ensure_ready()
         if failure is not None:
             return MeterReadout((), tuple(DriverReloadedError(d.uuid, failure) for d in self._devices))
+        now_us = self._wall_clock_us()
+        previous_us, self._previous_read_us = self._previous_read_us, now_us
+        self._reads += 1
+        if self._reads % self._refresh_every_reads == 0:
+            self._refresh()
         readings: list[GpuReading] = []
         errors: list[ReadingError] = [GpuLostError(uuid, "no longer listed by NVML") for uuid in sorted(self._vanished)]
         for device in self._devices:
+            wants_processes = processes_for is None or device.uuid in processes_for
             try:
-                readings.append(self._read_device(device))
+                readings.append(self._read_device(device, wants_processes, previous_us))
             except _NvmlCallError as err:
+                device.limit_due = True  # check the static facts again once the GPU answers
+                device.processes_read = False
                 errors.append(self._map_error(device.uuid, err))
         return MeterReadout(tuple(readings), tuple(errors))
 
-    def _read_device(self, device: _Device) -> GpuReading:
+    def _refresh(self) -> None:
+        """The periodic check of what rarely changes: the device count, then every GPU's power limit."""
+        try:
+            raw_count = self._call("nvmlDeviceGetCount", self._nvml.nvmlDeviceGetCount)
+        except _NvmlCallError as err:
+            if err.code in _RELOAD_CODES:
+                self._stale = True
+            _log.warning("could not count the GPUs: %s", err)
+            raw_count = len(self._devices)
+        if raw_count != len(self._devices):
+            _log.warning("NVML now lists %s GPUs instead of %d: rediscovering them", raw_count, len(self._devices))
+            try:
+                self._discover()
+            except _NvmlCallError as err:
+                _log.warning("rediscovering the GPUs failed: %s", err)
+        for device in self._devices:
+            device.limit_due = True
+
+    def _read_device(self, device: _Device, wants_processes: bool, previous_us: int | None) -> GpuReading:
         handle = self._handle(device)
-        limit_mw = self._power_limit_mw(device, handle)
+        limit_read = device.limit_due
+        limit_mw = self._power_limit_mw(device, handle) if limit_read else device.power_limit_mw
         energy_mj = self._read_energy(device, handle)
-        power_mw = self._read_power(device, handle, limit_mw)
-        processes = self._read_processes(device, handle)
+        power_mw = self._read_power(device, handle, limit_mw, limit_read)
+        if wants_processes:
+            processes = self._read_processes(device, handle, None if device.processes_read else previous_us)
+        else:
+            processes = ()
+        device.processes_read = wants_processes
         return GpuReading(device.uuid, energy_mj, power_mw, processes)
 
     def _read_energy(self, device: _Device, handle: object) -> int | None:
@@ -475,7 +539,7 @@ class NvmlMeter:
             self._reject(device.uuid, REJECT_ENERGY, bad)
             return None
 
-    def _read_power(self, device: _Device, handle: object, limit_mw: int | None) -> int | None:
+    def _read_power(self, device: _Device, handle: object, limit_mw: int | None, limit_read: bool) -> int | None:
         try:
             raw = self._call("nvmlDeviceGetPowerUsage", self._nvml.nvmlDeviceGetPowerUsage, handle)
         except _NvmlCallError as err:
@@ -487,6 +551,8 @@ class NvmlMeter:
         except InvalidValueError as bad:
             self._reject(device.uuid, REJECT_POWER, bad)
             return None
+        if limit_mw is not None and not limit_read and power_mw > int(limit_mw * POWER_LIMIT_TOLERANCE):
+            limit_mw = self._power_limit_mw(device, handle)  # the limit may have been raised since it was read
         if limit_mw is not None:
             ceiling_mw = int(limit_mw * POWER_LIMIT_TOLERANCE)
             try:
@@ -496,7 +562,9 @@ class NvmlMeter:
                 return None
         return power_mw
 
-    def _read_processes(self, device: _Device, handle: object) -> tuple[ProcessUsage, ...]:
+    def _read_processes(self, device: _Device, handle: object, since_us: int | None) -> tuple[ProcessUsage, ...]:
+        """The GPU's processes; ``since_us``, where given, bounds the utilisation samples from below (the previous
+        read's time, when this GPU's processes were not queried then)."""
         nvml = self._nvml
         mismatch: Any = getattr(nvml, "NVMLLibraryMismatchError", _NeverRaisedError)
         try:
@@ -509,7 +577,7 @@ class NvmlMeter:
         except mismatch as err:
             _log.warning("GPU %s: cannot list processes: %s", device.uuid, err)
             return ()
-        sm_util, skipped = self._sm_utilisation(device, handle)
+        sm_util, skipped = self._sm_utilisation(device, handle, since_us)
         processes: list[ProcessUsage] = []
         seen: set[int] = set()
         for process in running:
@@ -524,13 +592,17 @@ class NvmlMeter:
             processes.append(ProcessUsage(pid, sm_util.get(pid, 0.0)))
         return tuple(processes)
 
-    def _sm_utilisation(self, device: _Device, handle: object) -> tuple[dict[int, float], set[int]]:
+    def _sm_utilisation(
+        self, device: _Device, handle: object, since_us: int | None
+    ) -> tuple[dict[int, float], set[int]]:
         """Average SM utilisation per pid over the samples NVML took since the last read, and the pids to skip.
 
         NVML keeps a ring buffer of samples; passing the newest timestamp seen so far returns only newer ones.
         A pid with an out-of-range sample is skipped for this read.
         """
         last_seen_us = self._last_seen_us.get(device.uuid, 0)
+        if since_us is not None:
+            last_seen_us = max(last_seen_us, since_us)
         try:
             samples = self._call(
                 "nvmlDeviceGetProcessUtilization", self._nvml.nvmlDeviceGetProcessUtilization, handle, last_seen_us

@@ -1,10 +1,12 @@
-"""The replay backend: a recorded JSONL trace (DESIGN.md, version 1) played back sample by sample."""
+"""The replay backend: a recorded JSONL trace (version 1, docs/trace-format.md) played back sample by sample;
+``-`` reads standard input."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 from jouleledger.core.model import NodeHeader, Sample
 from jouleledger.core.tracefile import read_trace
@@ -22,14 +24,15 @@ class ReplaySource:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._owned = str(path) != "-"
         try:
-            self._file: TextIO = self.path.open(encoding="utf-8")
+            self._file: BinaryIO = self.path.open("rb") if self._owned else sys.stdin.buffer
         except OSError as error:
             raise BackendError(f"cannot open trace {self.path}: {error.strerror or error}") from error
         try:
             self._header, self._samples = read_trace(self._file)
         except Exception:
-            self._file.close()
+            self.close()
             raise
 
     @property
@@ -46,4 +49,5 @@ class ReplaySource:
         return self._samples
 
     def close(self) -> None:
-        self._file.close()
+        if self._owned:
+            self._file.close()

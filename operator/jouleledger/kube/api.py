@@ -9,6 +9,7 @@ are kopf's (:class:`kopf.ConnectionInfo`), so both talk to the same API server a
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -17,7 +18,16 @@ from typing import Any, Final
 
 import httpx
 
-__all__ = ["ApiError", "ConflictError", "KubeApi", "NotFoundError", "RotatingTokenAuth", "build_http_client"]
+__all__ = [
+    "ApiError",
+    "ConflictError",
+    "KubeApi",
+    "NotFoundError",
+    "RotatingTokenAuth",
+    "build_http_client",
+    "format_time",
+    "parse_time",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,11 @@ class ApiError(RuntimeError):
         self.status = status
         self.reason = reason
         self.message = message
+
+    @property
+    def transient(self) -> bool:
+        """True when trying again later may succeed: no answer (0), 429, or a server error (5xx)."""
+        return self.status in (0, 429) or self.status >= 500
 
 
 class NotFoundError(ApiError):
@@ -146,6 +161,26 @@ class KubeApi:
         """A JSON merge patch (RFC 7386)."""
         result = await self.request("PATCH", path, body=dict(body), content_type=MERGE_PATCH)
         return result if isinstance(result, dict) else {}
+
+
+def parse_time(value: object) -> float | None:
+    """An RFC 3339 time (as Kubernetes writes them) as Unix seconds; None when absent or unparseable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def format_time(unix_s: float) -> str:
+    """RFC 3339 UTC with microseconds (``""`` for 0: never)."""
+    if not unix_s:
+        return ""
+    return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 SERVICE_ACCOUNT_TOKEN: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")

@@ -4,20 +4,37 @@ Nothing here keeps state between scrapes: every scrape asks the injected ``view_
 view and builds fresh metric families from it, so the exposition holds exactly the pods the ledger still
 retains (running pods and finished pods inside their retention window) and grows linearly with them.
 
-Label discipline (see :mod:`jouleledger.metrics.names`): per-pod series carry only ``namespace``, ``pod``,
+Label discipline (see :mod:`jouleledger.core.contract`): per-pod series carry only ``namespace``, ``pod``,
 ``container``, ``node`` and ``gpu``; the pod UID, its owner and its allow-listed labels appear only on
 ``jouleledger_pod_info``. A pod re-created under the same name is a second ledger record with the same
 ``namespace``/``pod``/``container``/``gpu`` labels; its counters are summed into one series (the sum only
 grows while both are retained, and the operator's reset handling covers the drop when the older record
 expires).
+
+Finished pods stay in the exposition for the agent's retention window, so that every consumer (Prometheus, an
+operator that was down for a while) reads their final totals. A consumer that has already folded them says so
+and stops paying for them: ``/metrics?folded_until=T`` (:func:`scoped_registry`) leaves out every pod record that
+finished at or before ``T``. ``T`` must be a ``jouleledger_pod_finished_timestamp_seconds`` value (the agent's
+sample clock, which is what ``finished`` times are measured on) taken from a scrape of this agent whose contents
+the consumer has durably folded, typically the largest such value. Why that is safe: finish times are sample
+times and sample times grow tick by tick, so every record that finished at or before ``T`` finished in a tick
+that scrape already showed, with its final totals (a finished record's counters never change again; a pod that
+comes back is running again and exported again). ``T`` belongs to one run of the agent's counters: after they
+reset (a new ``epoch``, or counters that went down) the consumer sends no ``T`` until it has folded a scrape of
+the new run. A scrape without the parameter (Prometheus) still sees every retained pod. A ``T`` later than the
+agent's latest sample time is ignored (the clock stepped back, or ``T`` is from another run). What remains
+assumed is that the sample clock does not step back by more than a tick and then catch up past ``T`` before the
+consumer has stored the scrapes of the repeated ticks (NTP slews rather than steps).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Iterator
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,15 +43,21 @@ from prometheus_client.core import (
 )
 
 from jouleledger.agent.status import AgentStatus, ExportView
+from jouleledger.core import contract as names
 from jouleledger.core.snapshot import LedgerSnapshot, PodRecord
-from jouleledger.metrics import names
 
 __all__ = [
+    "FOLDED_UNTIL_PARAM",
     "POD_LABELS",
     "AgentCollector",
     "label_name_for",
     "pod_info_label_names",
+    "scoped_registry",
+    "without_folded",
 ]
+
+FOLDED_UNTIL_PARAM = "folded_until"
+"""The ``/metrics`` query parameter: unix seconds up to which the scraper has folded the agent's finished pods."""
 
 MJ_PER_J = 1000
 
@@ -50,31 +73,8 @@ _POD_INFO_FIXED: tuple[str, ...] = (
     "owner_name",
     "owner_uid",
 )
-_INVALID_LABEL_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
-_HELP = {
-    names.POD_ENERGY: "GPU energy attributed to a pod's container on one GPU device, in joules.",
-    names.POD_GPU_SECONDS: (
-        "GPU time held by a pod's container on one device, in GPU-seconds (device fraction x seconds)."
-    ),
-    names.POD_INFO: ("Identity of a pod the agent accounts for: UID, controller owner and allow-listed pod labels."),
-    names.POD_FINISHED: ("Unix time (agent sample clock) at which the pod was first seen gone; absent while it runs."),
-    names.GPU_ENERGY: "Energy measured on a physical GPU, in joules.",
-    names.GPU_UNALLOCATED: "Energy measured on a physical GPU while no pod held it (idle), in joules.",
-    names.GPU_POWER: "Latest power reading of a physical GPU, in watts.",
-    names.AGENT_INFO: "The agent's build and data source; simulated is true when the data is not measured.",
-    names.AGENT_TICKS: "Sampling ticks the agent completed.",
-    names.AGENT_TICK_CPU: "CPU time the agent spent in its sampling ticks, in seconds.",
-    names.AGENT_LAST_TICK: "Unix time at which the agent's last tick completed (0 before the first).",
-    names.AGENT_REJECTED: "GPU readings rejected as untrustworthy (never counted as energy), by reason.",
-    names.AGENT_READ_ERRORS: "Failed GPU reads, by error kind.",
-    names.AGENT_POD_SOURCE_UP: (
-        "1 while the pod source (kubelet) can be read, 0 while all energy goes to unallocated."
-    ),
-    names.AGENT_POD_SOURCE_ERRORS: "Failed reads of the pod source (kubelet).",
-    names.AGENT_CHECKPOINT_WRITES: "Checkpoints of the agent's counters written.",
-    names.AGENT_CHECKPOINT_ERRORS: ("Checkpoint writes or loads that failed (corrupt checkpoint files included)."),
-}
+_HELP = names.HELP
 
 
 def label_name_for(pod_label_key: str) -> str:
@@ -82,7 +82,7 @@ def label_name_for(pod_label_key: str) -> str:
     ``label_app_kubernetes_io_name`` (every character outside ``[A-Za-z0-9_]`` becomes ``_``)."""
     if not pod_label_key:
         raise ValueError("pod label key must not be empty")
-    return "label_" + _INVALID_LABEL_CHARS.sub("_", pod_label_key)
+    return "label_" + names.sanitize_label(pod_label_key)
 
 
 def pod_info_label_names(label_allowlist: Iterable[str], *, strict: bool = False) -> tuple[tuple[str, str], ...]:
@@ -114,6 +114,7 @@ def pod_info_label_names(label_allowlist: Iterable[str], *, strict: bool = False
 class _PodSeries:
     energy_mj: int = 0
     gpu_seconds: float = 0.0
+    from_power_mj: int = 0
 
 
 class AgentCollector:
@@ -121,10 +122,12 @@ class AgentCollector:
 
     ``view_provider`` returns the latest immutable :class:`ExportView`; it is called once per scrape and must
     be cheap and thread-safe (typically it returns an attribute that the agent loop replaces after each tick).
+    ``folded_until_s`` leaves out the pods that finished at or before it (:func:`without_folded`).
     """
 
-    def __init__(self, view_provider: Callable[[], ExportView]) -> None:
+    def __init__(self, view_provider: Callable[[], ExportView], *, folded_until_s: float | None = None) -> None:
         self._view_provider = view_provider
+        self._folded_until_s = folded_until_s
 
     def describe(self) -> Iterator[Metric]:
         """The families this collector exports (no samples), so that a registry can detect name clashes."""
@@ -136,7 +139,56 @@ class AgentCollector:
 
     def collect(self) -> Iterator[Metric]:
         """Fresh metric families built from the latest view."""
-        return iter(_families(self._view_provider()))
+        view = self._view_provider()
+        if self._folded_until_s is not None:
+            view = without_folded(view, self._folded_until_s)
+        return iter(_families(view))
+
+
+def without_folded(view: ExportView, folded_until_s: float) -> ExportView:
+    """``view`` without the pods that finished at or before ``folded_until_s`` (and their device totals).
+
+    A ``folded_until_s`` later than the view's own sample time cannot come from a scrape of these counters (the
+    clock stepped back, or the scraper kept a time from an earlier run): the view is then returned whole.
+    """
+    ledger = view.ledger
+    if folded_until_s > ledger.t_s:
+        return view
+    folded = {
+        key
+        for key, record in ledger.pods.items()
+        if record.finished_s is not None and record.finished_s <= folded_until_s
+    }
+    if not folded:
+        return view
+    pods = {key: record for key, record in ledger.pods.items() if key not in folded}
+    devices = tuple(device for device in ledger.devices if device.pod_key not in folded)
+    return dataclasses.replace(view, ledger=dataclasses.replace(ledger, pods=pods, devices=devices))
+
+
+def scoped_registry(
+    view_provider: Callable[[], ExportView],
+) -> Callable[[Mapping[str, list[str]]], CollectorRegistry | None]:
+    """The :class:`~jouleledger.metrics.server.MetricsServer` ``scoped`` hook: a one-request registry for
+    ``?folded_until=T`` (a finite number of unix seconds, given once); None (the server's registry) without it."""
+
+    def build(query: Mapping[str, list[str]]) -> CollectorRegistry | None:
+        values = query.get(FOLDED_UNTIL_PARAM)
+        if values is None:
+            return None
+        if len(values) != 1:
+            raise ValueError(f"{FOLDED_UNTIL_PARAM} must be given once, not {len(values)} times")
+        try:
+            folded_until_s = float(values[0])
+        except ValueError:
+            folded_until_s = math.nan
+        if not math.isfinite(folded_until_s):
+            raise ValueError(f"{FOLDED_UNTIL_PARAM} must be a finite number of unix seconds, not {values[0]!r}")
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(AgentCollector(view_provider, folded_until_s=folded_until_s))
+        return registry
+
+    return build
 
 
 def _families(view: ExportView) -> list[Metric]:
@@ -157,12 +209,16 @@ def _pod_families(ledger: LedgerSnapshot, label_allowlist: Iterable[str]) -> lis
             totals = series[key] = _PodSeries()
         totals.energy_mj += device.energy_mj
         totals.gpu_seconds += device.gpu_seconds
+        totals.from_power_mj += device.energy_from_power_mj
 
     energy = CounterMetricFamily(names.POD_ENERGY, _HELP[names.POD_ENERGY], labels=POD_LABELS)
+    from_power = CounterMetricFamily(names.POD_ENERGY_FROM_POWER, _HELP[names.POD_ENERGY_FROM_POWER], labels=POD_LABELS)
     gpu_seconds = CounterMetricFamily(names.POD_GPU_SECONDS, _HELP[names.POD_GPU_SECONDS], labels=POD_LABELS)
     for (namespace, pod, container, device_id), totals in sorted(series.items()):
         labels = [namespace, pod, container, node, device_id]
         energy.add_metric(labels, totals.energy_mj / MJ_PER_J)
+        if totals.from_power_mj:
+            from_power.add_metric(labels, totals.from_power_mj / MJ_PER_J)
         gpu_seconds.add_metric(labels, totals.gpu_seconds)
 
     info = InfoMetricFamily(names.POD_INFO, _HELP[names.POD_INFO], labels=())
@@ -190,7 +246,7 @@ def _pod_families(ledger: LedgerSnapshot, label_allowlist: Iterable[str]) -> lis
     for (namespace, pod), finished_s in sorted(finished.items()):
         if finished_s is not None:
             finished_family.add_metric([namespace, pod, node], finished_s)
-    return [energy, gpu_seconds, info, finished_family]
+    return [energy, from_power, gpu_seconds, info, finished_family]
 
 
 def _record_order(record: PodRecord) -> tuple[str, str, float, str]:
@@ -216,14 +272,19 @@ def _pod_info_labels(record: PodRecord, node: str, allowed: tuple[tuple[str, str
 def _gpu_families(ledger: LedgerSnapshot) -> list[Metric]:
     node = ledger.node
     measured = CounterMetricFamily(names.GPU_ENERGY, _HELP[names.GPU_ENERGY], labels=("node", "gpu", "model"))
+    from_power = CounterMetricFamily(
+        names.GPU_ENERGY_FROM_POWER, _HELP[names.GPU_ENERGY_FROM_POWER], labels=("node", "gpu")
+    )
     unallocated = CounterMetricFamily(names.GPU_UNALLOCATED, _HELP[names.GPU_UNALLOCATED], labels=("node", "gpu"))
     power = GaugeMetricFamily(names.GPU_POWER, _HELP[names.GPU_POWER], labels=("node", "gpu"))
     for gpu in sorted(ledger.gpus, key=lambda g: g.uuid):
         measured.add_metric([node, gpu.uuid, gpu.model], gpu.measured_mj / MJ_PER_J)
+        if gpu.energy_from_power_mj:
+            from_power.add_metric([node, gpu.uuid], gpu.energy_from_power_mj / MJ_PER_J)
         unallocated.add_metric([node, gpu.uuid], gpu.unallocated_mj / MJ_PER_J)
         if gpu.power_w is not None:
             power.add_metric([node, gpu.uuid], gpu.power_w)
-    return [measured, unallocated, power]
+    return [measured, from_power, unallocated, power]
 
 
 def _self_families(ledger: LedgerSnapshot, status: AgentStatus) -> list[Metric]:
@@ -236,6 +297,7 @@ def _self_families(ledger: LedgerSnapshot, status: AgentStatus) -> list[Metric]:
             "backend": status.backend,
             "simulated": "true" if status.simulated else "false",
             "version": status.version,
+            "epoch": status.epoch,
         },
     )
     rejected = CounterMetricFamily(names.AGENT_REJECTED, _HELP[names.AGENT_REJECTED], labels=("node", "gpu", "reason"))

@@ -1,12 +1,12 @@
 """The operator's ``/metrics`` (namespace/team roll-ups and self-metrics), and parsing of the agents' exposition.
 
 :class:`OperatorCollector` builds fresh families from one immutable
-:class:`~jouleledger.controller.status.OperatorView` per scrape. Roll-up counters count what this operator process
+:class:`~jouleledger.core.operator_stats.OperatorView` per scrape. Roll-up counters count what this operator process
 folded since it started (a restart is an ordinary counter reset for ``increase()``/``rate()``); the authoritative
 per-workload totals live in the ``WorkloadFootprint`` objects.
 
 :func:`parse_exposition` turns an agent's Prometheus text exposition into plain ``(sample, labels, value)``
-tuples for :func:`jouleledger.core.footprint_scrape.parse_agent_samples`.
+tuples for :func:`jouleledger.core.deltas.parse_agent_samples`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from jouleledger.controller.status import DELAY_BUCKETS_S, OperatorView
-from jouleledger.core.footprint import RollupSnapshot, TotalsView
-from jouleledger.core.footprint_scrape import Sample
+from jouleledger.core import contract as names
+from jouleledger.core.deltas import Sample
+from jouleledger.core.footprints import RollupSnapshot, Totals
+from jouleledger.core.operator_stats import DELAY_BUCKETS_S, OperatorView
 from jouleledger.core.units import MJ_PER_J
-from jouleledger.metrics import names
 
 __all__ = ["ExpositionError", "OperatorCollector", "parse_exposition"]
 
@@ -107,7 +107,7 @@ def _rollup_families(
     rollups: RollupSnapshot,
     key: str,
     *,
-    groups: dict[str, TotalsView],
+    groups: dict[str, Totals],
     energy: str,
     seconds: str,
     carbon: str,

@@ -1,10 +1,13 @@
-"""A small threaded HTTP server for ``/metrics`` and ``/healthz``, shared by the agent and the operator.
+"""The ``/metrics`` and ``/healthz`` server shared by the agent and the operator.
 
-``/metrics`` renders an injected ``CollectorRegistry`` (never the global default one), in OpenMetrics when the
-scraper asks for it (``Accept: application/openmetrics-text``) and in the Prometheus text format otherwise,
-gzip-compressed when the scraper accepts it. ``/healthz`` asks an injected health check: 200 and
-``{"status": "ok", "details": {...}}`` when healthy, 503 and ``{"status": "unhealthy", "details": {...}}``
-(the reasons) when not. Every other path is 404.
+``/metrics`` is prometheus_client's own WSGI exposition of an injected ``CollectorRegistry`` (content negotiation,
+OpenMetrics, gzip, ``name[]`` filters); only ``/healthz`` is ours: 200 and ``{"status": "ok", "details": {...}}``
+when healthy, 503 and ``{"status": "unhealthy", "details": {...}}`` (the reasons) when not. Every other path is
+404. An optional :class:`~jouleledger.metrics.webconfig.WebConfig` adds TLS (with client certificates) and basic
+auth to ``/metrics``; ``/healthz`` stays open (the kubelet probes it without credentials; it says nothing about
+pods). A ``/metrics`` request with a query string may render another registry: the one the optional ``scoped``
+callable builds from its parameters (the agent's ``?folded_until=``), where it returns one; a
+:class:`ValueError` from it is a 400 with its message.
 
 Nothing starts at import or construction; :meth:`MetricsServer.start` binds and serves from a daemon thread,
 :meth:`MetricsServer.stop` shuts it down.
@@ -12,38 +15,45 @@ Nothing starts at import or construction; :meth:`MetricsServer.start` binds and 
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import socket
+import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import StartResponse, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
-__all__ = ["HealthCheck", "MetricsServer"]
+from jouleledger.metrics.webconfig import WebConfig
+
+__all__ = ["HealthCheck", "MetricsServer", "ScopedRegistry"]
 
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], tuple[bool, Mapping[str, Any]]]
 """Returns ``(healthy, details)``; ``details`` should be JSON-serialisable (other values become text)."""
 
+ScopedRegistry = Callable[[Mapping[str, list[str]]], CollectorRegistry | None]
+"""The registry for one ``/metrics`` request from its query parameters (None: the server's own); raises
+``ValueError`` when they are bad."""
+
 METRICS_PATH = "/metrics"
 HEALTH_PATH = "/healthz"
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
-_GZIP_MIN_BYTES = 1024
+_Answer = tuple[HTTPStatus, list[tuple[str, str]], bytes]
 
 
 class MetricsServer:
     """Serves ``/metrics`` from ``registry`` and ``/healthz`` from ``health`` on a background daemon thread.
 
-    ``request_timeout_s`` bounds how long one connection may hold a worker thread (slow or idle clients).
+    ``request_timeout_s`` bounds how long one connection (TLS handshake included) may hold a worker thread.
     """
 
     def __init__(
@@ -52,14 +62,18 @@ class MetricsServer:
         health: HealthCheck,
         *,
         request_timeout_s: float = 10.0,
+        web_config: WebConfig | None = None,
+        scoped: ScopedRegistry | None = None,
     ) -> None:
         if request_timeout_s <= 0:
             raise ValueError(f"request_timeout_s must be positive, got {request_timeout_s!r}")
-        self._registry = registry
+        self._metrics_app = make_wsgi_app(registry)
+        self._scoped = scoped
         self._health = health
         self._request_timeout_s = request_timeout_s
+        self._web_config = web_config
         self._lock = threading.Lock()
-        self._httpd: _HTTPServer | None = None
+        self._httpd: ThreadingWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -68,15 +82,29 @@ class MetricsServer:
         httpd = self._httpd
         return None if httpd is None else int(httpd.server_address[1])
 
+    @property
+    def scheme(self) -> str:
+        """``https`` when the web config has TLS, else ``http``."""
+        return "https" if self._web_config is not None and self._web_config.ssl_context is not None else "http"
+
     def start(self, host: str = "0.0.0.0", port: int = 0) -> int:
         """Bind ``host:port`` (port 0: an ephemeral one) and serve in a daemon thread; returns the bound port.
 
         Raises ``OSError`` when the address cannot be bound and ``RuntimeError`` when already started.
         """
+        context = None if self._web_config is None else self._web_config.ssl_context
+
+        class Server(_Server):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            ssl_context = context
+
+        class Handler(_Handler):
+            timeout = self._request_timeout_s
+
         with self._lock:
             if self._httpd is not None:
                 raise RuntimeError(f"metrics server already serving on port {self.port}")
-            httpd = _HTTPServer(host, port, self)
+            httpd = make_server(host, port, self._app, server_class=Server, handler_class=Handler)
             thread = threading.Thread(
                 target=httpd.serve_forever,
                 kwargs={"poll_interval": 0.2},
@@ -86,7 +114,7 @@ class MetricsServer:
             thread.start()
             self._httpd, self._thread = httpd, thread
             bound = int(httpd.server_address[1])
-        log.info("serving %s and %s on %s:%d", METRICS_PATH, HEALTH_PATH, host, bound)
+        log.info("serving %s and %s on %s://%s:%d", METRICS_PATH, HEALTH_PATH, self.scheme, host, bound)
         return bound
 
     def stop(self) -> None:
@@ -103,21 +131,42 @@ class MetricsServer:
 
     # --- request handling (called from the handler threads) ------------------------------------------------
 
-    def _metrics(self, accept: str, accept_encoding: str) -> tuple[int, str, bytes, dict[str, str]]:
-        encoder, content_type = choose_encoder(accept)
+    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == HEALTH_PATH:
+            return _send(start_response, environ, self._healthz())
+        if path != METRICS_PATH:
+            return _send(start_response, environ, _error(HTTPStatus.NOT_FOUND, f"not found; try {METRICS_PATH}"))
+        if self._web_config is not None and not self._web_config.authorized(environ.get("HTTP_AUTHORIZATION")):
+            status, headers, body = _error(HTTPStatus.UNAUTHORIZED, "unauthorized")
+            headers.append(("WWW-Authenticate", 'Basic realm="jouleledger"'))
+            return _send(start_response, environ, (status, headers, body))
+        metrics_app = self._metrics_app
+        query = environ.get("QUERY_STRING", "")
+        if query and self._scoped is not None:
+            try:
+                registry = self._scoped(parse_qs(query, keep_blank_values=True))
+            except ValueError as error:
+                return _send(start_response, environ, _error(HTTPStatus.BAD_REQUEST, f"bad query {query!r}: {error}"))
+            if registry is not None:
+                metrics_app = make_wsgi_app(registry)
+        head = environ.get("REQUEST_METHOD") == "HEAD"
+        if head:  # prometheus_client answers GET only; HEAD is the GET without its body
+            environ = {**environ, "REQUEST_METHOD": "GET"}
         try:
-            body = encoder(self._registry)
+            captured: list[tuple[str, list[tuple[str, str]]]] = []
+            body = b"".join(metrics_app(environ, lambda status, headers, *_: captured.append((status, headers))))
         except Exception as error:
             log.exception("rendering %s failed", METRICS_PATH)
-            return _error(HTTPStatus.INTERNAL_SERVER_ERROR, f"rendering metrics failed: {error}")
-        headers: dict[str, str] = {}
-        if len(body) >= _GZIP_MIN_BYTES and _accepts_gzip(accept_encoding):
-            body = gzip.compress(body, compresslevel=5)
-            headers["Content-Encoding"] = "gzip"
-        headers["Vary"] = "Accept, Accept-Encoding"
-        return HTTPStatus.OK, content_type, body, headers
+            return _send(
+                start_response, environ, _error(HTTPStatus.INTERNAL_SERVER_ERROR, f"rendering failed: {error}")
+            )
+        status_line, headers = captured[0]
+        headers = [*headers, ("Content-Length", str(len(body))), ("Vary", "Accept, Accept-Encoding")]
+        start_response(status_line, headers)
+        return [] if head else [body]
 
-    def _healthz(self) -> tuple[int, str, bytes, dict[str, str]]:
+    def _healthz(self) -> _Answer:
         try:
             healthy, details = self._health()
             body = _health_body(bool(healthy), details)
@@ -126,14 +175,13 @@ class MetricsServer:
             healthy = False
             body = _health_body(False, {"error": f"health check failed: {type(error).__name__}: {error}"})
         status = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
-        return status, _JSON, body, {"Cache-Control": "no-store"}
+        return status, [("Content-Type", _JSON), ("Cache-Control", "no-store")], body
 
-    def _route(self, path: str, accept: str, accept_encoding: str) -> tuple[int, str, bytes, dict[str, str]]:
-        if path == METRICS_PATH:
-            return self._metrics(accept, accept_encoding)
-        if path == HEALTH_PATH:
-            return self._healthz()
-        return _error(HTTPStatus.NOT_FOUND, f"not found; try {METRICS_PATH} or {HEALTH_PATH}")
+
+def _send(start_response: StartResponse, environ: WSGIEnvironment, answer: _Answer) -> list[bytes]:
+    status, headers, body = answer
+    start_response(f"{status.value} {status.phrase}", [*headers, ("Content-Length", str(len(body)))])
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
 
 def _health_body(healthy: bool, details: Mapping[str, Any]) -> bytes:
@@ -141,60 +189,32 @@ def _health_body(healthy: bool, details: Mapping[str, Any]) -> bytes:
     return (json.dumps(document, sort_keys=True, default=str) + "\n").encode("utf-8")
 
 
-def _error(status: HTTPStatus, message: str) -> tuple[int, str, bytes, dict[str, str]]:
-    return status, _TEXT, (message + "\n").encode("utf-8"), {}
+def _error(status: HTTPStatus, message: str) -> _Answer:
+    return status, [("Content-Type", _TEXT)], (message + "\n").encode("utf-8")
 
 
-def _accepts_gzip(accept_encoding: str) -> bool:
-    for part in accept_encoding.split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() == "gzip":
-            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
+class _Server(ThreadingWSGIServer):
+    """prometheus_client's threaded WSGI server; with TLS, the handshake runs in the connection's own thread."""
 
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+    ssl_context: ssl.SSLContext | None = None
     block_on_close = False
 
-    def __init__(self, host: str, port: int, owner: MetricsServer) -> None:
-        self.owner = owner
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        super().__init__((host, port), _Handler)
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = self.socket.accept()
+        if self.ssl_context is None:
+            return sock, address
+        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed TLS handshake or a client that went away: one debug line, never a traceback on stderr.
+        log.debug("connection from %s failed", client_address, exc_info=True)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "jouleledger"
-
+class _Handler(WSGIRequestHandler):
     def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(cast(_HTTPServer, self.server).owner._request_timeout_s)
-
-    def do_GET(self) -> None:
-        self._respond(send_body=True)
-
-    def do_HEAD(self) -> None:
-        self._respond(send_body=False)
-
-    def _respond(self, *, send_body: bool) -> None:
-        owner = cast(_HTTPServer, self.server).owner
-        try:
-            status, content_type, body, headers = owner._route(
-                urlsplit(self.path).path,
-                self.headers.get("Accept", ""),
-                self.headers.get("Accept-Encoding", ""),
-            )
-        except Exception as error:  # a bug must cost one request, not the connection without an answer
-            log.exception("serving %s failed", self.path)
-            status, content_type, body, headers = _error(HTTPStatus.INTERNAL_SERVER_ERROR, str(error))
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
+        super().setup()  # applies ``timeout`` to the connection
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's parameter name
         log.debug("%s %s", self.address_string(), format % args)

@@ -17,6 +17,10 @@
  *   mig_mode N         mig_rc N                      mig UUID GPU_INSTANCE_SLICES COMPUTE_INSTANCE_SLICES
  *
  * Numbers are unsigned 64-bit; values wider than the C type of a call are truncated as the ABI would.
+ *
+ * Every entry point counts its calls (in this process, not in the state file): fake_nvml_calls(NAME) returns the
+ * count of the entry point NAME ("nvmlDeviceGetPowerUsage_v2"... as exported, NULL for the total of all),
+ * fake_nvml_reset_calls() sets them back to zero. Tests and the benchmark read them through ctypes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +101,38 @@ static struct {
     unsigned int ngpus;
     struct gpu gpus[MAX_GPUS];
 } st;
+
+#define MAX_ENTRY_POINTS 64
+
+static const char *call_names[MAX_ENTRY_POINTS];
+static unsigned long long call_counts[MAX_ENTRY_POINTS];
+
+/* Count one call of the entry point `name` (its __func__, a string with static storage). */
+static void counted(const char *name) {
+    int i;
+    for (i = 0; i < MAX_ENTRY_POINTS && call_names[i] != NULL; i++)
+        if (strcmp(call_names[i], name) == 0)
+            break;
+    if (i == MAX_ENTRY_POINTS)
+        return;
+    call_names[i] = name;
+    call_counts[i]++;
+}
+
+unsigned long long fake_nvml_calls(const char *name) {
+    unsigned long long total = 0;
+    int i;
+    for (i = 0; i < MAX_ENTRY_POINTS && call_names[i] != NULL; i++)
+        if (name == NULL || strcmp(call_names[i], name) == 0)
+            total += call_counts[i];
+    return total;
+}
+
+void fake_nvml_reset_calls(void) {
+    int i;
+    for (i = 0; i < MAX_ENTRY_POINTS; i++)
+        call_counts[i] = 0;
+}
 
 static handle_t gpu_handles[MAX_GPUS];
 static handle_t mig_handles[MAX_GPUS][MAX_MIG];
@@ -195,6 +231,7 @@ static nvmlReturn_t copy_text(const char *text, char *out, unsigned int length) 
 }
 
 nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
+    counted(__func__);
     (void)flags;
     if (load() != 0)
         return ERR_DRIVER_NOT_LOADED;
@@ -208,6 +245,7 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
 nvmlReturn_t nvmlInit_v2(void) { return nvmlInitWithFlags(0); }
 
 nvmlReturn_t nvmlShutdown(void) {
+    counted(__func__);
     if (!initialized)
         return ERR_UNINITIALIZED;
     initialized = 0;
@@ -215,6 +253,7 @@ nvmlReturn_t nvmlShutdown(void) {
 }
 
 const char *nvmlErrorString(nvmlReturn_t result) {
+    counted(__func__);
     switch (result) {
     case OK: return "Success";
     case ERR_UNINITIALIZED: return "Uninitialized";
@@ -230,6 +269,7 @@ const char *nvmlErrorString(nvmlReturn_t result) {
 }
 
 nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) {
+    counted(__func__);
     if (load() != 0)
         return ERR_UNKNOWN;
     if (!initialized)
@@ -243,6 +283,7 @@ nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) {
 }
 
 nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
+    counted(__func__);
     if (load() != 0)
         return ERR_UNKNOWN;
     if (!initialized)
@@ -260,6 +301,7 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *dev
 }
 
 nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length) {
+    counted(__func__);
     struct gpu *g = NULL;
     nvmlReturn_t rc = enter(device, &g);
     if (rc != OK)
@@ -268,12 +310,14 @@ nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int len
 }
 
 nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
+    counted(__func__);
     struct gpu *g = NULL;
     nvmlReturn_t rc = enter(device, &g);
     return rc != OK ? rc : copy_text(g->name, name, length);
 }
 
 nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device, unsigned long long *energy) {
+    counted(__func__);
     struct gpu *g = NULL;
     nvmlReturn_t rc = enter(device, &g);
     if (rc != OK || g->energy_rc != OK)
@@ -283,6 +327,7 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device, unsigned l
 }
 
 nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int *power) {
+    counted(__func__);
     struct gpu *g = NULL;
     nvmlReturn_t rc = enter(device, &g);
     if (rc != OK || g->power_rc != OK)
@@ -292,6 +337,7 @@ nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int *power) {
 }
 
 nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t device, unsigned int *limit) {
+    counted(__func__);
     struct gpu *g = NULL;
     nvmlReturn_t rc = enter(device, &g);
     if (rc != OK || g->limit_rc != OK)
@@ -302,6 +348,7 @@ nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t device, unsigned int *
 
 nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int *count,
                                                      nvmlProcessInfo_t *infos) {
+    counted(__func__);
     struct gpu *g = NULL;
     nvmlReturn_t rc = enter(device, &g);
     unsigned int i;
@@ -325,6 +372,7 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsign
 /* Like NVML: only the samples newer than lastSeen; NOT_FOUND when there are none. */
 nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlProcessUtilizationSample_t *samples,
                                              unsigned int *count, unsigned long long lastSeen) {
+    counted(__func__);
     struct gpu *g = NULL;
     nvmlReturn_t rc = enter(device, &g);
     unsigned int i, newer = 0;
@@ -347,6 +395,7 @@ nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlProcessUti
 }
 
 nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *current, unsigned int *pending) {
+    counted(__func__);
     struct gpu *g = NULL;
     nvmlReturn_t rc = enter(device, &g);
     if (rc != OK || g->mig_rc != OK)
@@ -357,6 +406,7 @@ nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *current, un
 }
 
 nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count) {
+    counted(__func__);
     struct gpu *g = NULL;
     nvmlReturn_t rc = enter(device, &g);
     if (rc != OK || g->mig_rc != OK)
@@ -366,6 +416,7 @@ nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *c
 }
 
 nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned int index, nvmlDevice_t *mig) {
+    counted(__func__);
     struct gpu *g = NULL;
     nvmlReturn_t rc = enter(device, &g);
     if (rc != OK)
@@ -381,6 +432,7 @@ nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned i
 }
 
 nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t device, nvmlDeviceAttributes_t *attributes) {
+    counted(__func__);
     struct gpu *g = NULL;
     nvmlReturn_t rc = enter(device, &g);
     if (rc != OK)
@@ -395,5 +447,34 @@ nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t device, nvmlDeviceAttribute
         attributes->computeInstanceSliceCount = 7;
         attributes->multiprocessorCount = 132;
     }
+    return OK;
+}
+
+/* Only for the benchmark's peers (CodeCarbon and Zeus set up their devices with these; Joule Ledger does not). */
+typedef struct {
+    unsigned long long total;
+    unsigned long long free;
+    unsigned long long used;
+} nvmlMemory_t;
+
+nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *memory) {
+    counted(__func__);
+    struct gpu *g = NULL;
+    nvmlReturn_t rc = enter(device, &g);
+    if (rc != OK)
+        return rc;
+    memory->total = 80ULL << 30;
+    memory->used = 1ULL << 30;
+    memory->free = memory->total - memory->used;
+    return OK;
+}
+
+nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t device, unsigned int *architecture) {
+    counted(__func__);
+    struct gpu *g = NULL;
+    nvmlReturn_t rc = enter(device, &g);
+    if (rc != OK)
+        return rc;
+    *architecture = 9; /* NVML_DEVICE_ARCH_HOPPER */
     return OK;
 }

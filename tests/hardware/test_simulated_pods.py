@@ -10,8 +10,7 @@ import pytest
 
 from jouleledger.core.model import PodInfo, Sample
 from jouleledger.hardware.simulated import SimulatedNode
-
-from ._support import Devices, take
+from tests.hardware._simulated import Devices, take
 
 HOST_PID_MAX = 9_999  # stray host processes take pids below the pods' range
 

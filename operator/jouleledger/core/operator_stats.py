@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from jouleledger.core.footprint import RollupSnapshot
+from jouleledger.core.footprints import RollupSnapshot
 
 __all__ = ["DELAY_BUCKETS_S", "NodeIntensity", "OperatorStats", "OperatorView"]
 
@@ -29,7 +29,7 @@ class OperatorView:
     """Everything one ``/metrics`` scrape of the operator renders, captured together."""
 
     rollups: RollupSnapshot
-    scrapes: Mapping[str, int] = field(default_factory=dict)  # by result: ok | error | timeout
+    scrapes: Mapping[str, int] = field(default_factory=dict)  # by result: ok | error | timeout | too_large
     agents: int = 0
     counter_resets: Mapping[str, int] = field(default_factory=dict)  # by node
     footprints_written: int = 0
@@ -45,7 +45,7 @@ class OperatorStats:
     """Mutable counters of the accounting loop (one owner: the loop's task)."""
 
     def __init__(self) -> None:
-        self.scrapes: dict[str, int] = {"ok": 0, "error": 0, "timeout": 0}
+        self.scrapes: dict[str, int] = {"ok": 0, "error": 0, "timeout": 0, "too_large": 0}
         self.agents = 0
         self.counter_resets: dict[str, int] = {}
         self.footprints_written = 0
@@ -55,6 +55,10 @@ class OperatorStats:
         self.delay_bucket_counts = [0] * (len(DELAY_BUCKETS_S) + 1)
         self.delay_sum_s = 0.0
         self.delays_s: list[float] = []  # every delay, for benchmarks and logs (bounded)
+
+    def count_rejected(self, reason: str, count: int = 1) -> None:
+        if count:
+            self.rejected[reason] = self.rejected.get(reason, 0) + count
 
     def count_error(self, reason: str) -> None:
         self.footprint_errors[reason] = self.footprint_errors.get(reason, 0) + 1

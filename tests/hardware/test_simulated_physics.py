@@ -11,8 +11,7 @@ import pytest
 from jouleledger.core.model import NodeHeader
 from jouleledger.hardware.base import BackendError, NodeSource
 from jouleledger.hardware.simulated import H100_MODEL, T4_MODEL, SimulatedNode
-
-from ._support import take
+from tests.hardware._simulated import take
 
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 

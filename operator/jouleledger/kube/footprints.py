@@ -1,4 +1,5 @@
-"""A workload account as a ``WorkloadFootprint`` object, and back (group ``jouleledger.io``, ``v1alpha1``).
+"""``WorkloadFootprint`` objects (group ``jouleledger.io``, ``v1alpha1``): the codec of a workload account, and the
+store that reads and writes them through the API.
 
 The object is named after the workload's UID, lives in the workload's namespace and is owned by the workload
 (garbage-collected with it). ``spec`` names the workload; ``status`` holds the running totals, the final record of
@@ -8,27 +9,26 @@ totals) that make a restart exact. Totals and watermarks are always written toge
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from jouleledger.core.footprint import FinalRecord, Totals, WorkloadAccount
-from jouleledger.core.footprint_job import job_annotations, parse_time
-from jouleledger.core.footprint_scrape import SeriesKey, SeriesValue
-from jouleledger.core.units import S_PER_HOUR, mj_to_kwh
+from jouleledger.core.deltas import SeriesKey, SeriesValue
+from jouleledger.core.footprints import FinalRecord, Totals, WorkloadAccount, job_annotations
+from jouleledger.core.units import S_PER_HOUR, InvalidValueError, checked_float, mj_to_kwh
 from jouleledger.core.workload import WorkloadRef
+from jouleledger.kube.api import KubeApi, format_time, parse_time
 
 __all__ = [
     "GROUP",
     "KIND",
     "PLURAL",
     "VERSION",
+    "FootprintStore",
     "RecordError",
     "account_from_object",
     "footprint_object",
+    "footprint_path",
     "footprint_status",
-    "format_time",
 ]
 
 GROUP: Final = "jouleledger.io"
@@ -42,11 +42,12 @@ class RecordError(ValueError):
     """A ``WorkloadFootprint`` that cannot be read back (missing or invalid fields)."""
 
 
-def format_time(unix_s: float) -> str:
-    """RFC 3339 UTC with microseconds (``""`` for 0: never)."""
-    if not unix_s:
-        return ""
-    return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def footprint_path(namespace: str = "", name: str = "") -> str:
+    """The REST path of the footprints of a namespace (all namespaces when empty), or of one of them."""
+    if not namespace:
+        return f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+    return f"{base}/{name}" if name else base
 
 
 def footprint_object(account: WorkloadAccount) -> dict[str, Any]:
@@ -76,9 +77,10 @@ def footprint_object(account: WorkloadAccount) -> dict[str, Any]:
     }
 
 
-def _totals(totals: Totals | FinalRecord) -> dict[str, Any]:
+def _totals(totals: Totals) -> dict[str, Any]:
     return {
         "energyMillijoules": totals.energy_mj,
+        "energyFromPowerMj": totals.energy_from_power_mj,
         "energyKwh": mj_to_kwh(totals.energy_mj),
         "gpuSeconds": totals.gpu_seconds,
         "gpuHours": totals.gpu_seconds / S_PER_HOUR,
@@ -116,6 +118,9 @@ def footprint_status(account: WorkloadAccount) -> dict[str, Any]:
                 "podUid": pod_uid,
                 "energyMillijoules": value.energy_mj,
                 "gpuSeconds": value.gpu_seconds,
+                "energyFromPowerMj": value.from_power_mj,
+                "epoch": value.epoch,
+                "ticks": value.ticks,
             }
             for (key, pod_uid), value in sorted(account.watermarks.items())
         ],
@@ -123,8 +128,8 @@ def footprint_status(account: WorkloadAccount) -> dict[str, Any]:
     final = account.final
     if final is not None:
         status["final"] = {
-            **_totals(final),
-            "cost": {"amount": final.cost, "currency": final.currency},
+            **_totals(final.totals),
+            "cost": {"amount": final.totals.cost, "currency": final.currency},
             "intensitySources": list(final.intensity_sources),
             "methods": list(final.methods),
             "completionTime": format_time(final.completion_unix_s),
@@ -137,13 +142,13 @@ def footprint_status(account: WorkloadAccount) -> dict[str, Any]:
 
 
 def _number(where: str, value: object, *, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RecordError(f"{where}: not a number ({value!r})")
-    if not math.isfinite(value) or value < 0:
-        raise RecordError(f"{where}: must be finite and non-negative ({value!r})")
-    if integer and not float(value).is_integer():
+    try:
+        number = checked_float(where, value)
+    except InvalidValueError as error:
+        raise RecordError(str(error)) from error
+    if integer and not number.is_integer():
         raise RecordError(f"{where}: not an integer ({value!r})")
-    return float(value)
+    return number
 
 
 def _time(value: object) -> float:
@@ -152,6 +157,22 @@ def _time(value: object) -> float:
 
 def _strings(value: object) -> list[str]:
     return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _read_totals(where: str, obj: Mapping[str, Any]) -> Totals:
+    carbon = obj.get("carbon") or {}
+    cost = obj.get("cost") or {}
+    totals = Totals(
+        energy_mj=int(_number(f"{where}: energyMillijoules", obj.get("energyMillijoules", 0), integer=True)),
+        gpu_seconds=_number(f"{where}: gpuSeconds", obj.get("gpuSeconds", 0.0)),
+        operational_g=_number(f"{where}: carbon.operationalGrams", carbon.get("operationalGrams", 0.0)),
+        embodied_g=_number(f"{where}: carbon.embodiedGrams", carbon.get("embodiedGrams", 0.0)),
+        cost=_number(f"{where}: cost.amount", cost.get("amount", 0.0)),
+        energy_from_power_mj=int(_number(f"{where}: energyFromPowerMj", obj.get("energyFromPowerMj", 0), integer=True)),
+    )
+    if totals.energy_from_power_mj > totals.energy_mj:
+        raise RecordError(f"{where}: energyFromPowerMj exceeds energyMillijoules")
+    return totals
 
 
 def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAccount:
@@ -174,17 +195,10 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
         parent_kind=str(parent.get("kind", "")),
         parent_name=str(parent.get("name", "")),
     )
-    carbon = status.get("carbon") or {}
     cost = status.get("cost") or {}
     account = WorkloadAccount(ref=ref, team=str(status.get("team", "")), currency=str(cost.get("currency", currency)))
     where = f"{KIND} {ref.namespace}/{name}"
-    account.totals = Totals(
-        energy_mj=int(_number(f"{where}: energyMillijoules", status.get("energyMillijoules", 0), integer=True)),
-        gpu_seconds=_number(f"{where}: gpuSeconds", status.get("gpuSeconds", 0.0)),
-        operational_g=_number(f"{where}: carbon.operationalGrams", carbon.get("operationalGrams", 0.0)),
-        embodied_g=_number(f"{where}: carbon.embodiedGrams", carbon.get("embodiedGrams", 0.0)),
-        cost=_number(f"{where}: cost.amount", cost.get("amount", 0.0)),
-    )
+    account.totals = _read_totals(where, status)
     account.first_seen_unix_s = _time(status.get("firstSeen"))
     account.last_seen_unix_s = _time(status.get("lastSeen"))
     account.interval_start_unix_s = _time(status.get("intervalStart"))
@@ -211,20 +225,18 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
         account.watermarks[(key, pod_uid)] = SeriesValue(
             int(_number(f"{where}: series[{index}].energyMillijoules", item.get("energyMillijoules"), integer=True)),
             _number(f"{where}: series[{index}].gpuSeconds", item.get("gpuSeconds", 0.0)),
+            str(item.get("epoch", "")),
+            int(_number(f"{where}: series[{index}].ticks", item.get("ticks", 0), integer=True)),
+            int(_number(f"{where}: series[{index}].energyFromPowerMj", item.get("energyFromPowerMj", 0), integer=True)),
         )
     account.pods = {pod_uid for _, pod_uid in account.watermarks}
     pods = int(_number(f"{where}: pods", status.get("pods", 0), integer=True))
     account.pods_before = max(0, pods - len(account.pods))
     final = status.get("final")
     if status.get("finalized") and isinstance(final, Mapping):
-        final_carbon = final.get("carbon") or {}
         final_cost = final.get("cost") or {}
         account.final = FinalRecord(
-            energy_mj=int(_number(f"{where}: final.energyMillijoules", final.get("energyMillijoules"), integer=True)),
-            gpu_seconds=_number(f"{where}: final.gpuSeconds", final.get("gpuSeconds", 0.0)),
-            operational_g=_number(f"{where}: final.operationalGrams", final_carbon.get("operationalGrams", 0.0)),
-            embodied_g=_number(f"{where}: final.embodiedGrams", final_carbon.get("embodiedGrams", 0.0)),
-            cost=_number(f"{where}: final.cost", final_cost.get("amount", 0.0)),
+            totals=_read_totals(f"{where}: final", final),
             currency=str(final_cost.get("currency", account.currency)),
             intensity_sources=tuple(_strings(final.get("intensitySources"))),
             methods=tuple(_strings(final.get("methods"))),
@@ -236,3 +248,26 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
     elif status.get("finalized"):
         raise RecordError(f"{where}: finalized without a final record")
     return account
+
+
+class FootprintStore:
+    """Reads and writes ``WorkloadFootprint`` objects (create, then the ``status`` subresource)."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        """Every footprint in the cluster (NotFoundError when the CRD is not installed)."""
+        return await self.api.list(footprint_path())
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.api.get(footprint_path(namespace, name))
+
+    async def create(self, account: WorkloadAccount) -> None:
+        """Create the account's footprint (ConflictError when it exists)."""
+        await self.api.create(footprint_path(account.ref.namespace), footprint_object(account))
+
+    async def write_status(self, account: WorkloadAccount) -> None:
+        """Write the account's totals and watermarks, in one request."""
+        path = footprint_path(account.ref.namespace, account.ref.uid) + "/status"
+        await self.api.merge_patch(path, {"status": footprint_status(account)})

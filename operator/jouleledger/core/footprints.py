@@ -1,0 +1,503 @@
+"""Workload footprints: the operator's authoritative book of per-workload energy, carbon and cost, and finalisation.
+
+:class:`FootprintBook` folds the deltas of one agent scrape (:mod:`jouleledger.core.deltas`) into
+:class:`WorkloadAccount` objects. Each scrape is one interval of its node: operational carbon is
+``kWh x PUE x the interval's grid intensity`` of the node's zone, cost is ``kWh x PUE x price per kWh`` (the facility
+energy is what is billed), embodied carbon is ``GPU-hours x grams per GPU-hour`` of the GPU model (no PUE).
+Namespace, team and per-node unallocated roll-ups count what *this process* folded, starting from zero, so that
+Prometheus sees an ordinary counter reset when the operator restarts.
+
+A finished Job's footprint is final once every agent that ran its pods has been scraped with a last tick **later**
+than the Job's completion, or at the latest ``deadline_s`` after it (:func:`decide_finalization`); the
+:class:`FinalRecord` then never changes and :func:`job_annotations` renders it (``energy-kwh`` and ``gpu-hours``
+with 6 decimals, ``co2e-grams`` operational + embodied with 3, ``cost`` as ``"<amount with 4 decimals>
+<currency>"``, ``intensity-source`` the sources used, ``method`` how the energy was measured).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from jouleledger.core.carbon import embodied_g, energy_cost, operational_g
+from jouleledger.core.deltas import RESET, PodIdentity, ScrapeDeltas, SeriesKey, SeriesValue
+from jouleledger.core.units import S_PER_HOUR, mj_to_kwh
+from jouleledger.core.workload import WorkloadRef
+
+__all__ = [
+    "ANNOTATION_PREFIX",
+    "CLOCK_SKEW_ALLOWANCE_S",
+    "FOOTPRINT_VERSION",
+    "KEY_CO2E",
+    "KEY_COST",
+    "KEY_ENERGY",
+    "KEY_GPU_HOURS",
+    "KEY_METHOD",
+    "KEY_SOURCE",
+    "KEY_VERSION",
+    "UNASSIGNED_TEAM",
+    "Attribution",
+    "Decision",
+    "FinalRecord",
+    "FoldSummary",
+    "FootprintBook",
+    "IntervalRates",
+    "RollupSnapshot",
+    "Totals",
+    "WorkloadAccount",
+    "decide_finalization",
+    "job_annotations",
+    "method_annotation",
+    "method_of",
+    "power_method_of",
+]
+
+UNASSIGNED_TEAM: Final = "unassigned"
+"""Team of a workload whose pods carry no team label."""
+
+ANNOTATION_PREFIX: Final = "jouleledger.io/"
+KEY_ENERGY: Final = ANNOTATION_PREFIX + "energy-kwh"
+KEY_GPU_HOURS: Final = ANNOTATION_PREFIX + "gpu-hours"
+KEY_CO2E: Final = ANNOTATION_PREFIX + "co2e-grams"
+KEY_COST: Final = ANNOTATION_PREFIX + "cost"
+KEY_SOURCE: Final = ANNOTATION_PREFIX + "intensity-source"
+KEY_METHOD: Final = ANNOTATION_PREFIX + "method"
+KEY_VERSION: Final = ANNOTATION_PREFIX + "footprint-version"
+FOOTPRINT_VERSION: Final = "1"
+
+_METHODS: Final[Mapping[str, str]] = {
+    "nvml": "measured-nvml-energy-counter",
+    "replay": "replayed-trace",
+    "simulated": "simulated",
+}
+
+
+COUNTER_METHOD: Final = "measured-nvml-energy-counter"
+POWER_METHOD: Final = "integrated-nvml-power"
+MIXED_METHOD: Final = "mixed"
+
+
+def method_of(backend: str, simulated: bool) -> str:
+    """How an agent backend measured the energy of its counters (simulated data always says so)."""
+    if simulated:
+        return "simulated"
+    return _METHODS.get(backend, f"measured-{backend}" if backend else "unknown")
+
+
+def power_method_of(backend: str, simulated: bool) -> str:
+    """How an agent backend measured the energy it integrated from power: NVML power readings; simulated and
+    replayed data keep their own method."""
+    method = method_of(backend, simulated)
+    return POWER_METHOD if method == COUNTER_METHOD else method
+
+
+def method_annotation(methods: Iterable[str]) -> str:
+    """The ``method`` annotation: ``mixed`` when the energy came from NVML counters and NVML power integration
+    both, otherwise the methods used (comma-separated, sorted), ``none`` without energy."""
+    used = set(methods)
+    if {COUNTER_METHOD, POWER_METHOD} <= used:
+        used = (used - {COUNTER_METHOD, POWER_METHOD}) | {MIXED_METHOD}
+    return ",".join(sorted(used)) or "none"
+
+
+# --- the ledger ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalRates:
+    """What applies to one scrape interval ``(start_unix_s, end_unix_s]`` of one node."""
+
+    start_unix_s: float
+    end_unix_s: float
+    zone: str
+    intensity_g_per_kwh: float
+    intensity_source: str
+    pue: float
+    price_per_kwh: float
+    currency: str
+    method: str  # of energy from counters
+    power_method: str = "integrated-nvml-power"  # of energy integrated from power
+    embodied_g_per_gpu_hour: Mapping[str, float] = field(default_factory=dict)  # by GPU model
+    default_embodied_g_per_gpu_hour: float = 0.0
+
+    def embodied_rate(self, model: str) -> float:
+        return self.embodied_g_per_gpu_hour.get(model, self.default_embodied_g_per_gpu_hour)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Energy (integer mJ), GPU-seconds, operational/embodied grams CO2e and cost: one value, added with ``+``."""
+
+    energy_mj: int = 0
+    gpu_seconds: float = 0.0
+    operational_g: float = 0.0
+    embodied_g: float = 0.0
+    cost: float = 0.0
+    energy_from_power_mj: int = 0
+    """The part of ``energy_mj`` integrated from power readings (no energy counter, or its delta rejected)."""
+
+    @property
+    def carbon_g(self) -> float:
+        return self.operational_g + self.embodied_g
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(
+            self.energy_mj + other.energy_mj,
+            self.gpu_seconds + other.gpu_seconds,
+            self.operational_g + other.operational_g,
+            self.embodied_g + other.embodied_g,
+            self.cost + other.cost,
+            self.energy_from_power_mj + other.energy_from_power_mj,
+        )
+
+
+ZERO: Final = Totals()
+
+
+@dataclass(frozen=True, slots=True)
+class FinalRecord:
+    """A finished Job's footprint, frozen once: what its annotations say, forever.
+
+    ``complete`` is False when the deadline passed before every agent that ran the Job's pods reported a reading
+    taken after the Job finished (``missing_nodes`` names them).
+    """
+
+    totals: Totals
+    currency: str
+    intensity_sources: tuple[str, ...]
+    methods: tuple[str, ...]
+    completion_unix_s: float
+    finalized_unix_s: float
+    complete: bool = True
+    missing_nodes: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class WorkloadAccount:
+    """The running footprint of one workload, and the watermarks of the series it includes."""
+
+    ref: WorkloadRef
+    team: str
+    currency: str
+    totals: Totals = ZERO
+    first_seen_unix_s: float = 0.0
+    last_seen_unix_s: float = 0.0
+    interval_start_unix_s: float = 0.0
+    interval_end_unix_s: float = 0.0
+    pods: set[str] = field(default_factory=set)
+    pods_before: int = 0  # pods counted before a restore whose UIDs are no longer kept
+    nodes: set[str] = field(default_factory=set)
+    sources: set[str] = field(default_factory=set)
+    methods: set[str] = field(default_factory=set)
+    watermarks: dict[tuple[SeriesKey, str], SeriesValue] = field(default_factory=dict)
+    late_energy_mj: int = 0
+    final: FinalRecord | None = None
+    final_written: bool = False
+    dirty: bool = True
+    urgent: bool = False  # a reset was folded: persist now, not at the next write interval
+    written_unix_s: float = 0.0
+
+    @property
+    def finalized(self) -> bool:
+        return self.final is not None
+
+    @property
+    def pods_counted(self) -> int:
+        return self.pods_before + len(self.pods)
+
+    def merge(self, previous: WorkloadAccount) -> None:
+        """Add a persisted footprint this process did not know of (forgotten, or written by another instance).
+
+        A final one stays final: what this account folded meanwhile is late energy."""
+        if previous.final is not None:
+            self.late_energy_mj += self.totals.energy_mj + previous.late_energy_mj
+            self.totals = previous.totals
+            self.final = previous.final
+        else:
+            self.totals = self.totals + previous.totals
+        for watermark, value in previous.watermarks.items():
+            self.watermarks.setdefault(watermark, value)
+        self.pods_before += previous.pods_counted
+        self.nodes |= previous.nodes
+        self.sources |= previous.sources
+        self.methods |= previous.methods
+        if previous.first_seen_unix_s:
+            self.first_seen_unix_s = min(self.first_seen_unix_s, previous.first_seen_unix_s)
+
+    def written(self, now_unix_s: float) -> None:
+        """Its footprint (and final record, if any) was persisted at ``now_unix_s``."""
+        self.dirty, self.urgent, self.written_unix_s = False, False, now_unix_s
+        self.final_written = self.final is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Where a pod's energy goes: its workload and team (``UNASSIGNED_TEAM`` when unlabelled)."""
+
+    workload: WorkloadRef
+    team: str = UNASSIGNED_TEAM
+
+
+@dataclass(frozen=True, slots=True)
+class FoldSummary:
+    """What one fold changed: energy counted, late energy (finalized workloads) and workloads touched."""
+
+    energy_mj: int
+    late_energy_mj: int
+    workloads: frozenset[str]
+    unallocated_mj: int
+
+
+@dataclass(frozen=True, slots=True)
+class RollupSnapshot:
+    """Roll-ups folded by this process, for the metrics collector. Keys: namespace, team, node, ``(zone, source)``."""
+
+    namespaces: Mapping[str, Totals]
+    teams: Mapping[str, Totals]
+    unallocated_mj: Mapping[str, int]
+    currency: str
+    workloads: int = 0
+    finalized: int = 0
+
+
+class FootprintBook:
+    """The operator's book: workload accounts by UID, and namespace/team/node roll-ups."""
+
+    def __init__(self, currency: str) -> None:
+        self.currency = currency
+        self.accounts: dict[str, WorkloadAccount] = {}
+        self._holder: dict[tuple[SeriesKey, str], str] = {}  # watermark -> workload uid
+        self._by_series: dict[SeriesKey, set[str]] = {}  # series -> pod uids with a watermark
+        self._namespaces: dict[str, Totals] = {}
+        self._teams: dict[str, Totals] = {}
+        self._unallocated: dict[str, int] = {}
+
+    def restore(self, account: WorkloadAccount) -> None:
+        """Load an account from its persisted footprint (before the first fold)."""
+        account.dirty = False
+        account.final_written = account.final is not None
+        self.accounts[account.ref.uid] = account
+        for watermark in account.watermarks:
+            self._index(watermark, account.ref.uid)
+
+    def watermarks(self) -> Iterable[tuple[SeriesKey, str, SeriesValue]]:
+        """Every account's watermarks ``(series, pod uid, share)``, to restore a :class:`DeltaTracker` from."""
+        for account in self.accounts.values():
+            for (key, pod_uid), value in account.watermarks.items():
+                yield key, pod_uid, value
+
+    def _index(self, watermark: tuple[SeriesKey, str], workload_uid: str) -> None:
+        self._holder[watermark] = workload_uid
+        self._by_series.setdefault(watermark[0], set()).add(watermark[1])
+
+    def _forget(self, watermark: tuple[SeriesKey, str]) -> None:
+        workload_uid = self._holder.pop(watermark, None)
+        uids = self._by_series.get(watermark[0])
+        if uids is not None:
+            uids.discard(watermark[1])
+            if not uids:
+                del self._by_series[watermark[0]]
+        account = self.accounts.get(workload_uid or "")
+        if account is not None and account.watermarks.pop(watermark, None) is not None:
+            account.dirty = True
+
+    def fold(
+        self,
+        deltas: ScrapeDeltas,
+        rates: IntervalRates,
+        attribute: Callable[[PodIdentity], Attribution],
+        model_of: Callable[[str], str],
+    ) -> FoldSummary:
+        """Fold one scrape's deltas, all at ``rates``; ``attribute`` names each pod's workload and team,
+        ``model_of`` the GPU model of a device id."""
+        counted = late = 0
+        touched: set[str] = set()
+        for delta in deltas.pods:
+            attribution = attribute(delta.pod)
+            ref = attribution.workload
+            account = self.accounts.get(ref.uid)
+            if account is None:
+                account = self.accounts[ref.uid] = WorkloadAccount(ref, attribution.team, self.currency)
+                account.first_seen_unix_s = rates.end_unix_s
+            watermark = (delta.key, delta.pod.uid)
+            holder = self._holder.get(watermark)
+            if holder is not None and holder != ref.uid:  # the pod moved workload (owner resolved later)
+                self._forget(watermark)
+            self._index(watermark, ref.uid)
+            share = dataclasses.replace(delta.share, epoch=deltas.epoch, ticks=deltas.ticks)
+            before = account.watermarks.get(watermark)
+            account.watermarks[watermark] = share
+            if before is None or dataclasses.replace(before, ticks=share.ticks) != share:
+                account.dirty = True
+            if delta.origin == RESET:
+                account.urgent = True
+            account.last_seen_unix_s = max(account.last_seen_unix_s, rates.end_unix_s)
+            if delta.key.node not in account.nodes:
+                account.nodes.add(delta.key.node)
+                account.dirty = True
+            touched.add(ref.uid)
+            if delta.energy_mj == 0 and delta.gpu_seconds == 0.0:
+                if account.final is None and delta.pod.uid not in account.pods:
+                    account.pods.add(delta.pod.uid)
+                    account.dirty = True
+                continue
+            operational = operational_g(delta.energy_mj, rates.pue, rates.intensity_g_per_kwh)
+            embodied = embodied_g(delta.gpu_seconds, rates.embodied_rate(model_of(delta.key.device)))
+            cost = energy_cost(delta.energy_mj, rates.pue, rates.price_per_kwh)
+            added = Totals(delta.energy_mj, delta.gpu_seconds, operational, embodied, cost, delta.from_power_mj)
+            self._namespaces[ref.namespace] = self._namespaces.get(ref.namespace, ZERO) + added
+            self._teams[account.team] = self._teams.get(account.team, ZERO) + added
+            if account.final is not None:
+                account.late_energy_mj += delta.energy_mj
+                late += delta.energy_mj
+                continue
+            account.pods.add(delta.pod.uid)
+            account.totals = account.totals + added
+            account.sources.add(rates.intensity_source)
+            if delta.from_power_mj:
+                account.methods.add(rates.power_method)
+            if delta.energy_mj > delta.from_power_mj:
+                account.methods.add(rates.method)
+            if not account.interval_start_unix_s or rates.start_unix_s < account.interval_start_unix_s:
+                account.interval_start_unix_s = rates.start_unix_s
+            account.interval_end_unix_s = max(account.interval_end_unix_s, rates.end_unix_s)
+            counted += delta.energy_mj
+        for watermark in (*deltas.expired, *_pruned_watermarks(deltas.pruned, self._by_series)):
+            self._forget(watermark)
+        unallocated = sum(deltas.unallocated_mj.values())
+        self._unallocated[deltas.node] = self._unallocated.get(deltas.node, 0) + unallocated
+        return FoldSummary(counted, late, frozenset(touched), unallocated)
+
+    def finalize(
+        self,
+        workload_uid: str,
+        completion_unix_s: float,
+        now_unix_s: float,
+        *,
+        missing_nodes: Iterable[str] = (),
+    ) -> FinalRecord:
+        """Freeze an account (idempotent: a finalized account returns its existing record unchanged)."""
+        account = self.accounts[workload_uid]
+        if account.final is not None:
+            return account.final
+        missing = tuple(sorted(missing_nodes))
+        account.final = FinalRecord(
+            totals=account.totals,
+            currency=account.currency,
+            intensity_sources=tuple(sorted(account.sources)),
+            methods=tuple(sorted(account.methods)),
+            completion_unix_s=completion_unix_s,
+            finalized_unix_s=now_unix_s,
+            complete=not missing,
+            missing_nodes=missing,
+        )
+        account.dirty = True
+        return account.final
+
+    def forget(self, workload_uid: str) -> None:
+        """Drop an account (its workload and footprint were deleted)."""
+        account = self.accounts.pop(workload_uid, None)
+        if account is None:
+            return
+        for watermark in list(account.watermarks):
+            self._forget(watermark)
+
+    def due_for_write(self, now_unix_s: float, write_interval_s: float, limit: int) -> list[WorkloadAccount]:
+        """Changed accounts to persist now: final ones not yet written and those a reset was folded into at once,
+        others once ``write_interval_s`` passed since their last write; in that order, then the least recently
+        written first, at most ``limit``."""
+        due = [
+            account
+            for account in self.accounts.values()
+            if account.dirty
+            and (
+                (account.final is not None and not account.final_written)
+                or account.urgent
+                or now_unix_s - account.written_unix_s >= write_interval_s
+            )
+        ]
+        due.sort(key=lambda account: (account.final is None, not account.urgent, account.written_unix_s))
+        return due[:limit]
+
+    def collectable(self, now_unix_s: float, done_jobs: Iterable[str], idle_s: float = 3600.0) -> list[str]:
+        """Written accounts that hold no series any more: final ones whose Job is done, others idle for ``idle_s``.
+
+        A forgotten account that sees energy again is merged with its persisted footprint when written."""
+        done = set(done_jobs)
+        return [
+            uid
+            for uid, account in self.accounts.items()
+            if not account.dirty
+            and not account.watermarks
+            and (account.final is not None or now_unix_s - account.last_seen_unix_s > idle_s)
+            and (account.final is None or uid in done)
+        ]
+
+    def rollups(self) -> RollupSnapshot:
+        return RollupSnapshot(
+            namespaces=dict(self._namespaces),
+            teams=dict(self._teams),
+            unallocated_mj=dict(self._unallocated),
+            currency=self.currency,
+            workloads=len(self.accounts),
+            finalized=sum(1 for account in self.accounts.values() if account.final is not None),
+        )
+
+
+def _pruned_watermarks(
+    pruned: Iterable[SeriesKey], by_series: Mapping[SeriesKey, set[str]]
+) -> list[tuple[SeriesKey, str]]:
+    return [(key, uid) for key in pruned for uid in sorted(by_series.get(key, ()))]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """``ready``: record now; ``missing_nodes``: agents not caught up (recorded anyway when the deadline passed)."""
+
+    ready: bool
+    missing_nodes: tuple[str, ...] = ()
+    timed_out: bool = False
+
+
+CLOCK_SKEW_ALLOWANCE_S: Final = 2.0
+"""How far a node's clock may run behind the API server's before a tick could be mistaken for a later one."""
+
+
+def decide_finalization(
+    completion_unix_s: float,
+    nodes: Iterable[str],
+    folded_tick_unix_s: Mapping[str, float],
+    now_unix_s: float,
+    deadline_s: float,
+    *,
+    clock_skew_s: float = 0.0,
+) -> Decision:
+    """Whether a Job's footprint is final.
+
+    ``nodes`` are the nodes its pods ran on (only nodes with an agent); ``folded_tick_unix_s`` the last tick of each
+    agent's latest *folded* scrape (the node's clock). Ready when every node's folded tick is later than the
+    completion (the API server's clock) by more than ``clock_skew_s``, or when ``deadline_s`` has passed since the
+    completion (``timed_out``, ``missing_nodes`` set).
+    """
+    after_s = completion_unix_s + clock_skew_s
+    missing = tuple(sorted(node for node in set(nodes) if folded_tick_unix_s.get(node, float("-inf")) <= after_s))
+    if not missing:
+        return Decision(True)
+    if now_unix_s - completion_unix_s >= deadline_s:
+        return Decision(True, missing, timed_out=True)
+    return Decision(False, missing)
+
+
+def job_annotations(final: FinalRecord) -> dict[str, str]:
+    """The Job's annotations for a final footprint (values formatted as the module docstring says)."""
+    return {
+        KEY_ENERGY: f"{mj_to_kwh(final.totals.energy_mj):.6f}",
+        KEY_GPU_HOURS: f"{final.totals.gpu_seconds / S_PER_HOUR:.6f}",
+        KEY_CO2E: f"{final.totals.carbon_g:.3f}",
+        KEY_COST: f"{final.totals.cost:.4f} {final.currency}",
+        KEY_SOURCE: ",".join(final.intensity_sources) or "none",
+        KEY_METHOD: method_annotation(final.methods),
+        KEY_VERSION: FOOTPRINT_VERSION,
+    }

@@ -1,0 +1,129 @@
+"""Jobs through the API: reading a Job's completion state, writing its footprint annotations, posting Events.
+
+A Job is finished when its ``Complete`` or ``Failed`` condition is ``True``; it finished at that condition's
+``lastTransitionTime`` (``status.completionTime`` for ``Complete`` when the condition has no time). Annotations are
+written with a JSON merge patch that carries the Job's ``resourceVersion`` (a concurrent change is a 409, retried
+later). Event names derive from the Job and the reason, so posting one twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from jouleledger.core.footprints import KEY_VERSION
+from jouleledger.kube.api import ConflictError, KubeApi, format_time, parse_time
+
+__all__ = ["EVENT_COMPONENT", "JobState", "JobWriter", "job_path", "job_state"]
+
+EVENT_COMPONENT: Final = "jouleledger-operator"
+
+
+class JobId(Protocol):
+    """What names a Job."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def uid(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """Whether a Job finished (``Complete``/``Failed``), when, and its Joule Ledger annotations (if any)."""
+
+    finished: bool
+    outcome: str = ""  # Complete | Failed
+    completion_unix_s: float | None = None
+    annotations: Mapping[str, str] | None = None
+
+    @property
+    def annotated(self) -> bool:
+        return self.annotations is not None and KEY_VERSION in self.annotations
+
+
+def _footprint_annotations(metadata: Mapping[str, Any]) -> dict[str, str]:
+    annotations = metadata.get("annotations") or {}
+    if not isinstance(annotations, Mapping):
+        return {}
+    return {str(key): str(value) for key, value in annotations.items() if str(key).startswith("jouleledger.io/")}
+
+
+def job_state(job: Mapping[str, Any]) -> JobState:
+    """Read a Job object (as the API returns it)."""
+    metadata = job.get("metadata") or {}
+    annotations = _footprint_annotations(metadata)
+    status = job.get("status") or {}
+    for condition in status.get("conditions") or ():
+        if not isinstance(condition, Mapping):
+            continue
+        kind = condition.get("type")
+        if kind in ("Complete", "Failed") and str(condition.get("status")) == "True":
+            when = parse_time(condition.get("lastTransitionTime"))
+            if when is None and kind == "Complete":
+                when = parse_time(status.get("completionTime"))
+            return JobState(True, str(kind), when, annotations)
+    return JobState(False, annotations=annotations)
+
+
+def job_path(namespace: str, name: str) -> str:
+    return f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+
+
+class JobWriter:
+    """Annotates Jobs and posts Events on them."""
+
+    def __init__(self, api: KubeApi, *, clock: Callable[[], float]) -> None:
+        self.api = api
+        self._clock = clock
+
+    async def read(self, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
+        """The Job as it is now, or None when it is gone (or another Job of that name replaced it)."""
+        current = await self.api.get(job_path(namespace, name))
+        if current is None or (current.get("metadata") or {}).get("uid") != uid:
+            return None
+        return current
+
+    async def annotate(self, job: Mapping[str, Any], annotations: Mapping[str, str]) -> None:
+        """Merge ``annotations`` into the Job just read (ConflictError when it changed since)."""
+        metadata = job.get("metadata") or {}
+        patch: dict[str, Any] = {"annotations": dict(annotations)}
+        if metadata.get("resourceVersion"):
+            patch["resourceVersion"] = metadata["resourceVersion"]
+        await self.api.merge_patch(
+            job_path(str(metadata.get("namespace", "")), str(metadata.get("name", ""))), {"metadata": patch}
+        )
+
+    async def event(self, job: JobId, kind: str, reason: str, message: str) -> None:
+        """Post an Event on the Job (a repeat of the same reason is a no-op; other API errors raise)."""
+        stamp = format_time(self._clock())
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{job.name[:200]}.jouleledger.{reason.lower()}.{job.uid[:8]}",
+                "namespace": job.namespace,
+            },
+            "involvedObject": {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": job.name,
+                "namespace": job.namespace,
+                "uid": job.uid,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": kind,
+            "source": {"component": EVENT_COMPONENT},
+            "reportingComponent": "jouleledger.io/operator",
+            "reportingInstance": EVENT_COMPONENT,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        with contextlib.suppress(ConflictError):
+            await self.api.create(f"/api/v1/namespaces/{job.namespace}/events", body)

@@ -1,0 +1,184 @@
+"""A small synchronous client for the Prometheus HTTP API (``/api/v1/query`` and ``/api/v1/query_range``).
+
+It works unchanged against Thanos Querier and Grafana Mimir: Mimir needs the tenant in ``X-Scope-OrgID`` and
+serves the API under a prefix (``https://mimir/prometheus``), which is part of the base URL; both usually sit behind
+a bearer token or basic auth and a private CA.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+from jouleledger import __version__
+
+__all__ = ["Connection", "PrometheusApi", "PrometheusError", "RangeSeries", "build_client"]
+
+USER_AGENT: Final = f"jouleledger/{__version__}"
+
+
+class PrometheusError(Exception):
+    """A query could not be answered; the message is one line that names the server or the query."""
+
+
+@dataclass(frozen=True, slots=True)
+class RangeSeries:
+    """One series of a range query: its labels (``__name__`` included when Prometheus returns it) and its points
+    as ``(unix seconds, value)`` in time order."""
+
+    labels: Mapping[str, str]
+    points: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where the API is and how to authenticate. Secrets are read from files, never taken on the command line."""
+
+    base_url: str
+    org_id: str | None = None
+    bearer_token_file: Path | None = None
+    basic_auth_user: str | None = None
+    basic_auth_password_file: Path | None = None
+    ca_file: Path | None = None
+    insecure_skip_verify: bool = False
+    timeout_s: float = 60.0
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _read_secret(path: Path, what: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise PrometheusError(f"cannot read {what} {path}: {error.strerror or error}") from error
+    if not value:
+        raise PrometheusError(f"{what} {path} is empty")
+    return value
+
+
+def build_client(connection: Connection, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """An ``httpx.Client`` for ``connection``; ``transport`` is the test seam (``httpx.MockTransport``)."""
+    base = connection.base_url.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise PrometheusError(f"--prometheus {connection.base_url!r}: expected an http:// or https:// URL")
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **connection.extra_headers}
+    if connection.org_id:
+        headers["X-Scope-OrgID"] = connection.org_id
+    if connection.bearer_token_file is not None:
+        if connection.basic_auth_user is not None:
+            raise PrometheusError("use either a bearer token or basic auth, not both")
+        headers["Authorization"] = "Bearer " + _read_secret(connection.bearer_token_file, "bearer token file")
+    auth: httpx.BasicAuth | None = None
+    if connection.basic_auth_user is not None:
+        if connection.basic_auth_password_file is None:
+            raise PrometheusError("--basic-auth-user needs --basic-auth-password-file")
+        password = _read_secret(connection.basic_auth_password_file, "basic auth password file")
+        auth = httpx.BasicAuth(connection.basic_auth_user, password)
+    verify: ssl.SSLContext | bool = True
+    if connection.insecure_skip_verify:
+        verify = False
+    elif connection.ca_file is not None:
+        try:
+            verify = ssl.create_default_context(cafile=str(connection.ca_file))
+        except (OSError, ssl.SSLError) as error:
+            raise PrometheusError(f"cannot load CA file {connection.ca_file}: {error}") from error
+    return httpx.Client(
+        base_url=base,
+        headers=headers,
+        auth=auth,
+        verify=verify,
+        timeout=connection.timeout_s,
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
+def _value(raw: Any, expr: str) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError) as error:
+        raise PrometheusError(f"query {expr!r} returned a sample that is not a number: {raw!r}") from error
+    if not math.isfinite(value):
+        raise PrometheusError(f"query {expr!r} returned a non-finite sample ({raw}); refusing to report on it")
+    return value
+
+
+def _point(raw: Any, expr: str) -> tuple[float, float]:
+    if not isinstance(raw, list) or len(raw) != 2:
+        raise PrometheusError(f"query {expr!r}: malformed sample {raw!r}")
+    return float(raw[0]), _value(raw[1], expr)
+
+
+class PrometheusApi:
+    """Instant and range queries; ``client`` comes from :func:`build_client`."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self._client = client
+        self.requests = 0
+
+    @property
+    def base_url(self) -> str:
+        return str(self._client.base_url)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _get(self, path: str, params: Mapping[str, str], expr: str) -> Any:
+        self.requests += 1
+        where = f"{self.base_url.rstrip('/')}{path}"
+        try:
+            response = self._client.post(path, data=dict(params))
+        except httpx.TimeoutException as error:
+            raise PrometheusError(f"Prometheus at {where} did not answer in time ({type(error).__name__})") from error
+        except httpx.HTTPError as error:
+            raise PrometheusError(f"cannot reach Prometheus at {where}: {error or type(error).__name__}") from error
+        if response.status_code in (401, 403):
+            raise PrometheusError(
+                f"Prometheus at {where} refused the request ({response.status_code} "
+                f"{'unauthorized' if response.status_code == 401 else 'forbidden'}): check the credentials"
+                " and --org-id"
+            )
+        try:
+            body = response.json()
+        except ValueError as error:
+            raise PrometheusError(
+                f"Prometheus at {where} answered {response.status_code} with a body that is not JSON"
+            ) from error
+        if not isinstance(body, dict):
+            raise PrometheusError(f"Prometheus at {where} answered {response.status_code} with an unexpected body")
+        if body.get("status") != "success":
+            message = str(body.get("error") or body.get("errorType") or f"HTTP {response.status_code}")
+            raise PrometheusError(f"query {expr!r} failed: {message.splitlines()[0] if message else message}")
+        data = body.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("result"), list):
+            raise PrometheusError(f"query {expr!r}: Prometheus answered without a result list")
+        return data
+
+    def query_range(self, expr: str, start_s: float, end_s: float, step_s: float) -> list[RangeSeries]:
+        """``expr`` evaluated at ``start_s``, ``start_s + step_s``, ... up to ``end_s`` (a matrix)."""
+        params = {"query": expr, "start": repr(float(start_s)), "end": repr(float(end_s)), "step": repr(float(step_s))}
+        data = self._get("/api/v1/query_range", params, expr)
+        if data.get("resultType") != "matrix":
+            raise PrometheusError(f"query {expr!r}: expected a matrix, got {data.get('resultType')!r}")
+        series: list[RangeSeries] = []
+        for item in data["result"]:
+            labels = {str(k): str(v) for k, v in dict(item.get("metric") or {}).items()}
+            points = tuple(_point(raw, expr) for raw in item.get("values") or ())
+            series.append(RangeSeries(labels, points))
+        return series
+
+    def query(self, expr: str, time_s: float) -> list[tuple[Mapping[str, str], float]]:
+        """``expr`` at one instant (a vector)."""
+        data = self._get("/api/v1/query", {"query": expr, "time": repr(float(time_s))}, expr)
+        if data.get("resultType") != "vector":
+            raise PrometheusError(f"query {expr!r}: expected a vector, got {data.get('resultType')!r}")
+        result: list[tuple[Mapping[str, str], float]] = []
+        for item in data["result"]:
+            labels = {str(k): str(v) for k, v in dict(item.get("metric") or {}).items()}
+            result.append((labels, _point(item.get("value"), expr)[1]))
+        return result
