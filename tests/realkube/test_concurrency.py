@@ -36,7 +36,7 @@ from tests.realkube._cluster import (
     operator_env,
     report_job,
 )
-from tests.realkube._controlplane import ControlPlane, KubeClient, wait_for
+from tests.realkube._controlplane import ControlPlane, KubeClient, die_with_parent, wait_for
 from tests.realkube.conftest import OperatorStack
 
 ENERGY_MJ = int(ENERGY_J * 1000)
@@ -212,7 +212,11 @@ def test_a_watch_that_expires_is_resumed(
     command = operator_command(args, stack.config, agent_port=stack.agent_port)
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, env=operator_env(stack.kubeconfig), start_new_session=True
+            die_with_parent(command),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=operator_env(stack.kubeconfig),
+            start_new_session=True,
         )
     try:
         before, pod = finished_job(admin, workloads, "before-expiry", stack.node)
