@@ -192,6 +192,7 @@ class PodCounters:
     def snapshot(self, rejected: Mapping[tuple[str, str], int] | None = None) -> LedgerSnapshot:
         """An immutable copy of every counter, for exporters."""
         models = {gpu.uuid: gpu.model for gpu in self.header.gpus}
+        limits_w = {gpu.uuid: gpu.power_limit_w for gpu in self.header.gpus}
         pods = {
             key: PodRecord(
                 state.namespace,
@@ -226,6 +227,7 @@ class PodCounters:
                 totals.unallocated_mj,
                 totals.power_w,
                 totals.from_power_mj,
+                limits_w.get(uuid),
             )
             for uuid, totals in self._gpus.items()
         )
