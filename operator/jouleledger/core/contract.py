@@ -283,6 +283,7 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
         "counter",
         "Job footprint annotations found different from the WorkloadFootprint (edited or forged) and restored.",
     ),
+    MetricSpec(
         OPERATOR_SERVING_READS, "counter", "Reads of serving pods' request and token counters, by result.", ("result",)
     ),
     MetricSpec(
