@@ -21,6 +21,7 @@ from typing import NoReturn
 from jouleledger.core.contract import POD_INFO, SPECS, MetricSpec, sample_name
 from jouleledger.metrics.agent import AgentCollector
 from jouleledger.metrics.operator_collector import OperatorCollector
+from jouleledger.metrics.serving import ServingCollector
 
 __all__ = ["DOCUMENT", "main", "render_document", "render_table"]
 
@@ -41,7 +42,8 @@ def sections() -> dict[str, list[MetricSpec]]:
     """The contract's specs by the process that exports them, in contract order."""
     exported = {
         "agent": {family.name for family in AgentCollector(_unused).describe()},
-        "operator": {family.name for family in OperatorCollector(_unused).describe()},
+        "operator": {family.name for family in OperatorCollector(_unused).describe()}
+        | {family.name for family in ServingCollector(_unused).describe()},
     }
     result: dict[str, list[MetricSpec]] = {"agent": [], "operator": []}
     for name, spec in SPECS.items():

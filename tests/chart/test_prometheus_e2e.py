@@ -67,6 +67,22 @@ MAY_BE_EMPTY = {
     "jouleledger_operator_job_footprint_errors_total": "{reason}: the mock API accepts every write",
     "jouleledger_operator_intensity_fallbacks_total": "{provider,reason}: the static table never falls back",
     "jouleledger_operator_rejected_samples_total": "{reason}: the agent's samples are all valid",
+    **dict.fromkeys(
+        [
+            "jouleledger_workload_energy_joules_per_request",
+            "jouleledger_workload_energy_joules_per_output_token",
+            "jouleledger_workload_energy_joules_per_token",
+            "jouleledger_workload_carbon_grams_per_1000_requests",
+            "jouleledger_workload_serving_interval_seconds",
+            "jouleledger_workload_serving_energy_joules_total",
+            "jouleledger_workload_serving_carbon_grams_total",
+            "jouleledger_workload_serving_requests_total",
+            "jouleledger_workload_serving_prompt_tokens_total",
+            "jouleledger_workload_serving_output_tokens_total",
+            "jouleledger_operator_serving_reads_total",
+        ],
+        "no pod in the stack is labelled jouleledger.io/serving",
+    ),
 }
 STARTUP_TIMEOUT_S = 30.0
 DATA_TIMEOUT_S = 30.0
@@ -302,7 +318,7 @@ def _all_expressions(rule_groups: dict[str, Any]) -> list[tuple[str, str]]:
         for rule in group["rules"]:
             kind = "record" if "record" in rule else "alert"
             exprs.append((f"{kind} {rule.get('record') or rule.get('alert')}", rule["expr"]))
-            if "record" in rule:
+            if "record" in rule and not metric_names(rule["expr"]) & MAY_BE_EMPTY.keys():  # else it may be empty too
                 exprs.append((f"recorded by {group['name']}", rule["record"]))
     return exprs
 

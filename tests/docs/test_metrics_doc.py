@@ -16,6 +16,7 @@ from jouleledger.core.contract import SPECS
 from jouleledger.core.integration import RejectReason
 from jouleledger.metrics.agent import AgentCollector
 from jouleledger.metrics.operator_collector import OperatorCollector
+from jouleledger.metrics.serving import ServingCollector
 from tests._tools import REPO_ROOT
 
 DOCUMENT = REPO_ROOT / "docs" / "metrics.md"
@@ -49,7 +50,11 @@ def test_every_spec_has_a_row() -> None:
 
 
 def test_every_exported_family_is_in_the_contract() -> None:
-    described = [*AgentCollector(_unused).describe(), *OperatorCollector(_unused).describe()]
+    described = [
+        *AgentCollector(_unused).describe(),
+        *OperatorCollector(_unused).describe(),
+        *ServingCollector(_unused).describe(),
+    ]
     assert described
     assert sorted(family.name for family in described) == sorted(SPECS)
     assert {family.name: family.type for family in described} == {name: spec.type for name, spec in SPECS.items()}

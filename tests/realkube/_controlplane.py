@@ -13,11 +13,11 @@ scheduler: tests create Nodes and Pods (with ``nodeName``) and set pod status th
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -42,6 +42,7 @@ __all__ = [
     "ControlPlane",
     "KubeClient",
     "binaries_dir",
+    "die_with_parent",
     "start_control_plane",
     "wait_for",
 ]
@@ -325,22 +326,22 @@ class _Process:
             self.popen.wait(STOP_TIMEOUT_S)
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the test process dies, however it dies (Linux ``PR_SET_PDEATHSIG``)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+def die_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that it gets SIGTERM when the test process dies, however it dies (``setpriv --pdeathsig``,
+    util-linux; without it, as is: the ``with`` block still stops it)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else list(argv)
 
 
 def _start(name: str, argv: list[str], logs: Path) -> _Process:
     log = logs / f"{name}.log"
     with log.open("ab") as sink:
         popen = subprocess.Popen(
-            argv,
+            die_with_parent(argv),
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads start children here)
         )
     return _Process(name, popen, log, argv)
 

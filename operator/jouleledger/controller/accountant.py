@@ -29,7 +29,9 @@ from typing import Any, Final
 from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.jobs import JobRecorder
+from jouleledger.controller.owners import OwnerVerifier
 from jouleledger.controller.scrape import OK, AgentScraper, ScrapeOutcome
+from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.contract import sanitize_label
 from jouleledger.core.deltas import AgentScrape, DeltaTracker, PodIdentity
 from jouleledger.core.footprints import (
@@ -90,6 +92,7 @@ class Accountant:
         clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
         write_concurrency: int = 16,
         max_writes_per_s: float = 50.0,
+        serving: ServingAccounting | None = None,
     ) -> None:
         if scrape_interval_s <= 0:
             raise ValueError(f"scrape_interval_s must be positive, got {scrape_interval_s}")
@@ -121,6 +124,8 @@ class Accountant:
         self._team_key = sanitize_label(config.team_label)
         self._last_pass_s: float | None = None
         self.passes = 0
+        self.owners = OwnerVerifier(cluster, api, monotonic=monotonic)
+        self._untrusted: set[str] = set()  # pods whose named owner was not verified (counted once)
         self.recorder = JobRecorder(
             ledger=self.ledger,
             cluster=cluster,
@@ -131,6 +136,7 @@ class Accountant:
             dry_run=dry_run,
         )
         self._view = self.stats.view(self.ledger.rollups(), {})
+        self.serving = serving  # energy per request/token of annotated serving pods (controller/serving.py)
 
     # --- views -------------------------------------------------------------------------------------------------
 
@@ -204,6 +210,8 @@ class Accountant:
         scraped = self._monotonic()
         now = self._clock()
         folded_mj, scraped_ok = await self._fold(outcomes, now)
+        if self.serving is not None:
+            await self.serving.run_pass(self.api, now)
         finalized = self.recorder.finalize(now, self._folded_tick, self._scrape_ok)
         folded = self._monotonic()
         written, write_errors = await self._persist(now)
@@ -259,6 +267,9 @@ class Accountant:
                     rejection.labels,
                     rejection.reason,
                 )
+            identities = [identity for group in scrape.pods.values() for identity in group]
+            if not await self.owners.check(identities):
+                continue  # the API cannot say who owns its pods yet: the node's counters wait for the next pass
             try:
                 folded += self._fold_one(scrape, reading, zones[scrape.node], now)
             except Exception:  # one agent's data must never stop the others being accounted
@@ -296,13 +307,20 @@ class Accountant:
             default_embodied_g_per_gpu_hour=self.config.default_embodied_g_per_gpu_hour,
         )
         summary = self.ledger.fold(deltas, rates, self._attribute, scrape.model_of)
+        if self.serving is not None:
+            self.serving.add_deltas(deltas, rates)
         self._last_end[scrape.node] = now
         self._folded_tick[scrape.node] = scrape.last_tick_unix_s
         self.stats.node_intensity[scrape.node] = NodeIntensity(reading.zone, reading.source, reading.g_per_kwh)
         return summary.energy_mj
 
     def _attribute(self, pod: PodIdentity) -> Attribution:
-        workload = resolve_workload(pod.namespace, pod.name, pod.uid, pod.owner, self.cluster.owners)
+        owner = self.owners.trusted(pod)
+        if owner is None and pod.owner is not None and pod.uid not in self._untrusted:
+            self._untrusted.add(pod.uid)
+            self.stats.count_rejected("unverified_owner")
+            log.warning("pod %s/%s names an owner %s not found in its namespace", pod.namespace, pod.name, pod.owner)
+        workload = resolve_workload(pod.namespace, pod.name, pod.uid, owner, self.cluster.owners)
         team = pod.labels.get(self._team_key) or self.cluster.team_of(pod.uid) or UNASSIGNED_TEAM
         return Attribution(workload, team)
 

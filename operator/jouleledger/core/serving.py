@@ -28,6 +28,10 @@ __all__ = [
     "ServingInterval",
     "ServingMeter",
     "ServingProfile",
+    "ServingTotals",
+    "ServingView",
+    "WorkloadServing",
+    "combine",
     "read_counters",
     "serving_profile",
 ]
@@ -296,3 +300,21 @@ def combine(intervals: Iterable[ServingInterval]) -> ServingInterval | None:
         total([i.prompt_tokens for i in chosen]),
         total([i.output_tokens for i in chosen]),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadServing:
+    """A serving workload's latest interval (its pods' latest intervals summed) and its totals so far."""
+
+    namespace: str
+    kind: str
+    name: str
+    latest: ServingInterval | None
+    totals: ServingTotals
+
+
+@dataclass(frozen=True, slots=True)
+class ServingView:
+    workloads: tuple[WorkloadServing, ...] = ()
+    reads: Mapping[str, int] = field(default_factory=dict)
+    resets: int = 0

@@ -125,6 +125,18 @@ def _cells(row: Mapping[str, Any], currency: str) -> list[str]:
     ]
 
 
+def _serving_line(figures: Mapping[str, float]) -> str:
+    parts = [f"{figures['requests']:,.0f} requests, {figures['output_tokens']:,.0f} output tokens "
+             f"({figures['tokens']:,.0f} in all)"]  # fmt: skip
+    parts.append(f"{figures['joules_per_request']:,.1f} J/request")
+    if "joules_per_output_token" in figures:
+        parts.append(f"{figures['joules_per_output_token']:,.2f} J/output token")
+    if "joules_per_token" in figures:
+        parts.append(f"{figures['joules_per_token']:,.2f} J/token")
+    parts.append(f"{figures['grams_per_1000_requests']:,.1f} g CO2e per 1,000 requests")
+    return ", ".join(parts)
+
+
 def _header_lines(document: Mapping[str, Any]) -> list[str]:
     period = document["period"]
     source = document["source"]
@@ -174,8 +186,7 @@ def _table(document: Mapping[str, Any]) -> str:
     if serving:
         lines += ["", "serving workloads (energy per request and per token over the period)"]
         for row in serving:
-            figures = ", ".join(f"{k} {v:.6g}" for k, v in row["serving"].items())
-            lines.append(f"  {row['key']}: {figures}")
+            lines.append(f"  {row['key']}: {_serving_line(row['serving'])}")
     if document["notes"]:
         lines.append("")
         lines += [f"note: {note}" for note in document["notes"]]
