@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from jouleledger.agent.journal import journal_path
+from jouleledger.agent.persistence import journal_path
 from jouleledger.agent.runner import AgentRunner
 from jouleledger.core import contract as names
 from jouleledger.hardware.simulated import SimulatedNode
@@ -204,3 +204,17 @@ def test_epoch_is_on_the_agent_info_series(tmp_path: Path) -> None:
         assert [labels["epoch"] for labels in info] == [runner.epoch]
     finally:
         runner.close()
+
+
+def test_without_a_checkpoint_change_tracking_does_not_grow_with_churn() -> None:
+    """Nobody journals a ledger without a checkpoint (``--dry-run``): what changed is dropped every tick instead of
+    piling up with every pod that passes (found by bench.agent_churn: RSS grew with the pods seen)."""
+    node = SimulatedNode(gpus=4, seed=2, mean_lifetime_s=3.0, mean_idle_s=1.0, max_samples=300)
+    runner = AgentRunner(node, backend="simulated", retention_s=5.0)
+    while runner.tick():
+        pass
+    assert len(runner.pipeline.snapshot().pods) < 100, "pods expire after their retention"
+    pending = runner.pipeline.journal_entry()["ledger"]
+    assert pending["expired"] == []
+    assert pending["pods"] == []
+    assert pending["devices"] == []

@@ -15,8 +15,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jouleledger.agent import checkpoint
-from jouleledger.agent.journal import read_journal
+from jouleledger.agent import persistence
+from jouleledger.agent.persistence import read_journal
 from jouleledger.agent.pipeline import Pipeline
 from jouleledger.core.ledger import LedgerStateError
 from jouleledger.hardware.simulated import SimulatedNode
@@ -65,8 +65,8 @@ def _check_sane(pipeline: Pipeline) -> None:
 @given(st.binary(max_size=400))
 def test_checkpoint_decode_raises_only_its_own_error(data: bytes) -> None:
     try:
-        payload = checkpoint.decode(data)
-    except checkpoint.CorruptCheckpointError:
+        payload = persistence.decode(data)
+    except persistence.CorruptCheckpointError:
         return
     assert isinstance(payload, dict)
 
@@ -75,10 +75,10 @@ def test_checkpoint_decode_raises_only_its_own_error(data: bytes) -> None:
 @given(st.binary(max_size=200), st.integers(0, 3))
 def test_checkpoint_decode_of_a_damaged_file(noise: bytes, where: int) -> None:
     _, state, _ = _documents()
-    data = checkpoint.encode({"pipeline": state})
+    data = persistence.encode({"pipeline": state})
     cut = len(data) * where // 4
-    with contextlib.suppress(checkpoint.CorruptCheckpointError):
-        checkpoint.decode(data[:cut] + noise + data[cut + len(noise) :])
+    with contextlib.suppress(persistence.CorruptCheckpointError):
+        persistence.decode(data[:cut] + noise + data[cut + len(noise) :])
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -135,6 +135,14 @@ def _process(command: list[str], log: Path, env: dict[str, str] | None = None) -
                 process.wait(timeout=10)
 
 
+def _prometheus_command(prometheus: str, tmp: Path, port: int) -> list[str]:
+    """A Prometheus on 127.0.0.1:``port`` with ``tmp/prometheus.yml`` and its data under ``tmp/data``."""
+    return [
+        prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+    ]  # fmt: skip
+
+
 def _query(base: str, expr: str) -> dict[str, Any]:
     status, body = _get(f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
     answer: dict[str, Any] = json.loads(body)
@@ -255,10 +263,7 @@ def stack(rule_groups: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
         "--agent-selector", "app.kubernetes.io/component=agent", "--agent-port", str(agent_port),
         "--scrape-interval-s", "2", "--standalone",
     ]  # fmt: skip
-    prometheus_command = [
-        prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-        f"--web.listen-address=127.0.0.1:{prometheus_port}", "--log.level=warn",
-    ]  # fmt: skip
+    prometheus_command = _prometheus_command(prometheus, tmp, prometheus_port)
 
     with contextlib.ExitStack() as stack:
         api = stack.enter_context(MockKubernetesApi())

@@ -428,3 +428,72 @@ async def test_a_hostile_agent_is_rejected_and_counted_and_the_others_are_accoun
         await running.accountant.run_pass()
     assert running.accountant.ledger.accounts["job-1"].totals.energy_mj == 7_200_000
     assert 'jouleledger_operator_rejected_samples_total{reason="out_of_range"}' in await scrape_metrics(running)
+
+
+async def test_a_pod_naming_another_namespaces_job_is_charged_to_itself_in_its_own_namespace(
+    api: Emulator, agents: FakeAgents, start_operator: StartOperator
+) -> None:
+    """Cross-namespace charging: a tenant's pod in ``evil`` whose ownerReference names the UID of Job ml/train.
+    Kubernetes resolves owners within the pod's namespace, and so must the ledger: the attacker's energy must not
+    reach the victim's footprint, and no footprint for the victim's UID may appear in the attacker's namespace."""
+    setup_cluster(api, agents, {"n1": "127.0.0.1"})
+    base = time.time()
+    agents.texts["n1"] = agent_text("n1", base)
+    running = await start_operator(ScriptedIntensity())
+    forged = Pod("evil", "miner", "pod-evil", 36_000.0, 100.0, "Job", "train", "job-1")
+    statefulset = Pod("evil", "db-0", "pod-db", 3600.0, 10.0, "StatefulSet", "db", "sts-victim")
+    agents.texts["n1"] = agent_text("n1", base + 1, [train_pod(3600.0, 10.0), forged, statefulset])
+    await running.accountant.run_pass()
+    await complete_job(api, base + 1.5)
+    await job_seen_finished(running)
+    agents.texts["n1"] = agent_text("n1", base + 2, [train_pod(3600.0, 10.0), forged, statefulset])
+    await running.accountant.run_pass()
+    assert job_annotations(api)["jouleledger.io/energy-kwh"] == "0.001000"  # 3600 J: the victim's own pod only
+    footprints = {
+        (namespace, name)
+        for (resource, namespace, name), obj in api.objects.items()
+        if resource.plural == "workloadfootprints" and not obj.deleted
+    }
+    assert footprints == {("ml", "job-1"), ("evil", "pod-evil"), ("evil", "pod-db")}
+    assert running.accountant.stats.rejected["unverified_owner"] == 2
+
+
+async def annotate_job(api: Emulator, annotations: dict[str, str]) -> None:
+    async with api.patch(JOB_PATH, json={"metadata": {"annotations": annotations}}) as response:
+        assert response.status == 200, await response.text()
+
+
+async def test_forged_and_edited_annotations_never_block_and_are_restored_counted_and_reported(
+    api: Emulator, agents: FakeAgents, start_operator: StartOperator
+) -> None:
+    """The WorkloadFootprint is the source of truth: a pre-set ``footprint-version`` (which used to stop the Job from
+    ever being annotated) and a later edit of the energy are both restored from it, counted and reported."""
+    setup_cluster(api, agents, {"n1": "127.0.0.1"})
+    base = time.time()
+    agents.texts["n1"] = agent_text("n1", base)
+    running = await start_operator(ScriptedIntensity())
+    await annotate_job(api, {KEY_VERSION: "1", "jouleledger.io/energy-kwh": "0.000001"})
+    agents.texts["n1"] = agent_text("n1", base + 1, [train_pod(3600.0, 10.0)])
+    await running.accountant.run_pass()
+    await complete_job(api, base + 1.5)
+    await job_seen_finished(running)
+    agents.texts["n1"] = agent_text("n1", base + 2, [train_pod(3600.0, 10.0)])
+    await running.accountant.run_pass()
+    assert job_annotations(api)["jouleledger.io/energy-kwh"] == "0.001000"
+    assert running.accountant.stats.tampering == 1
+    truth = job_annotations(api)
+
+    await annotate_job(api, {"jouleledger.io/energy-kwh": "0.000000", "jouleledger.io/extra": "x"})
+    await eventually(
+        lambda: running.app.cluster.jobs["job-1"].state.annotations.get("jouleledger.io/energy-kwh") == "0.000000",
+        what="the edit's watch event",
+    )
+    await running.accountant.run_pass()
+    assert job_annotations(api) == truth
+    assert running.accountant.stats.tampering == 2
+    reasons = sorted(event["reason"] for event in events(api))
+    assert reasons == ["FootprintRecorded", "FootprintTampered"]  # the second tampering Event is the same object
+    assert "jouleledger_operator_annotation_tampering_total 2.0" in await scrape_metrics(running)
+    patches = requests_to(api, "PATCH", JOB_PATH)
+    await running.accountant.run_pass()  # restored: nothing more to write
+    assert requests_to(api, "PATCH", JOB_PATH) == patches

@@ -63,6 +63,8 @@ def _check_accepted(header: NodeHeader, samples: list[Sample]) -> None:
         for pod in sample.pods:
             assert pod.namespace
             assert pod.name
+            for text in (pod.namespace, pod.name, pod.uid, *pod.labels, *pod.labels.values()):
+                text.encode("utf-8")  # every accepted name can be exported
             assert all(pid >= 1 for container in pod.containers for pid in container.pids)
 
 

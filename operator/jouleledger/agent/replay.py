@@ -80,7 +80,7 @@ class ReplayReport:
 
 def replay(source: ReplaySource, rates: CarbonRates, pricing: Pricing | None = None) -> ReplayReport:
     """Run the agent pipeline over every sample of ``source``; pods are never expired during a replay."""
-    pipeline = Pipeline(source.header(), retention_s=math.inf)
+    pipeline = Pipeline(source.header(), retention_s=math.inf, journaling=False)
     tally = CarbonTally(rates)
     intervals = 0
     for sample in source:

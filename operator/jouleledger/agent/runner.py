@@ -83,7 +83,7 @@ class AgentRunner:
         self._on_interval = on_interval
         self._cpu = cpu_clock
         self.header = source.header()
-        self.pipeline = Pipeline(self.header, retention_s=retention_s)
+        self.pipeline = Pipeline(self.header, retention_s=retention_s, journaling=checkpoint_path is not None)
         self._ticks = 0
         self._tick_cpu_s = 0.0
         self._health = SourceHealth()

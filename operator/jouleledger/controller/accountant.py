@@ -29,6 +29,7 @@ from typing import Any, Final
 from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.jobs import JobRecorder
+from jouleledger.controller.owners import OwnerVerifier
 from jouleledger.controller.scrape import OK, AgentScraper, ScrapeOutcome
 from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.contract import sanitize_label
@@ -123,6 +124,8 @@ class Accountant:
         self._team_key = sanitize_label(config.team_label)
         self._last_pass_s: float | None = None
         self.passes = 0
+        self.owners = OwnerVerifier(cluster, api, monotonic=monotonic)
+        self._untrusted: set[str] = set()  # pods whose named owner was not verified (counted once)
         self.recorder = JobRecorder(
             ledger=self.ledger,
             cluster=cluster,
@@ -264,6 +267,9 @@ class Accountant:
                     rejection.labels,
                     rejection.reason,
                 )
+            identities = [identity for group in scrape.pods.values() for identity in group]
+            if not await self.owners.check(identities):
+                continue  # the API cannot say who owns its pods yet: the node's counters wait for the next pass
             try:
                 folded += self._fold_one(scrape, reading, zones[scrape.node], now)
             except Exception:  # one agent's data must never stop the others being accounted
@@ -309,7 +315,12 @@ class Accountant:
         return summary.energy_mj
 
     def _attribute(self, pod: PodIdentity) -> Attribution:
-        workload = resolve_workload(pod.namespace, pod.name, pod.uid, pod.owner, self.cluster.owners)
+        owner = self.owners.trusted(pod)
+        if owner is None and pod.owner is not None and pod.uid not in self._untrusted:
+            self._untrusted.add(pod.uid)
+            self.stats.count_rejected("unverified_owner")
+            log.warning("pod %s/%s names an owner %s not found in its namespace", pod.namespace, pod.name, pod.owner)
+        workload = resolve_workload(pod.namespace, pod.name, pod.uid, owner, self.cluster.owners)
         team = pod.labels.get(self._team_key) or self.cluster.team_of(pod.uid) or UNASSIGNED_TEAM
         return Attribution(workload, team)
 

@@ -94,6 +94,7 @@ class ClusterState:
         self._agent_port = agent_port
         self._zone_of = zone_of
         self.owners: dict[str, Owner | None] = {}
+        self.namespaces: dict[str, str] = {}  # uid of a watched Job or ReplicaSet -> its namespace
         self.jobs: dict[str, JobInfo] = {}
         self.pods: dict[str, PodRef] = {}
         self._pods_by_owner: dict[str, set[str]] = {}
@@ -115,17 +116,21 @@ class ClusterState:
             if deleted:
                 self.jobs.pop(uid, None)
                 self.owners.pop(uid, None)
+                self.namespaces.pop(uid, None)
             elif uid:
                 owner = controller_owner(metadata)
                 self.owners[uid] = owner
+                self.namespaces[uid] = str(metadata.get("namespace", ""))
                 self.jobs[uid] = JobInfo(
                     str(metadata.get("namespace", "")), str(metadata.get("name", "")), uid, owner, job_state(body)
                 )
         elif plural == REPLICASETS:
             if deleted:
                 self.owners.pop(uid, None)
+                self.namespaces.pop(uid, None)
             elif uid:
                 self.owners[uid] = controller_owner(metadata)
+                self.namespaces[uid] = str(metadata.get("namespace", ""))
         elif plural == NODES:
             name = str(metadata.get("name", ""))
             if deleted:

@@ -3,10 +3,13 @@
 A finished top-level Job (no controller owner, or a CronJob) is finalized once every agent of the nodes its pods
 used, and every agent that answered the latest pass, reported a tick after the Job finished, or once the deadline
 passed (:func:`~jouleledger.core.footprints.decide_finalization`). Its frozen footprint is written first (by the
-accountant), and only then the Job is annotated: the Job is re-read, an existing
-``jouleledger.io/footprint-version`` means it was done already, and the values always come from the frozen record,
-so a retry writes the same values. An Event on the Job says whether the footprint was recorded, recorded
-incomplete, or not recorded (and why).
+accountant), and only then the Job is annotated. The ``WorkloadFootprint`` is the source of truth: the Job is
+re-read and written unless its ``jouleledger.io/`` annotations already are exactly the footprint's (so a re-delivered
+event, a restart or a relist never writes twice, and annotations a user set beforehand never block it); the values
+always come from the frozen record, so a retry writes the same values. Annotations edited afterwards are seen in the
+Job's watch events, restored, counted (``jouleledger_operator_annotation_tampering_total``) and reported in a
+``FootprintTampered`` Event. An Event on the Job says whether the footprint was recorded, recorded incomplete, or
+not recorded (and why).
 """
 
 from __future__ import annotations
@@ -21,16 +24,15 @@ from jouleledger.core.footprints import (
     KEY_COST,
     KEY_ENERGY,
     KEY_GPU_HOURS,
-    KEY_VERSION,
+    FinalRecord,
     FootprintBook,
-    WorkloadAccount,
     decide_finalization,
     job_annotations,
 )
 from jouleledger.core.operator_stats import OperatorStats
 from jouleledger.core.units import mj_to_kwh
 from jouleledger.kube.api import ApiError, ConflictError
-from jouleledger.kube.jobs import JobWriter
+from jouleledger.kube.jobs import JobWriter, footprint_annotations
 
 __all__ = ["JobRecorder"]
 
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 REASON_RECORDED: Final = "FootprintRecorded"
 REASON_INCOMPLETE: Final = "FootprintIncomplete"
 REASON_NOT_RECORDED: Final = "FootprintNotRecorded"
+REASON_TAMPERED: Final = "FootprintTampered"
 
 
 class JobRecorder:
@@ -63,6 +66,7 @@ class JobRecorder:
         self.clock_skew_s = clock_skew_s
         self.dry_run = dry_run
         self.done: set[str] = set()
+        self.expected: dict[str, dict[str, str]] = {}  # Job uid -> the annotations it carries (verified)
 
     # --- Jobs --------------------------------------------------------------------------------------------------
 
@@ -75,9 +79,6 @@ class JobRecorder:
                 continue
             state = job.state
             account = self.ledger.accounts.get(job.uid)
-            if state.annotated:
-                self.done.add(job.uid)
-                continue
             if not state.finished or state.completion_unix_s is None:
                 continue
             if account is not None and account.final is not None:
@@ -122,21 +123,32 @@ class JobRecorder:
         return finalized
 
     async def annotate(self, now: float) -> int:
+        """Annotate the Jobs whose final footprint is written, and restore any annotation edited since."""
         annotated = 0
+        for uid in [uid for uid in self.expected if uid not in self.cluster.jobs]:
+            del self.expected[uid]  # the Job is gone
         for job in list(self.cluster.jobs.values()):
+            expected = self.expected.get(job.uid)
+            if expected is not None:
+                if footprint_annotations(job.state.annotations) != expected:  # edited after it was written: restore it
+                    await self._annotate(job, expected, None, now)
+                continue
             if job.uid in self.done:
                 continue
             account = self.ledger.accounts.get(job.uid)
             if account is None or account.final is None or not account.final_written:
                 continue  # not final, or its final footprint is not written yet
-            if await self._annotate(job, account, now):
+            if await self._annotate(job, job_annotations(account.final), account.final, now):
                 annotated += 1
         return annotated
 
-    async def _annotate(self, job: JobInfo, account: WorkloadAccount, now: float) -> bool:
-        final = account.final
-        assert final is not None
-        annotations = job_annotations(final)
+    async def _annotate(self, job: JobInfo, annotations: dict[str, str], final: FinalRecord | None, now: float) -> bool:
+        """Make the Job's ``jouleledger.io/`` annotations exactly ``annotations`` (the footprint's, the source of
+        truth); True when this wrote them for the first time. Anything else found there is tampering: restored,
+        counted and reported in an Event."""
+        if footprint_annotations(job.state.annotations) == annotations:
+            self._settle(job, annotations)
+            return False
         if self.dry_run:
             log.info("dry run: would annotate Job %s/%s with %s", job.namespace, job.name, annotations)
             self.done.add(job.uid)
@@ -145,12 +157,15 @@ class JobRecorder:
             current = await self.jobs.read(job.namespace, job.name, job.uid)
             if current is None:
                 self.done.add(job.uid)
+                self.expected.pop(job.uid, None)
                 self.stats.count_error("job_gone")
                 return False
-            if KEY_VERSION in ((current.get("metadata") or {}).get("annotations") or {}):
-                self.done.add(job.uid)
+            found = footprint_annotations((current.get("metadata") or {}).get("annotations"))
+            if found == annotations:
+                self._settle(job, annotations)
                 return False
-            await self.jobs.annotate(current, annotations)
+            patch: dict[str, str | None] = {key: None for key in found if key not in annotations}
+            await self.jobs.annotate(current, {**patch, **annotations})
         except ConflictError:
             log.info("Job %s/%s changed while annotating; retrying next pass", job.namespace, job.name)
             return False
@@ -163,7 +178,20 @@ class JobRecorder:
             self.done.add(job.uid)
             await self._event(job, "Warning", REASON_NOT_RECORDED, f"annotations not written: {error.reason}")
             return False
-        self.done.add(job.uid)
+        first = job.uid not in self.expected
+        self._settle(job, annotations)
+        if found:
+            changed = sorted(key for key in {*found, *annotations} if found.get(key) != annotations.get(key))
+            self.stats.tampering += 1
+            log.warning("Job %s/%s: footprint annotations %s were edited; restored", job.namespace, job.name, changed)
+            await self._event(
+                job,
+                "Warning",
+                REASON_TAMPERED,
+                f"footprint annotations {', '.join(changed)} did not match the WorkloadFootprint; restored",
+            )
+        if not first or final is None:
+            return False
         self.stats.footprints_written += 1
         self.stats.observe_delay(now - final.completion_unix_s)
         summary = (
@@ -181,6 +209,10 @@ class JobRecorder:
                 f"{summary}",
             )
         return True
+
+    def _settle(self, job: JobInfo, annotations: dict[str, str]) -> None:
+        self.done.add(job.uid)
+        self.expected[job.uid] = annotations
 
     async def _event(self, job: JobInfo, kind: str, reason: str, message: str) -> None:
         try:

@@ -67,6 +67,7 @@ OPERATOR_FOOTPRINT_ERRORS: Final = "jouleledger_operator_job_footprint_errors"
 OPERATOR_INTENSITY_FALLBACKS: Final = "jouleledger_operator_intensity_fallbacks"
 OPERATOR_REJECTED_SAMPLES: Final = "jouleledger_operator_rejected_samples"
 OPERATOR_ANNOTATION_DELAY: Final = "jouleledger_operator_annotation_delay_seconds"
+OPERATOR_ANNOTATION_TAMPERING: Final = "jouleledger_operator_annotation_tampering"
 OPERATOR_SERVING_READS: Final = "jouleledger_operator_serving_reads"
 
 # --- operator: serving workloads (pods labelled jouleledger.io/serving), from the same per-pod energy deltas -----
@@ -277,6 +278,11 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
         ("reason",),
     ),
     MetricSpec(OPERATOR_ANNOTATION_DELAY, "histogram", "Seconds from a Job's completion to its footprint annotations."),
+    MetricSpec(
+        OPERATOR_ANNOTATION_TAMPERING,
+        "counter",
+        "Job footprint annotations found different from the WorkloadFootprint (edited or forged) and restored.",
+    ),
     MetricSpec(
         OPERATOR_SERVING_READS, "counter", "Reads of serving pods' request and token counters, by result.", ("result",)
     ),

@@ -248,6 +248,14 @@ class PodCounters:
             "gpus": {uuid: _gpu_entry(totals) for uuid, totals in self._gpus.items()},
         }
 
+    def discard_changes(self) -> None:
+        """Forget what changed since the last :meth:`drain_delta`: for a ledger nobody journals (no checkpoint),
+        whose change tracking would otherwise grow with every pod that ever passed."""
+        self._dirty_pods = set()
+        self._dirty_devices = set()
+        self._dirty_gpus = set()
+        self._expired = []
+
     def drain_delta(self) -> dict[str, Any]:
         """What changed since the last call (or :meth:`to_state`), as absolute values: applying it twice is
         harmless. The agent appends it to its journal every tick instead of rewriting the whole state."""

@@ -33,6 +33,7 @@ class OperatorView:
     agents: int = 0
     counter_resets: Mapping[str, int] = field(default_factory=dict)  # by node
     footprints_written: int = 0
+    tampering: int = 0  # Job annotations found edited and restored
     footprint_errors: Mapping[str, int] = field(default_factory=dict)  # by reason
     rejected_samples: Mapping[str, int] = field(default_factory=dict)  # agent samples not trusted, by reason
     intensity_fallbacks: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (provider, reason)
@@ -49,6 +50,7 @@ class OperatorStats:
         self.agents = 0
         self.counter_resets: dict[str, int] = {}
         self.footprints_written = 0
+        self.tampering = 0
         self.footprint_errors: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
         self.node_intensity: dict[str, NodeIntensity] = {}
@@ -77,6 +79,7 @@ class OperatorStats:
             agents=self.agents,
             counter_resets=dict(self.counter_resets),
             footprints_written=self.footprints_written,
+            tampering=self.tampering,
             footprint_errors=dict(self.footprint_errors),
             rejected_samples=dict(self.rejected),
             intensity_fallbacks=dict(fallbacks),

@@ -26,6 +26,7 @@ __all__ = [
     "RotatingTokenAuth",
     "build_http_client",
     "format_time",
+    "object_path",
     "parse_time",
 ]
 
@@ -161,6 +162,13 @@ class KubeApi:
         """A JSON merge patch (RFC 7386)."""
         result = await self.request("PATCH", path, body=dict(body), content_type=MERGE_PATCH)
         return result if isinstance(result, dict) else {}
+
+
+def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
+    """The REST path of a namespaced object of a kind whose plural is its lower-cased name + ``s`` (every kind a
+    pod's controller owner is in practice: StatefulSet, DaemonSet, Job, ReplicaSet, JobSet, PyTorchJob...)."""
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{base}/namespaces/{namespace}/{kind.lower()}s/{name}"
 
 
 def parse_time(value: object) -> float | None:

@@ -9,6 +9,7 @@ totals) that make a restart exact. Totals and watermarks are always written toge
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -245,9 +246,25 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
             complete=bool(final.get("complete", True)),
             missing_nodes=tuple(_strings(final.get("missingNodes"))),
         )
+        _check_final(where, account, final)
     elif status.get("finalized"):
         raise RecordError(f"{where}: finalized without a final record")
     return account
+
+
+def _check_final(where: str, account: WorkloadAccount, final: Mapping[str, Any]) -> None:
+    """A final record must be what the totals were when it was frozen, and its annotations what it renders."""
+    record = account.final
+    assert record is not None
+    frozen, totals = record.totals, account.totals
+    if frozen.energy_mj != totals.energy_mj or frozen.energy_from_power_mj != totals.energy_from_power_mj:
+        raise RecordError(f"{where}: final energy {frozen.energy_mj} mJ differs from the totals ({totals.energy_mj})")
+    for name in ("gpu_seconds", "operational_g", "embodied_g", "cost"):
+        if not math.isclose(getattr(frozen, name), getattr(totals, name), rel_tol=1e-9, abs_tol=1e-9):
+            raise RecordError(f"{where}: final {name} differs from the totals")
+    written = final.get("annotations")
+    if written is not None and written != job_annotations(record):
+        raise RecordError(f"{where}: final.annotations do not match the final record")
 
 
 class FootprintStore:

@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 from jouleledger.core.footprints import KEY_VERSION
 from jouleledger.kube.api import ConflictError, KubeApi, format_time, parse_time
 
-__all__ = ["EVENT_COMPONENT", "JobState", "JobWriter", "job_path", "job_state"]
+__all__ = ["EVENT_COMPONENT", "JobState", "JobWriter", "footprint_annotations", "job_path", "job_state"]
 
 EVENT_COMPONENT: Final = "jouleledger-operator"
 
@@ -46,8 +46,8 @@ class JobState:
         return self.annotations is not None and KEY_VERSION in self.annotations
 
 
-def _footprint_annotations(metadata: Mapping[str, Any]) -> dict[str, str]:
-    annotations = metadata.get("annotations") or {}
+def footprint_annotations(annotations: object) -> dict[str, str]:
+    """The ``jouleledger.io/`` annotations among an object's annotations."""
     if not isinstance(annotations, Mapping):
         return {}
     return {str(key): str(value) for key, value in annotations.items() if str(key).startswith("jouleledger.io/")}
@@ -56,7 +56,7 @@ def _footprint_annotations(metadata: Mapping[str, Any]) -> dict[str, str]:
 def job_state(job: Mapping[str, Any]) -> JobState:
     """Read a Job object (as the API returns it)."""
     metadata = job.get("metadata") or {}
-    annotations = _footprint_annotations(metadata)
+    annotations = footprint_annotations(metadata.get("annotations"))
     status = job.get("status") or {}
     for condition in status.get("conditions") or ():
         if not isinstance(condition, Mapping):
@@ -88,8 +88,8 @@ class JobWriter:
             return None
         return current
 
-    async def annotate(self, job: Mapping[str, Any], annotations: Mapping[str, str]) -> None:
-        """Merge ``annotations`` into the Job just read (ConflictError when it changed since)."""
+    async def annotate(self, job: Mapping[str, Any], annotations: Mapping[str, str | None]) -> None:
+        """Merge ``annotations`` into the Job just read (None removes a key; ConflictError when it changed since)."""
         metadata = job.get("metadata") or {}
         patch: dict[str, Any] = {"annotations": dict(annotations)}
         if metadata.get("resourceVersion"):

@@ -81,26 +81,7 @@ def parse_exposition(text: str) -> list[Sample]:
         raise ExpositionError(f"invalid exposition: {error}") from error
 
 
-_HELP = {
-    names.NAMESPACE_ENERGY: "GPU energy of the namespace's workloads folded by this operator process, in joules.",
-    names.NAMESPACE_GPU_SECONDS: "GPU-seconds of the namespace's workloads folded by this operator process.",
-    names.NAMESPACE_CARBON: "Grams CO2e of the namespace (operational with PUE; embodied per GPU-hour).",
-    names.NAMESPACE_COST: "Energy cost of the namespace (facility energy = IT energy x PUE, times the zone price).",
-    names.TEAM_ENERGY: "GPU energy of the team's workloads folded by this operator process, in joules.",
-    names.TEAM_GPU_SECONDS: "GPU-seconds of the team's workloads folded by this operator process.",
-    names.TEAM_CARBON: "Grams CO2e of the team (operational with PUE; embodied per GPU-hour).",
-    names.TEAM_COST: "Energy cost of the team (facility energy = IT energy x PUE, times the zone price).",
-    names.NODE_UNALLOCATED: "GPU energy no pod held (idle), folded by this operator process, in joules.",
-    names.NODE_INTENSITY: "Grid carbon intensity applied to the node's latest interval, in g CO2e per kWh.",
-    names.OPERATOR_SCRAPES: "Agent scrapes by result.",
-    names.OPERATOR_AGENTS: "Agents discovered.",
-    names.OPERATOR_AGENT_RESETS: "Agent counters seen going down (agent restarted without its checkpoint).",
-    names.OPERATOR_FOOTPRINTS_WRITTEN: "Finished Jobs whose footprint annotations were written.",
-    names.OPERATOR_FOOTPRINT_ERRORS: "Footprints or annotations that could not be written, by reason.",
-    names.OPERATOR_INTENSITY_FALLBACKS: "Intensity readings served from the fallback table, by provider and reason.",
-    names.OPERATOR_REJECTED_SAMPLES: "Agent samples not trusted (wrong node, invalid value, no pod info), by reason.",
-    names.OPERATOR_ANNOTATION_DELAY: "Seconds from a Job's completion to its footprint annotations.",
-}
+_HELP = names.HELP
 
 
 def _rollup_families(
@@ -170,6 +151,9 @@ def _families(view: OperatorView) -> list[Metric]:
     resets = CounterMetricFamily(names.OPERATOR_AGENT_RESETS, _HELP[names.OPERATOR_AGENT_RESETS], labels=("node",))
     for node, count in sorted(view.counter_resets.items()):
         resets.add_metric([node], count)
+    tampering = CounterMetricFamily(
+        names.OPERATOR_ANNOTATION_TAMPERING, _HELP[names.OPERATOR_ANNOTATION_TAMPERING], value=view.tampering
+    )
     written = CounterMetricFamily(
         names.OPERATOR_FOOTPRINTS_WRITTEN, _HELP[names.OPERATOR_FOOTPRINTS_WRITTEN], value=view.footprints_written
     )
@@ -209,6 +193,7 @@ def _families(view: OperatorView) -> list[Metric]:
         agents,
         resets,
         written,
+        tampering,
         errors,
         fallbacks,
         rejected,
