@@ -4,9 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 HELM   ?= $(CURDIR)/.cache/bin/helm
+# checkov pins ~80 packages (packaging<24, boto3, numpy...) that would downgrade the dev tools: its own venv.
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV ?= $(CURDIR)/.cache/bin/checkov
 export JOULELEDGER_HELM := $(HELM)
 
-.PHONY: install demo test test-fast lint format typecheck bench bench-peers chart manifests manifests-check helm controlplane proto clean
+.PHONY: install demo test test-fast lint format typecheck bench bench-peers chart manifests manifests-check helm checkov controlplane proto clean
 
 $(BIN)/jouleledger: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +26,17 @@ helm: $(HELM) ## fetch the helm v4 binary into .cache/bin
 $(HELM):
 	tools/fetch-helm.sh $(HELM)
 
+checkov: $(CHECKOV) ## install checkov (the chart's security scanner) in its own venv under .cache
+$(CHECKOV):
+	$(PYTHON) -m venv $(CURDIR)/.cache/checkov
+	$(CURDIR)/.cache/checkov/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	mkdir -p $(dir $(CHECKOV))
+	ln -sf $(CURDIR)/.cache/checkov/bin/checkov $(CHECKOV)
+
 controlplane: ## build kube-apiserver, kube-controller-manager, kubectl and etcd from Go modules (needs Go; cached)
 	tools/build-controlplane.sh
 
-test: lint typecheck helm controlplane ## lint, type-check and run every test with coverage (helm and promtool: see .ci/run)
+test: lint typecheck helm checkov controlplane ## lint, type-check and run every test with coverage (helm and promtool: see .ci/run)
 	$(PY) -m pytest --cov --cov-report=term
 	$(BIN)/coverage report --include='operator/jouleledger/core/*' --fail-under=95
 

@@ -17,7 +17,10 @@ __all__ = ["REPO_ROOT", "require_tool"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 _ENV_OVERRIDES = {"helm": "JOULELEDGER_HELM"}
-_LOCAL_FALLBACKS = {"helm": REPO_ROOT / ".cache" / "bin" / "helm"}
+_LOCAL_FALLBACKS = {
+    "helm": REPO_ROOT / ".cache" / "bin" / "helm",
+    "checkov": REPO_ROOT / ".cache" / "bin" / "checkov",  # make checkov
+}
 
 
 def require_tool(name: str) -> str:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from jouleledger.agent import checkpoint
-from jouleledger.agent.checkpoint import CorruptCheckpointError
+from jouleledger.agent import persistence
+from jouleledger.agent.persistence import CorruptCheckpointError
 
 PAYLOAD: dict[str, Any] = {
     "node": "gpu-node-1",
@@ -29,20 +29,20 @@ PAYLOAD: dict[str, Any] = {
 
 def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
-    checkpoint.save(path, PAYLOAD)
-    assert checkpoint.load(path) == PAYLOAD
-    checkpoint.save(path, {"seq": 2})
-    assert checkpoint.load(str(path)) == {"seq": 2}
+    persistence.save(path, PAYLOAD)
+    assert persistence.load(path) == PAYLOAD
+    persistence.save(path, {"seq": 2})
+    assert persistence.load(str(path)) == {"seq": 2}
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["ledger.json"]  # no temporary file left
 
 
 def test_missing_file_is_none(tmp_path: Path) -> None:
-    assert checkpoint.load(tmp_path / "absent.json") is None
+    assert persistence.load(tmp_path / "absent.json") is None
 
 
 def test_file_format_is_the_documented_envelope(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
-    checkpoint.save(path, {"b": 1, "a": [1.5, "x"]})
+    persistence.save(path, {"b": 1, "a": [1.5, "x"]})
     raw = path.read_bytes()
     assert raw.endswith(b"\n")
     assert raw.count(b"\n") == 1
@@ -56,30 +56,30 @@ def test_file_format_is_the_documented_envelope(tmp_path: Path) -> None:
 
 def test_truncation_at_every_offset_is_detected(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
-    checkpoint.save(path, PAYLOAD)
+    persistence.save(path, PAYLOAD)
     whole = path.read_bytes()
     torn = tmp_path / "torn.json"
     for length in range(len(whole)):
         torn.write_bytes(whole[:length])
         with pytest.raises(CorruptCheckpointError) as caught:
-            checkpoint.load(torn)
+            persistence.load(torn)
         assert caught.value.reason == "truncated", length
 
 
 def test_flipped_byte_in_the_payload_is_a_checksum_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
-    checkpoint.save(path, PAYLOAD)
+    persistence.save(path, PAYLOAD)
     raw = path.read_bytes()
     at = raw.index(b"train-0")
     path.write_bytes(raw[:at] + b"tr4in-0" + raw[at + 7 :])
     with pytest.raises(CorruptCheckpointError, match="sha256") as caught:
-        checkpoint.load(path)
+        persistence.load(path)
     assert caught.value.reason == "checksum_mismatch"
 
 
 def test_any_flipped_bit_anywhere_is_detected(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
-    checkpoint.save(path, PAYLOAD)
+    persistence.save(path, PAYLOAD)
     whole = path.read_bytes()
     damaged = tmp_path / "damaged.json"
     for offset in range(len(whole)):
@@ -88,7 +88,7 @@ def test_any_flipped_bit_anywhere_is_detected(tmp_path: Path) -> None:
             data[offset] ^= bit
             damaged.write_bytes(bytes(data))
             try:
-                loaded = checkpoint.load(damaged)
+                loaded = persistence.load(damaged)
             except CorruptCheckpointError:
                 continue
             pytest.fail(f"flipping bit {bit:#x} at offset {offset} went unnoticed: {loaded!r}")
@@ -117,7 +117,7 @@ def test_damage_reasons(tmp_path: Path, content: bytes, reason: str) -> None:
     path = tmp_path / "ledger.json"
     path.write_bytes(content)
     with pytest.raises(CorruptCheckpointError) as caught:
-        checkpoint.load(path)
+        persistence.load(path)
     assert caught.value.reason == reason
     assert str(caught.value).startswith(f"{reason}: ")
     assert str(path) in str(caught.value)
@@ -125,7 +125,7 @@ def test_damage_reasons(tmp_path: Path, content: bytes, reason: str) -> None:
 
 def test_unreadable_is_not_corruption(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError):
-        checkpoint.load(tmp_path)
+        persistence.load(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -134,45 +134,45 @@ def test_unreadable_is_not_corruption(tmp_path: Path) -> None:
 )
 def test_save_rejects_what_a_checkpoint_cannot_hold(tmp_path: Path, payload: Any, error: type[Exception]) -> None:
     path = tmp_path / "ledger.json"
-    checkpoint.save(path, {"seq": 1})
+    persistence.save(path, {"seq": 1})
     with pytest.raises(error):
-        checkpoint.save(path, payload)
-    assert checkpoint.load(path) == {"seq": 1}
+        persistence.save(path, payload)
+    assert persistence.load(path) == {"seq": 1}
 
 
 def test_failed_write_leaves_the_previous_checkpoint_and_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "ledger.json"
-    checkpoint.save(path, {"seq": 1})
+    persistence.save(path, {"seq": 1})
 
     def full_disk(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space"):
-        checkpoint.save(path, {"seq": 2})
+        persistence.save(path, {"seq": 2})
     monkeypatch.undo()
-    assert checkpoint.load(path) == {"seq": 1}
+    assert persistence.load(path) == {"seq": 1}
     assert [entry.name for entry in tmp_path.iterdir()] == ["ledger.json"]
 
 
 def test_a_stale_temporary_file_does_not_matter(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
     (tmp_path / ".ledger.json.tmp").write_bytes(b'{"half": ')
-    checkpoint.save(path, {"seq": 3})
-    assert checkpoint.load(path) == {"seq": 3}
+    persistence.save(path, {"seq": 3})
+    assert persistence.load(path) == {"seq": 3}
 
 
 def test_quarantine_moves_the_file_aside(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
     path.write_bytes(b"garbage")
-    first = checkpoint.quarantine(path, 1_700_000_000.9)
+    first = persistence.quarantine(path, 1_700_000_000.9)
     assert first == tmp_path / "ledger.json.corrupt-1700000000"
     assert first.read_bytes() == b"garbage"
-    assert checkpoint.load(path) is None
+    assert persistence.load(path) is None
     path.write_bytes(b"more garbage")
-    second = checkpoint.quarantine(path, 1_700_000_000.0)
+    second = persistence.quarantine(path, 1_700_000_000.0)
     assert second == tmp_path / "ledger.json.corrupt-1700000000-1"
     assert second.read_bytes() == b"more garbage"
     assert first.read_bytes() == b"garbage"
@@ -180,4 +180,4 @@ def test_quarantine_moves_the_file_aside(tmp_path: Path) -> None:
 
 def test_quarantine_of_a_missing_file_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        checkpoint.quarantine(tmp_path / "absent.json", 0.0)
+        persistence.quarantine(tmp_path / "absent.json", 0.0)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from jouleledger.agent import checkpoint
+from jouleledger.agent import persistence
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +30,13 @@ DATA_LEN = 4096  # a ~30 kB payload, so that a kill often lands inside a write
 CHILD = textwrap.dedent(
     """
     import sys
-    from jouleledger.agent import checkpoint
+    from jouleledger.agent import persistence
 
     path, data_len = sys.argv[1], int(sys.argv[2])
     print("ready", flush=True)
     seq = 0
     while True:
-        checkpoint.save(path, {"seq": seq, "data": [seq] * data_len, "tail": f"end-{seq}"})
+        persistence.save(path, {"seq": seq, "data": [seq] * data_len, "tail": f"end-{seq}"})
         print(seq, flush=True)
         seq += 1
     """
@@ -52,7 +52,7 @@ def test_sigkill_during_checkpoint_writes_leaves_a_complete_earlier_payload(tmp_
         path = tmp_path / f"round-{round_index}" / "ledger.json"
         path.parent.mkdir()
         if round_index % 2:  # half the rounds start over an earlier checkpoint
-            checkpoint.save(path, {"seq": -1, "data": [-1] * DATA_LEN, "tail": "end--1"})
+            persistence.save(path, {"seq": -1, "data": [-1] * DATA_LEN, "tail": "end--1"})
         child = subprocess.Popen(
             [sys.executable, str(script), str(path), str(DATA_LEN)],
             stdout=subprocess.PIPE,
@@ -73,7 +73,7 @@ def test_sigkill_during_checkpoint_writes_leaves_a_complete_earlier_payload(tmp_
         reported = [int(line) for line in output.split()]
         last = reported[-1] if reported else (-1 if round_index % 2 else None)
 
-        loaded = checkpoint.load(path)
+        loaded = persistence.load(path)
         if loaded is None:
             assert last is None, f"round {round_index}: checkpoint {last} was saved, then lost"
             outcomes.append(None)

@@ -39,6 +39,14 @@ def _trace(tmp: Path, *lines: str | bytes) -> str:
     return str(path)
 
 
+POD = {"namespace": "ns", "name": "p", "uid": "u", "containers": [{"name": "c", "devices": ["GPU-a"]}]}
+
+
+def _long_held_trace(tmp: Path) -> str:
+    """One pod holding the GPU for 10^9 s (its counter covers the gap): a billion GPU-seconds."""
+    return _trace(tmp, _header(), json.dumps(_sample(0, 0, [POD])), json.dumps(_sample(1e9, 1, [POD])))
+
+
 def _header() -> str:
     return json.dumps(HEADER)
 
@@ -89,10 +97,26 @@ CASES: list[Case] = [
         lambda t: ["replay", _trace(t, json.dumps({**HEADER, "gpus": [{**HEADER["gpus"][0], "power_limit_w": 0}]}))],  # type: ignore[dict-item]
         "power_limit_w",
     ),
+    (
+        "replay-10kB-name",
+        lambda t: ["replay", _trace(t, json.dumps({**HEADER, "node": "n" * 10_000}))],
+        "header.node is longer than 1024",
+    ),
     ("replay-missing-file", lambda t: ["replay", str(t / "nope.jsonl")], "nope.jsonl"),
     ("replay-directory", lambda t: ["replay", str(t)], str(Path("/"))),
     ("replay-empty", lambda t: ["replay", _trace(t)], "empty"),
     ("replay-bad-pue", lambda t: ["replay", _trace(t, _header()), "--pue", "nan"], "pue"),
+    (
+        "replay-carbon-overflow",
+        lambda t: [
+            "replay",
+            "--json",
+            "--embodied-g-per-gpu-hour",
+            "1e308",
+            _long_held_trace(t),
+        ],
+        "not a finite number",
+    ),
     ("agent-interval-negative", lambda t: ["agent", "--backend", "simulated", "--interval-s", "-1"], "--interval-s"),
     ("agent-interval-zero", lambda t: ["agent", "--backend", "simulated", "--interval-s", "0"], "--interval-s"),
     ("agent-interval-nan", lambda t: ["agent", "--backend", "simulated", "--interval-s", "nan"], "--interval-s"),
@@ -203,13 +227,17 @@ def test_bad_standard_input_names_it(tmp_path: Path) -> None:
     assert line.startswith("jouleledger replay: -: ")
 
 
-def test_lone_surrogates_in_names_are_printed_escaped(tmp_path: Path) -> None:
+def test_lone_surrogates_in_names_are_rejected_with_one_line(tmp_path: Path) -> None:
+    """A name no exporter could write (a lone surrogate, JSON "\\ud800") is an error of the trace, not a crash of
+    the table output or of every later scrape."""
     pod = {"namespace": "ns", "name": "evil-\ud800", "uid": "u", "containers": [{"name": "c", "devices": ["GPU-a"]}]}
     trace = _trace(tmp_path, _header(), json.dumps(_sample(0, 0, [pod])), json.dumps(_sample(1, 5, [pod])))
     result = _jouleledger("replay", trace)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    assert "evil-\\ud800" in result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert "line 2" in line
+    assert "pods[0].name" in line
 
 
 def test_output_piped_to_a_reader_that_stops_early_exits_quietly(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from jouleledger.agent import checkpoint
-from jouleledger.agent.journal import journal_path
+from jouleledger.agent import persistence
+from jouleledger.agent.persistence import journal_path
 from jouleledger.agent.pipeline import Pipeline
 from jouleledger.agent.runner import AgentRunner
 from jouleledger.core import contract as names
@@ -106,10 +106,10 @@ def test_reads_a_version_1_checkpoint_and_journal(tmp_path: Path) -> None:
     first = _run(path)
     energy = {(d.pod_key, d.device): d.energy_mj for d in first.pipeline.snapshot().devices}
     first.close()
-    payload = checkpoint.load(path)
+    payload = persistence.load(path)
     assert payload is not None
     payload["pipeline"] = _downgrade_state(payload["pipeline"])
-    checkpoint.save(path, payload)
+    persistence.save(path, payload)
     journal = journal_path(path)
     header, *lines = journal.read_bytes().decode().splitlines()
     assert lines, "the fixture run must leave journal entries after the last full checkpoint"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from jouleledger.agent.journal import journal_path
+from jouleledger.agent.persistence import journal_path
 from jouleledger.agent.runner import AgentRunner
 from jouleledger.core import contract as names
 from jouleledger.hardware.simulated import SimulatedNode
@@ -56,9 +56,10 @@ def _power_loss_copy(runner: AgentRunner, into: Path) -> Path:
     return checkpoint
 
 
+@pytest.mark.parametrize("journal_fsync_s", [0.0, 5.0], ids=["fsync-every-tick", "fsync-every-5-ticks"])
 @pytest.mark.parametrize("power_loss_at_tick", [7, 17, 38, 61, 99])
 def test_power_loss_never_lowers_an_exported_counter_under_the_same_epoch(
-    tmp_path: Path, power_loss_at_tick: int
+    tmp_path: Path, power_loss_at_tick: int, journal_fsync_s: float
 ) -> None:
     clock = TickClock()
     (tmp_path / "live").mkdir()
@@ -67,7 +68,7 @@ def test_power_loss_never_lowers_an_exported_counter_under_the_same_epoch(
         backend="simulated",
         checkpoint_path=tmp_path / "live" / "ck.json",
         compact_every=25,
-        journal_fsync_s=5.0,
+        journal_fsync_s=journal_fsync_s,
         monotonic_clock=clock,
         retention_s=1e9,
     )
@@ -203,3 +204,17 @@ def test_epoch_is_on_the_agent_info_series(tmp_path: Path) -> None:
         assert [labels["epoch"] for labels in info] == [runner.epoch]
     finally:
         runner.close()
+
+
+def test_without_a_checkpoint_change_tracking_does_not_grow_with_churn() -> None:
+    """Nobody journals a ledger without a checkpoint (``--dry-run``): what changed is dropped every tick instead of
+    piling up with every pod that passes (found by bench.agent_churn: RSS grew with the pods seen)."""
+    node = SimulatedNode(gpus=4, seed=2, mean_lifetime_s=3.0, mean_idle_s=1.0, max_samples=300)
+    runner = AgentRunner(node, backend="simulated", retention_s=5.0)
+    while runner.tick():
+        pass
+    assert len(runner.pipeline.snapshot().pods) < 100, "pods expire after their retention"
+    pending = runner.pipeline.journal_entry()["ledger"]
+    assert pending["expired"] == []
+    assert pending["pods"] == []
+    assert pending["devices"] == []

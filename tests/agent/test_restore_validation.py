@@ -7,8 +7,8 @@ import json
 import zlib
 from pathlib import Path
 
-from jouleledger.agent import checkpoint
-from jouleledger.agent.journal import journal_path
+from jouleledger.agent import persistence
+from jouleledger.agent.persistence import journal_path
 from jouleledger.agent.runner import AgentRunner
 from jouleledger.hardware.simulated import SimulatedNode
 
@@ -28,11 +28,11 @@ def test_a_checkpoint_with_a_valid_checksum_but_values_beyond_int64_is_quarantin
     path = tmp_path / "ck.json"
     first = _run(path, 10)
     first.save_checkpoint()
-    payload = checkpoint.load(path)
+    payload = persistence.load(path)
     assert payload is not None
     device = payload["pipeline"]["ledger"]["devices"][0]
     device[4] = 2**63  # energy_mj: the file is re-signed, so only the bounds can catch it
-    checkpoint.save(path, payload)
+    persistence.save(path, payload)
 
     restarted = AgentRunner(_node(), backend="simulated", checkpoint_path=path)
     try:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jouleledger.agent import checkpoint
-from jouleledger.agent.journal import journal_path
+from jouleledger.agent import persistence
+from jouleledger.agent.persistence import journal_path
 from jouleledger.agent.runner import AgentRunner, SourceHealth
 from jouleledger.core.model import ContainerDevices, GpuInfo, GpuReading, NodeHeader, PodInfo, Sample
 
@@ -148,7 +148,7 @@ def test_compaction_starts_a_new_generation_and_ignores_the_stale_journal(tmp_pa
     )
     generations = set()
     while runner.tick():
-        payload = checkpoint.load(path)
+        payload = persistence.load(path)
         assert payload is not None
         generations.add(payload["generation"])
     assert len(generations) == 2, "a full checkpoint at ticks 1 and 5, journal lines in between"
@@ -169,7 +169,7 @@ def test_corrupt_checkpoint_is_quarantined_counted_and_not_trusted(tmp_path: Pat
     assert (tmp_path / "ck.json.corrupt-1000").exists()
     list(drain(runner))
     assert pod_energy(runner) == 50
-    assert checkpoint.load(path) is not None, "a fresh checkpoint replaces the quarantined one"
+    assert persistence.load(path) is not None, "a fresh checkpoint replaces the quarantined one"
 
 
 def test_checkpoint_of_another_backend_is_ignored(tmp_path: Path) -> None:
@@ -185,10 +185,10 @@ def test_checkpoint_for_another_node_is_rejected_and_quarantined(tmp_path: Path)
     path = tmp_path / "ck.json"
     runner = AgentRunner(ScriptedSource(samples([0, 100])), backend="replay", checkpoint_path=path)
     list(drain(runner))
-    payload = checkpoint.load(path)
+    payload = persistence.load(path)
     assert payload is not None
     payload["pipeline"]["ledger"]["node"] = "other-node"
-    checkpoint.save(path, payload)
+    persistence.save(path, payload)
     restarted = AgentRunner(ScriptedSource([]), backend="replay", checkpoint_path=path, wall_clock=FakeClock())
     assert restarted.view().status.checkpoint_errors_total == 1
     assert pod_energy(restarted) == 0

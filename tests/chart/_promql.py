@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NoReturn
 
+from jouleledger.core.contract import SPECS
+from jouleledger.metrics.agent import AgentCollector
 from tests._tools import REPO_ROOT
 
 __all__ = [
-    "NAMES_PY",
     "agent_exported_names",
     "exported_names",
     "metric_families",
@@ -21,7 +23,6 @@ __all__ = [
     "undeclared",
 ]
 
-NAMES_PY = REPO_ROOT / "operator" / "jouleledger" / "metrics" / "names.py"
 PROMETHEUS_RULE_TEMPLATE = REPO_ROOT / "charts" / "jouleledger" / "templates" / "prometheusrule.yaml"
 
 _KEYWORDS = frozenset(
@@ -36,9 +37,6 @@ _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\
 _OFFSET = re.compile(r"\boffset\s+-?[0-9a-z]+")
 _NUMBER = re.compile(r"(?<![\w:])(?:0x[0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)")
 _IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
-# `NAME: Final = "jouleledger_..."  # type {labels}...`: the type is the first word of the comment.
-_NAME_LINE = re.compile(r'^([A-Z][A-Z0-9_]*):\s*Final\s*=\s*"([a-z_:][a-z0-9_:]*)"\s*#\s*(\w+)')
-_NAME_CONSTANT = re.compile(r'^([A-Z][A-Z0-9_]*):\s*Final\s*=\s*"jouleledger_')
 _SUFFIXES = {
     "counter": ("_total",),
     "gauge": ("",),
@@ -79,43 +77,27 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def metric_families(path: Path = NAMES_PY) -> dict[str, tuple[str, str]]:
-    """``{constant: (family name, type)}`` from names.py; every ``jouleledger_`` constant must state its type."""
-    families: dict[str, tuple[str, str]] = {}
-    untyped: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        match = _NAME_LINE.match(line)
-        if match and match.group(3) in _SUFFIXES:
-            families[match.group(1)] = (match.group(2), match.group(3))
-        elif _NAME_CONSTANT.match(line):
-            untyped.append(line.strip())
-    if untyped:
-        raise ValueError(f"metric constants without a '# counter|gauge|info|histogram' comment: {untyped}")
-    if not families:
-        raise ValueError(f"no metric names found in {path}")
-    return families
+def metric_families() -> dict[str, str]:
+    """``{family name: type}`` of every family in the metric contract."""
+    return {name: spec.type for name, spec in SPECS.items()}
 
 
-def exported_names(path: Path = NAMES_PY) -> set[str]:
+def _series(families: Iterable[str]) -> set[str]:
+    return {family + suffix for family in families for suffix in _SUFFIXES[SPECS[family].type]}
+
+
+def exported_names() -> set[str]:
     """Every series name the program exposes: counters with ``_total``, info with ``_info``, histograms' parts."""
-    return {family + suffix for family, kind in metric_families(path).values() for suffix in _SUFFIXES[kind]}
+    return _series(SPECS)
 
 
-def agent_exported_names(path: Path = NAMES_PY) -> set[str]:
-    """The series of the agent's sections of names.py (``# --- agent...`` up to the next ``# ---`` section)."""
-    families = metric_families(path)
-    agent_constants: set[str] = set()
-    in_agent = False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("# ---"):
-            in_agent = line.startswith("# --- agent")
-        elif in_agent and (match := _NAME_LINE.match(line)):
-            agent_constants.add(match.group(1))
-    if not agent_constants:
-        raise ValueError(f"no '# --- agent' section in {path}")
-    return {
-        families[constant][0] + suffix for constant in agent_constants for suffix in _SUFFIXES[families[constant][1]]
-    }
+def agent_exported_names() -> set[str]:
+    """The series the agent exposes (the families its collector describes)."""
+
+    def _unused() -> NoReturn:
+        raise AssertionError("describe() must not ask for a view")
+
+    return _series(family.name for family in AgentCollector(_unused).describe())
 
 
 def recording_rule_names(template: Path = PROMETHEUS_RULE_TEMPLATE) -> set[str]:

@@ -62,19 +62,20 @@ AGENT_RULES: list[tuple[str, str, list[str], str]] = [
 ]
 OPERATOR_RULES: list[tuple[str, str, list[str], str]] = [
     # controller/app.py WATCHED + startup(): kopf watches agent pods at /api/v1/pods (clusterwide kopf,
-    # namespace as a field selector); --once lists the same path (LIST_PATHS).
-    ("", "pods", ["list", "watch"], "agent pods to scrape"),
+    # namespace as a field selector); --once lists the same path (LIST_PATHS); controller/serving.py refresh
+    # lists serving pods (labelSelector jouleledger.io/serving) in every namespace.
+    ("", "pods", ["list", "watch"], "agent pods to scrape, serving pods to read"),
     # controller/app.py WATCHED: ClusterState.zone_of_node reads node labels.
     ("", "nodes", ["list", "watch"], "grid zone of each node"),
     # controller/app.py WATCHED: Pod -> ReplicaSet -> Deployment (the Deployment name from ownerReferences).
     ("apps", "replicasets", ["list", "watch"], "owner chains"),
-    # controller/app.py WATCHED (list, watch); controller/accountant.py annotate: GET then merge PATCH.
+    # controller/app.py WATCHED (list, watch); kube/jobs.py JobWriter: GET then merge PATCH of annotations.
     ("batch", "jobs", ["get", "list", "watch", "patch"], "Job completion and footprint annotations"),
-    # controller/accountant.py: POST /api/v1/namespaces/<ns>/events.
+    # kube/jobs.py JobWriter: POST /api/v1/namespaces/<ns>/events.
     ("", "events", ["create"], "footprint Events on Jobs"),
-    # controller/accountant.py: list at restore, create new, get after a 409 on create.
+    # kube/footprints.py: list_all at restore, create, get after a 409 on create.
     ("jouleledger.io", "workloadfootprints", ["get", "list", "create"], "the persisted ledger"),
-    # controller/accountant.py: merge PATCH of <footprint>/status.
+    # kube/footprints.py write_status: merge PATCH of <footprint>/status.
     ("jouleledger.io", "workloadfootprints/status", ["patch"], "footprint totals"),
 ]
 PEERING_RULE = ("kopf.dev", "clusterkopfpeerings", ["get", "list", "watch", "patch"], "kopf peering (opt-in)")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from jouleledger.agent.runner import AgentRunner
+from jouleledger.hardware.replay import ReplaySource
 from tests._tools import REPO_ROOT
-from tests.agent.test_runner import FakeClock, ScriptedSource, samples
 
 _AGENT_LINE = re.compile(r"- \*\*agent\*\*: `(\{[^`]*\})`", re.DOTALL)
 
@@ -19,13 +19,16 @@ def _documented_agent_keys() -> set[str]:
 
 
 def test_the_agent_health_details_are_documented() -> None:
-    runner = AgentRunner(ScriptedSource(samples([0, 100])), backend="replay", wall_clock=FakeClock())
+    trace = REPO_ROOT / "tests" / "fixtures" / "mixed-node.jsonl"
+    source = ReplaySource(trace)
+    runner = AgentRunner(source, backend="replay", wall_clock=lambda: 1_000.0)
     try:
         while runner.tick():
             pass
         healthy, details = runner.health()
     finally:
         runner.close()
+        source.close()
     assert healthy
     assert details["status"] == "ok"
     assert set(details) == _documented_agent_keys()

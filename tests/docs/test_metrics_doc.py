@@ -1,76 +1,72 @@
-"""docs/metrics.md lists every metric family the agent and the operator export, under its exposed name and with
-its type, so the reference cannot fall behind the code."""
+"""docs/metrics.md shows the metric contract as it is: its tables are what ``tools/metrics_doc.py`` renders from
+``core/contract.py`` (name, type, labels, help), every family the collectors export is in the contract, and
+every reason the agent rejects a reading with is explained."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+import difflib
+import importlib.util
+from types import ModuleType
 from typing import NoReturn
 
 import pytest
-from prometheus_client.core import Metric
 
-from jouleledger.core import contract as names
 from jouleledger.core.accounting import TIME_NOT_INCREASING, UNKNOWN_GPU
+from jouleledger.core.contract import SPECS
 from jouleledger.core.integration import RejectReason
 from jouleledger.metrics.agent import AgentCollector
 from jouleledger.metrics.operator_collector import OperatorCollector
+from jouleledger.metrics.serving import ServingCollector
 from tests._tools import REPO_ROOT
 
-_ROW = re.compile(r"^\| `(jouleledger_[a-z0-9_]+)` \| ([a-z]+) \|", re.MULTILINE)
-_SUFFIX = {"counter": "_total", "info": "_info"}
+DOCUMENT = REPO_ROOT / "docs" / "metrics.md"
+
+
+def _tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("metrics_doc", REPO_ROOT / "tools" / "metrics_doc.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _unused() -> NoReturn:
     raise AssertionError("describe() must not ask for a view")
 
 
-def _families() -> Iterator[Metric]:
-    yield from AgentCollector(_unused).describe()
-    yield from OperatorCollector(_unused).describe()
+def test_the_tables_are_the_contract() -> None:
+    current = DOCUMENT.read_text(encoding="utf-8")
+    wanted = _tool().render_document(current)
+    diff = "".join(difflib.unified_diff(current.splitlines(True), wanted.splitlines(True), "docs", "contract"))
+    assert diff == "", "run `python tools/metrics_doc.py --write`:\n" + diff
 
 
-def _exposed(name: str, kind: str) -> str:
-    return name + _SUFFIX.get(kind, "")
+def test_every_spec_has_a_row() -> None:
+    text = DOCUMENT.read_text(encoding="utf-8")
+    table = _tool().render_table(SPECS.values())
+    assert all(row in text for row in table.splitlines()[2:])
+    assert len(table.splitlines()) == len(SPECS) + 2
 
 
-def _documented() -> dict[str, str]:
-    text = (REPO_ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
-    rows = _ROW.findall(text)
-    documented = dict(rows)
-    assert len(documented) == len(rows), "a metric is listed twice in docs/metrics.md"
-    return documented
+def test_every_exported_family_is_in_the_contract() -> None:
+    described = [
+        *AgentCollector(_unused).describe(),
+        *OperatorCollector(_unused).describe(),
+        *ServingCollector(_unused).describe(),
+    ]
+    assert described
+    assert sorted(family.name for family in described) == sorted(SPECS)
+    assert {family.name: family.type for family in described} == {name: spec.type for name, spec in SPECS.items()}
 
 
-def test_every_exported_family_is_documented_with_its_type() -> None:
-    documented = _documented()
-    families = list(_families())
-    assert families, "the collectors describe no families"
-    missing = [_exposed(f.name, f.type) for f in families if _exposed(f.name, f.type) not in documented]
-    assert missing == [], "add these to docs/metrics.md"
-    wrong_type = {
-        _exposed(f.name, f.type): (documented[_exposed(f.name, f.type)], f.type)
-        for f in families
-        if documented[_exposed(f.name, f.type)] != f.type
-    }
-    assert wrong_type == {}
-
-
-@pytest.mark.parametrize(
-    "name", sorted(value for key, value in vars(names).items() if key.isupper() and isinstance(value, str))
-)
-def test_every_declared_name_is_documented(name: str) -> None:
-    documented = _documented()
-    assert any(exposed in documented for exposed in (name, name + "_total", name + "_info")), name
-
-
-def test_the_row_pattern_reads_the_tables() -> None:
-    documented = _documented()
-    assert documented["jouleledger_pod_gpu_energy_joules_total"] == "counter"
-    assert documented["jouleledger_operator_annotation_delay_seconds"] == "histogram"
+def test_a_stale_row_is_found() -> None:
+    current = DOCUMENT.read_text(encoding="utf-8")
+    stale = current.replace("| Agent scrapes by result. |", "| Agent scrapes. |")
+    assert stale != current
+    assert _tool().render_document(stale) == current
 
 
 @pytest.mark.parametrize("reason", [*(reason.value for reason in RejectReason), UNKNOWN_GPU, TIME_NOT_INCREASING])
 def test_every_rejection_reason_of_the_agent_is_documented(reason: str) -> None:
-    text = (REPO_ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
-    assert f"| `{reason}` |" in text
+    assert f"| `{reason}` |" in DOCUMENT.read_text(encoding="utf-8")

@@ -162,3 +162,17 @@ def test_utilisation_resumed_after_skipped_reads_covers_only_the_last_interval(f
         # processes read at the previous read: only samples newer than the newest seen, as before
         processes = meter.read(processes_for={uuid(0)}).readings[0].processes
     assert processes == (ProcessUsage(100, 0.0), ProcessUsage(200, 30.0))
+
+
+def test_a_driver_reload_at_a_refresh_read_recovers_at_the_next_read(fake_nvml: FakeNvmlState) -> None:
+    fake_nvml.write("generation 1\n" + node(2))
+    with NvmlMeter(refresh_every_reads=2) as meter:
+        meter.read(processes_for=frozenset())
+        # the driver reloads and the counters restart; the refresh read's device calls fail as well
+        fake_nvml.write("generation 2\nreload_rc 16\n" + node(2).replace("energy 1000000", "energy 7"))
+        failed = meter.read(processes_for=frozenset())
+        assert failed.readings == ()
+        assert {type(error).__name__ for error in failed.errors} == {"DriverReloadedError"}
+        recovered = meter.read(processes_for=frozenset())
+    assert recovered.errors == ()
+    assert [reading.energy_mj for reading in recovered.readings] == [7, 1_000_001]

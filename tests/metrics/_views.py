@@ -99,6 +99,7 @@ def example_view() -> ExportView:
                 measured_mj=5_000_000,
                 unallocated_mj=1_997_500,
                 power_w=312.5,
+                power_limit_w=700.0,
             ),
             GpuTotals(
                 uuid="GPU-bbbb",

@@ -125,6 +125,8 @@ def test_per_gpu_measured_unallocated_and_power(registry: CollectorRegistry) -> 
     assert registry.get_sample_value(f"{names.GPU_UNALLOCATED}_total", bbbb) == 1994.75
     assert registry.get_sample_value(names.GPU_POWER, aaaa) == 312.5
     assert registry.get_sample_value(names.GPU_POWER, bbbb) is None  # no power reading: no sample, not 0
+    assert registry.get_sample_value(names.GPU_POWER_LIMIT, aaaa) == 700.0  # the operator's bound for this GPU
+    assert registry.get_sample_value(names.GPU_POWER_LIMIT, bbbb) is None  # limit unknown: no sample
 
 
 def test_pod_and_unallocated_energy_add_up_to_measured(registry: CollectorRegistry) -> None:
@@ -183,7 +185,7 @@ def test_every_exported_family_is_named_in_the_contract(registry: CollectorRegis
     contract = {value for key, value in vars(names).items() if key.isupper() and isinstance(value, str)}
     exported = {family.name for family in registry.collect()}
     assert exported <= contract
-    assert len(exported) == 19  # 5 per pod, 4 per GPU, 10 self
+    assert len(exported) == 20  # 5 per pod, 5 per GPU (with its power limit), 10 self
 
 
 def test_scrape_reads_the_latest_view_and_drops_what_it_no_longer_holds() -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import socket
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,12 +18,25 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.parser import text_string_to_metric_families
 
+from jouleledger.agent.status import AgentStatus, ExportView
+from jouleledger.core.footprints import RollupSnapshot, Totals
+from jouleledger.core.labels import MAX_LABEL_VALUE_CHARS, safe_label_value
+from jouleledger.core.model import Owner
+from jouleledger.core.operator_stats import NodeIntensity, OperatorStats
+from jouleledger.core.snapshot import LedgerSnapshot, PodDeviceTotals, PodRecord
+from jouleledger.metrics.agent import AgentCollector
+from jouleledger.metrics.operator_collector import OperatorCollector
 from jouleledger.metrics.server import MetricsServer
 from jouleledger.metrics.webconfig import WebConfig, WebConfigError, load_web_config
 from tests._tls import PASSWORD, USER, Pki, make_pki
+from tests._tools import require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -340,3 +356,160 @@ def test_an_empty_web_config_is_plain_http_without_auth(pki: Pki) -> None:
         assert _get(server, "/metrics")[0] == 200
     with pytest.raises(WebConfigError, match="cannot read"):
         load_web_config(pki.folder / "missing.yaml")
+
+
+# --- hostile strings: every label value the server exports is printable, encodable and bounded -----------------
+
+_HOSTILE = st.one_of(
+    st.text(max_size=40),  # any code point, lone surrogates included
+    st.sampled_from(["a\nb", 'q"uote', "back\\slash", "\ud800", "\udfff tail", "\u2028", "\x00\r\t", "x" * 10_000]),
+    st.text(min_size=250, max_size=300, alphabet="ab\n"),
+)
+
+
+def _agent_view(namespace: str, pod: str, container: str, owner: str, team: str) -> ExportView:
+    record = PodRecord(
+        namespace=namespace,
+        name=pod,
+        uid="uid-1",
+        labels={"team": team},
+        owner=Owner(kind="Job", name=owner, uid="uid-job"),
+        first_seen_s=1.0,
+        last_seen_s=2.0,
+    )
+    device = PodDeviceTotals(
+        pod_key="uid-1", namespace=namespace, pod=pod, container=container, device="GPU-a", energy_mj=1, gpu_seconds=1.0
+    )
+    ledger = LedgerSnapshot(node="n1", t_s=2.0, pods={"uid-1": record}, devices=(device,), gpus=())
+    status = AgentStatus(node="n1", backend="replay", simulated=True, version="t")
+    return ExportView(ledger=ledger, status=status, label_allowlist=("team",))
+
+
+def _served_label_values(registry: CollectorRegistry) -> list[str]:
+    """What ``/metrics`` serves for ``registry``, parsed back by prometheus_client's own parser (both formats)."""
+    app = MetricsServer(registry, lambda: (True, {}))._metrics_app
+    values: list[str] = []
+    captured: list[str] = []
+    for accept, parse in (
+        ("text/plain", text_string_to_metric_families),
+        ("application/openmetrics-text; version=1.0.0", openmetrics_families),
+    ):
+        captured.clear()
+        body = b"".join(
+            app(
+                {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "HTTP_ACCEPT": accept},
+                lambda status, headers, *_: captured.append(status),
+            )
+        )
+        assert captured == ["200 OK"]
+        for family in parse(body.decode("utf-8")):
+            for sample in family.samples:
+                values.extend(sample.labels.values())
+    return values
+
+
+@settings(max_examples=100, deadline=None)
+@given(namespace=_HOSTILE, pod=_HOSTILE, container=_HOSTILE, owner=_HOSTILE, team=_HOSTILE)
+def test_agent_exposition_of_hostile_pods_parses_back_bounded(
+    namespace: str, pod: str, container: str, owner: str, team: str
+) -> None:
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(lambda: _agent_view(namespace, pod, container, owner, team)))
+    values = _served_label_values(registry)
+    assert values
+    for value in values:
+        assert len(value) <= MAX_LABEL_VALUE_CHARS
+        assert value.isprintable()
+        value.encode("utf-8")  # never a lone surrogate
+    for original in (namespace, pod, owner):
+        if len(original) <= MAX_LABEL_VALUE_CHARS and original.isprintable():
+            assert original in values  # what Kubernetes can produce is exported unchanged
+
+
+@settings(max_examples=100, deadline=None)
+@given(namespace=_HOSTILE, team=_HOSTILE, node=_HOSTILE)
+def test_operator_exposition_of_hostile_names_parses_back_bounded(namespace: str, team: str, node: str) -> None:
+    totals = Totals(1_000, 1.0, 0.5, 0.0, 0.01)
+    rollups = RollupSnapshot({namespace: totals}, {team: totals}, {node: 5}, "EUR")
+    stats = OperatorStats()
+    stats.node_intensity[node] = NodeIntensity("zone", "static", 100.0)
+    registry = CollectorRegistry()
+    registry.register(OperatorCollector(lambda: stats.view(rollups, {})))
+    values = _served_label_values(registry)
+    for value in values:
+        assert len(value) <= MAX_LABEL_VALUE_CHARS
+        assert value.isprintable()
+    assert safe_label_value(namespace) in values
+    assert safe_label_value(team) in values
+
+
+def test_distinct_hostile_values_stay_distinct_and_safe_ones_unchanged() -> None:
+    long_a, long_b = "x" * 300 + "a", "x" * 300 + "b"
+    assert safe_label_value(long_a) != safe_label_value(long_b)
+    assert safe_label_value("a\nb") != safe_label_value("a\rb")
+    assert safe_label_value("y" * 253) == "y" * 253
+    assert safe_label_value("équipe b") == "équipe b"
+    assert safe_label_value("a\u00a0b").startswith("a\ufffdb~")
+    assert "\ufffd" in safe_label_value("\ud800")
+
+
+@pytest.mark.parametrize("command", ["agent", "operator"])
+def test_a_bad_web_config_file_is_one_line_and_exit_2(tmp_path: Path, command: str) -> None:
+    bad = tmp_path / "web.yaml"
+    bad.write_text("basic_auth_users: {prometheus: not-a-hash}\n", encoding="utf-8")
+    extra = ["--backend", "simulated", "--once", "--dry-run"] if command == "agent" else ["--once"]
+    result = subprocess.run(
+        [sys.executable, "-m", "jouleledger", "--log-level", "ERROR", command, *extra, "--web-config-file", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert f"jouleledger {command}: web config {bad}: basic_auth_users.prometheus: not a bcrypt hash" == line
+
+
+def test_a_client_that_never_starts_its_tls_handshake_blocks_nobody_else(pki: Pki) -> None:
+    registry = CollectorRegistry()
+    registry.register(_Collector())
+    web_config = load_web_config(pki.web_config(users=False))
+    server = MetricsServer(registry, _Health(), request_timeout_s=60.0, web_config=web_config)
+    server.start("127.0.0.1", 0)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port or 0)) as _silent:  # connects, says nothing
+            assert _https(server, "/metrics", _client_context(pki)).status_code == 200  # httpx gives up after 5 s
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("client_auth", "users"), [(False, True), (True, True), (True, False)])
+def test_web_configs_we_accept_are_valid_for_the_prometheus_toolkit(pki: Pki, client_auth: bool, users: bool) -> None:
+    """The same file works for node_exporter & co.: Prometheus's own checker (exporter-toolkit) accepts it."""
+    promtool = require_tool("promtool")
+    path = pki.web_config(client_auth=client_auth, users=users, name=f"toolkit-{client_auth}-{users}.yaml")
+    load_web_config(path)
+    result = subprocess.run(
+        [promtool, "check", "web-config", str(path)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_rotated_certificate_is_served_to_new_connections_and_a_broken_one_is_not(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = make_pki(tmp_path / "old"), make_pki(tmp_path / "new")
+    web_config = load_web_config(old.web_config(users=False))
+    with _serving(web_config) as server:
+        assert _https(server, "/metrics", _client_context(old)).status_code == 200
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            _https(server, "/metrics", _client_context(new))
+        # A Secret update: the mounted files change in place.
+        old.server_cert.write_bytes(new.server_cert.read_bytes())
+        old.server_key.write_bytes(new.server_key.read_bytes())
+        assert _https(server, "/metrics", _client_context(new)).status_code == 200
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            _https(server, "/metrics", _client_context(old))
+        # A broken update (a key without its certificate): the last good certificate stays in use.
+        old.server_cert.write_bytes(b"not a certificate\n")
+        assert _https(server, "/metrics", _client_context(new)).status_code == 200

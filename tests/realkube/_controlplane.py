@@ -17,8 +17,10 @@ import datetime
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -40,6 +42,7 @@ __all__ = [
     "ControlPlane",
     "KubeClient",
     "binaries_dir",
+    "die_with_parent",
     "start_control_plane",
     "wait_for",
 ]
@@ -223,10 +226,12 @@ class KubeClient:
 
     def __init__(self, server: str, ca: Path, *, cert: tuple[Path, Path] | None = None, token: str = "") -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        context = ssl.create_default_context(cafile=str(ca))
+        if cert:
+            context.load_cert_chain(str(cert[0]), str(cert[1]))
         self._client = httpx.Client(
             base_url=server,
-            verify=str(ca),
-            cert=(str(cert[0]), str(cert[1])) if cert else None,
+            verify=context,
             headers=headers,
             timeout=30.0,
             trust_env=False,
@@ -321,11 +326,22 @@ class _Process:
             self.popen.wait(STOP_TIMEOUT_S)
 
 
+def die_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that it gets SIGTERM when the test process dies, however it dies (``setpriv --pdeathsig``,
+    util-linux; without it, as is: the ``with`` block still stops it)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else list(argv)
+
+
 def _start(name: str, argv: list[str], logs: Path) -> _Process:
     log = logs / f"{name}.log"
     with log.open("ab") as sink:
         popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            die_with_parent(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return _Process(name, popen, log, argv)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 
 from jouleledger.agent.main import _pod_metadata
@@ -63,7 +64,11 @@ def test_the_agent_lists_the_pods_of_its_node_only_with_its_own_service_account(
         if o["kind"] == "ServiceAccount" and o["metadata"]["name"].endswith("agent")
     )
     token = service_account_token(admin, stack.namespace, agent_account)
-    monkeypatch.setenv("KUBECONFIG", str(controlplane.token_kubeconfig(tmp_path / "agent.kubeconfig", token)))
+    kubeconfig = controlplane.token_kubeconfig(tmp_path / "agent.kubeconfig", token)
+    # The client library reads $KUBECONFIG when imported; point its default there, and keep its global default
+    # configuration (which load_kube_config replaces) as it was for the other tests.
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    monkeypatch.setattr(kubernetes.client.Configuration, "_default", None)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     cache = _pod_metadata("meta-a")  # the agent's own wiring: kubeconfig -> CoreV1Api -> cache
     assert cache is not None

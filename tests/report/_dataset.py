@@ -85,6 +85,10 @@ class Scenario:
 
 
 GPUS = (("n1", "g0"), ("n1", "g1"), ("n2", "g0"))
+# llm-7f serves, per pod and interval: 12 requests, 2,400 prompt tokens, 1,500 generated tokens
+SERVING_WORKLOAD = "llm-7f"
+SERVING_PER_INTERVAL = (12.0, 2400.0, 1500.0)
+SERVING_FAMILIES = ("energy_joules", "carbon_grams", "requests", "prompt_tokens", "output_tokens")
 
 
 def intensity(node: str, end_s: int) -> float:
@@ -168,10 +172,14 @@ def openmetrics(data: Dataset) -> str:
     # operator roll-ups since the operator (re)started: energy mJ, GPU-s, operational g, embodied g, cost
     rollups: dict[tuple[str, str], list[float]] = {}
     node_idle: dict[str, int] = {}
+    node_idle_figures: dict[str, list[float]] = {}  # the operator's idle carbon (g) and cost per node
+    serving: list[float] = []  # the operator's serving counters of llm-7f: energy mJ, g, requests, prompt, output
     for end_s in sorted(by_end):
         if end_s == data.scenario.restart_s + INTERVAL_S:
             rollups.clear()
             node_idle.clear()
+            node_idle_figures.clear()
+            serving.clear()
         for interval in by_end[end_s]:
             key = (interval.node, interval.gpu)
             gpu_mj[key] += interval.energy_mj
@@ -179,9 +187,17 @@ def openmetrics(data: Dataset) -> str:
             if interval.pod is None:
                 idle_mj[key] += interval.energy_mj
                 node_idle[interval.node] = node_idle.get(interval.node, 0) + interval.energy_mj
+                figures = node_idle_figures.setdefault(interval.node, [0.0, 0.0])
+                figures[0] += grams
+                figures[1] += kwh(interval.energy_mj) * PUE * PRICE_PER_KWH
                 continue
             pod = interval.pod
             pod_mj[pod] += interval.energy_mj
+            if pod.owner_name == SERVING_WORKLOAD:
+                if not serving:
+                    serving.extend([0.0] * 5)
+                for i, amount in enumerate((interval.energy_mj, grams, *SERVING_PER_INTERVAL)):
+                    serving[i] += amount
             for group in (("team", pod.team), ("namespace", pod.namespace)):
                 totals = rollups.setdefault(group, [0.0, 0.0, 0.0, 0.0, 0.0])
                 totals[0] += interval.energy_mj
@@ -213,9 +229,18 @@ def openmetrics(data: Dataset) -> str:
                 out.add(f"jouleledger_{kind}_carbon_grams", "counter", {kind: name, "scope": scope}, end_s,
                         repr(grams))  # fmt: skip
             out.add(f"jouleledger_{kind}_cost", "counter", {kind: name, "currency": CURRENCY}, end_s, repr(totals[4]))
+        if serving:
+            labels = {"namespace": "serving", "workload_kind": "ReplicaSet", "workload": SERVING_WORKLOAD}
+            for name, value in zip(SERVING_FAMILIES, serving, strict=True):
+                text = _j(value) if name.endswith("joules") else repr(value)
+                out.add(f"jouleledger_workload_serving_{name}", "counter", labels, end_s, text)
         for node, energy in sorted(node_idle.items()):
             if energy:
                 out.add("jouleledger_node_unallocated_energy_joules", "counter", {"node": node}, end_s, _j(energy))
+                grams, cost = node_idle_figures[node]
+                out.add("jouleledger_node_unallocated_carbon_grams", "counter", {"node": node}, end_s, repr(grams))
+                out.add("jouleledger_node_unallocated_cost", "counter", {"node": node, "currency": CURRENCY}, end_s,
+                        repr(cost))  # fmt: skip
         for node in ("n1", "n2"):
             out.add("jouleledger_node_grid_intensity_grams_per_kwh", "gauge",
                     {"node": node, "zone": f"zone-{node}", "source": "static"}, end_s,

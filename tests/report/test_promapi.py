@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import socket
@@ -189,3 +190,28 @@ def test_report_on_an_unreachable_url_is_one_line(capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1
     assert err[0].startswith(f"jouleledger report: cannot reach Prometheus at http://127.0.0.1:{port}/api/v1/")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _one_team(request: httpx.Request) -> httpx.Response:
+    if "team_gpu_energy" in _form(request)["query"][0]:
+        return httpx.Response(200, json=_matrix([[0.0, "0"], [300.0, "300"]], {"team": "a"}))
+    return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": []}})
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_only_on_a_terminal(terminal: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _args("--prometheus", "http://prom", "--since", "0", "--until", "300")
+    args.transport = httpx.MockTransport(_one_team)
+    err = _Terminal() if terminal else io.StringIO()
+    assert command.run(args, now_s=1_800_000_000.0, stderr=err) == 0
+    assert "a " in capsys.readouterr().out
+    if terminal:
+        assert "query 1/9: last_over_time(jouleledger_team_gpu_energy_joules_total[300s])" in err.getvalue()
+        assert err.getvalue().endswith("\r\x1b[2K")  # the progress line is cleared before the report
+    else:
+        assert err.getvalue() == ""

@@ -159,6 +159,16 @@ def test_agent_rows_match_the_hand_made_totals(loaded_prometheus: LoadedPromethe
     nodes = {node["node"]: node for node in document["nodes"]}
     for node, idle in expected.idle.items():
         assert nodes[node]["idle_mj"] == idle
+    if by == "workload":  # the serving workload's energy per request and per token over the period
+        served = [i for i in loaded_prometheus.data.in_period() if i.pod and i.pod.owner_name == "llm-7f"]
+        requests, prompt, output = (len(served) * n for n in _dataset.SERVING_PER_INTERVAL)
+        joules = sum(i.energy_mj for i in served) / 1000
+        serving = rows["serving/ReplicaSet/llm-7f"]["serving"]
+        assert serving["requests"] == pytest.approx(requests)
+        assert serving["joules_per_request"] == pytest.approx(joules / requests, rel=1e-9)
+        assert serving["joules_per_output_token"] == pytest.approx(joules / output, rel=1e-9)
+        assert serving["joules_per_token"] == pytest.approx(joules / (prompt + output), rel=1e-9)
+        assert "serving" not in rows["research/Job/train-a"]
 
 
 def test_every_format_renders_the_same_rows(loaded_prometheus: LoadedPrometheus, tmp_path: Path) -> None:
@@ -193,3 +203,13 @@ def test_bad_input_is_one_line_and_status_2(
     assert len(err) == 1
     assert message in err[0]
     assert err[0].startswith("jouleledger report: ")
+
+
+def test_idle_carbon_and_cost_come_from_the_operator_where_it_exports_them(
+    loaded_prometheus: LoadedPrometheus, tmp_path: Path
+) -> None:
+    document = report(loaded_prometheus, tmp_path, "--by", "team")  # no --pue, no price: the operator's figures
+    expected = Expected(loaded_prometheus.data, "team")
+    assert document["unallocated"]["operational_g"] == pytest.approx(sum(expected.idle_g.values()), rel=1e-9, abs=2e-6)
+    assert document["unallocated"]["cost"] == pytest.approx(sum(expected.idle_cost.values()), rel=1e-9, abs=2e-6)
+    assert any("as the operator applied them" in note for note in document["notes"])

@@ -24,15 +24,20 @@ READABLE_VERSIONS = (1, 2)  # 1: the ledger state before energy from power was c
 class Pipeline:
     """Attribution and cumulative counters for one node."""
 
-    def __init__(self, header: NodeHeader, *, retention_s: float = 3600.0) -> None:
+    def __init__(self, header: NodeHeader, *, retention_s: float = 3600.0, journaling: bool = True) -> None:
+        """``journaling``: whether :meth:`journal_entry` is called after every step (the agent with a checkpoint);
+        without it the counters' change tracking is dropped every step instead of growing with every pod."""
         self.header = header
         self.accountant = NodeAccountant(header)
         self.ledger = PodCounters(header, retention_s)
+        self.journaling = journaling
 
     def step(self, sample: Sample, *, pods_known: bool = True) -> IntervalResult:
         """Attribute ``sample``'s intervals and add them to the counters."""
         result = self.accountant.ingest(sample)
         self.ledger.apply(result, sample.pods, pods_known=pods_known)
+        if not self.journaling:
+            self.ledger.discard_changes()
         return result
 
     def snapshot(self) -> LedgerSnapshot:

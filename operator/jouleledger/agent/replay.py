@@ -80,7 +80,7 @@ class ReplayReport:
 
 def replay(source: ReplaySource, rates: CarbonRates, pricing: Pricing | None = None) -> ReplayReport:
     """Run the agent pipeline over every sample of ``source``; pods are never expired during a replay."""
-    pipeline = Pipeline(source.header(), retention_s=math.inf)
+    pipeline = Pipeline(source.header(), retention_s=math.inf, journaling=False)
     tally = CarbonTally(rates)
     intervals = 0
     for sample in source:
@@ -125,7 +125,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"jouleledger replay: {args.trace}: {error}", file=sys.stderr)
         return 1
     if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
+        try:
+            text = json.dumps(report.to_json(), indent=2, allow_nan=False)
+        except ValueError:
+            print(
+                f"jouleledger replay: {args.trace}: a result is not a finite number (carbon overflows with "
+                f"--embodied-g-per-gpu-hour {args.embodied_g_per_gpu_hour:g}?)",
+                file=sys.stderr,
+            )
+            return 1
+        sys.stdout.writelines(text.splitlines(keepends=True))
         sys.stdout.write("\n")
         return 0
     from jouleledger.agent.report import format_report

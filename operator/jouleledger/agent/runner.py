@@ -83,7 +83,7 @@ class AgentRunner:
         self._on_interval = on_interval
         self._cpu = cpu_clock
         self.header = source.header()
-        self.pipeline = Pipeline(self.header, retention_s=retention_s)
+        self.pipeline = Pipeline(self.header, retention_s=retention_s, journaling=checkpoint_path is not None)
         self._ticks = 0
         self._tick_cpu_s = 0.0
         self._health = SourceHealth()
@@ -105,7 +105,11 @@ class AgentRunner:
             self._store.restore(self.pipeline)
             self.epoch = self._store.epoch
             self._ticks = self._store.ticks
+        # The last durable state that was captured, and whether the state right now is durable. Journals that
+        # fsync every tick (the default) make every tick durable: the snapshot is then taken lazily, by the view.
         self._durable: tuple[LedgerSnapshot, int] = (self.pipeline.snapshot(), self._ticks)
+        self._now_durable = True
+        self._capture_eagerly = checkpoint_path is not None and journal_fsync_s > 0
         self._view = self._build_view()
         self._view_tick = self._ticks
 
@@ -146,6 +150,7 @@ class AgentRunner:
         if self._on_interval is not None:
             self._on_interval(result)
         self._ticks += 1
+        self._now_durable = False
         if self._store is None or self._store.record_tick(self.pipeline, self._ticks):
             self._mark_durable()
         self._last_tick_s = self._wall()
@@ -154,9 +159,13 @@ class AgentRunner:
 
     def _mark_durable(self) -> None:
         """The counters as they are now are safe on disk (or there is no disk): exports may show them."""
-        self._durable = (self.pipeline.snapshot(), self._ticks)
+        self._now_durable = True
+        if self._capture_eagerly:  # the next ticks may not be durable: keep this state for the views until then
+            self._durable = (self.pipeline.snapshot(), self._ticks)
 
     def _build_view(self) -> ExportView:
+        if self._now_durable and self._durable[1] != self._ticks:
+            self._durable = (self.pipeline.snapshot(), self._ticks)
         snapshot, durable_ticks = self._durable
         rejected: Counter[tuple[str, str]] = Counter(snapshot.rejected)
         rejected.update(self._health.rejected)

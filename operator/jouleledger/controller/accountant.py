@@ -31,6 +31,7 @@ from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.jobs import JobRecorder
 from jouleledger.controller.owners import OwnerVerifier
 from jouleledger.controller.scrape import OK, AgentScraper, ScrapeOutcome
+from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.contract import sanitize_label
 from jouleledger.core.deltas import AgentScrape, DeltaTracker, PodIdentity
 from jouleledger.core.footprints import (
@@ -91,6 +92,7 @@ class Accountant:
         clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
         write_concurrency: int = 16,
         max_writes_per_s: float = 50.0,
+        serving: ServingAccounting | None = None,
     ) -> None:
         if scrape_interval_s <= 0:
             raise ValueError(f"scrape_interval_s must be positive, got {scrape_interval_s}")
@@ -134,6 +136,7 @@ class Accountant:
             dry_run=dry_run,
         )
         self._view = self.stats.view(self.ledger.rollups(), {})
+        self.serving = serving  # energy per request/token of annotated serving pods (controller/serving.py)
 
     # --- views -------------------------------------------------------------------------------------------------
 
@@ -207,6 +210,8 @@ class Accountant:
         scraped = self._monotonic()
         now = self._clock()
         folded_mj, scraped_ok = await self._fold(outcomes, now)
+        if self.serving is not None:
+            await self.serving.run_pass(self.api, now)
         finalized = self.recorder.finalize(now, self._folded_tick, self._scrape_ok)
         folded = self._monotonic()
         written, write_errors = await self._persist(now)
@@ -302,6 +307,8 @@ class Accountant:
             default_embodied_g_per_gpu_hour=self.config.default_embodied_g_per_gpu_hour,
         )
         summary = self.ledger.fold(deltas, rates, self._attribute, scrape.model_of)
+        if self.serving is not None:
+            self.serving.add_deltas(deltas, rates)
         self._last_end[scrape.node] = now
         self._folded_tick[scrape.node] = scrape.last_tick_unix_s
         self.stats.node_intensity[scrape.node] = NodeIntensity(reading.zone, reading.source, reading.g_per_kwh)

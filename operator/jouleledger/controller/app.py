@@ -27,11 +27,13 @@ from jouleledger.controller.accountant import Accountant, PassSummary
 from jouleledger.controller.cluster import JOBS, NODES, PODS, REPLICASETS, ClusterState, parse_selector
 from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
+from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.intensity import IntensityProvider
 from jouleledger.kube.api import ApiError, KubeApi, build_http_client
 from jouleledger.metrics.operator_collector import OperatorCollector
 from jouleledger.metrics.server import MetricsServer
+from jouleledger.metrics.serving import ServingCollector
 from jouleledger.metrics.webconfig import WebConfig
 
 __all__ = ["OperatorApp", "OperatorOptions", "default_login"]
@@ -115,6 +117,7 @@ class OperatorApp:
             zone_of=config.zone_of,
         )
         self.metrics_registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
+        self.serving = ServingAccounting()
         self.accountant: Accountant | None = None
         self.metrics_port: int | None = None
         self._api_client: httpx.AsyncClient | None = None
@@ -156,6 +159,7 @@ class OperatorApp:
             write_interval_s=self._write_interval_s,
             finalize_deadline_s=self._finalize_deadline_s,
             clock_skew_s=self._clock_skew_s,
+            serving=self.serving,
         )
         return self.accountant
 
@@ -163,6 +167,7 @@ class OperatorApp:
         if not self.options.serve_metrics:
             return
         self.metrics_registry.register(OperatorCollector(accountant.view))
+        self.metrics_registry.register(ServingCollector(self.serving.view))
         self._server = MetricsServer(self.metrics_registry, accountant.health, web_config=self.options.web_config)
         self.metrics_port = self._server.start(self.options.listen_address, self.options.port)
 
@@ -203,6 +208,7 @@ class OperatorApp:
             if client is not None:
                 await client.aclose()
         self._api_client = self._agent_client = None
+        await self.serving.aclose()
         with contextlib.suppress(Exception):
             await self.provider.aclose()
 

@@ -54,6 +54,8 @@ TEAM_GPU_SECONDS: Final = "jouleledger_team_gpu_seconds"
 TEAM_CARBON: Final = "jouleledger_team_carbon_grams"
 TEAM_COST: Final = "jouleledger_team_cost"
 NODE_UNALLOCATED: Final = "jouleledger_node_unallocated_energy_joules"
+NODE_UNALLOCATED_CARBON: Final = "jouleledger_node_unallocated_carbon_grams"
+NODE_UNALLOCATED_COST: Final = "jouleledger_node_unallocated_cost"
 NODE_INTENSITY: Final = "jouleledger_node_grid_intensity_grams_per_kwh"
 
 # --- operator: self ----------------------------------------------------------------------------------------------
@@ -66,8 +68,23 @@ OPERATOR_INTENSITY_FALLBACKS: Final = "jouleledger_operator_intensity_fallbacks"
 OPERATOR_REJECTED_SAMPLES: Final = "jouleledger_operator_rejected_samples"
 OPERATOR_ANNOTATION_DELAY: Final = "jouleledger_operator_annotation_delay_seconds"
 OPERATOR_ANNOTATION_TAMPERING: Final = "jouleledger_operator_annotation_tampering"
+OPERATOR_SERVING_READS: Final = "jouleledger_operator_serving_reads"
+
+# --- operator: serving workloads (pods labelled jouleledger.io/serving), from the same per-pod energy deltas -----
+# The ratios cover the latest interval between two reads of the server's counters; absent without requests.
+WORKLOAD_J_PER_REQUEST: Final = "jouleledger_workload_energy_joules_per_request"
+WORKLOAD_J_PER_OUTPUT_TOKEN: Final = "jouleledger_workload_energy_joules_per_output_token"
+WORKLOAD_J_PER_TOKEN: Final = "jouleledger_workload_energy_joules_per_token"
+WORKLOAD_G_PER_1000_REQUESTS: Final = "jouleledger_workload_carbon_grams_per_1000_requests"
+WORKLOAD_SERVING_INTERVAL: Final = "jouleledger_workload_serving_interval_seconds"
+WORKLOAD_SERVING_ENERGY: Final = "jouleledger_workload_serving_energy_joules"
+WORKLOAD_SERVING_CARBON: Final = "jouleledger_workload_serving_carbon_grams"
+WORKLOAD_SERVING_REQUESTS: Final = "jouleledger_workload_serving_requests"
+WORKLOAD_SERVING_PROMPT_TOKENS: Final = "jouleledger_workload_serving_prompt_tokens"
+WORKLOAD_SERVING_OUTPUT_TOKENS: Final = "jouleledger_workload_serving_output_tokens"
 
 _POD: Final = ("namespace", "pod", "container", "node", "gpu")
+_WORKLOAD: Final = ("namespace", "workload_kind", "workload")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +233,18 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
         ("node",),
     ),
     MetricSpec(
+        NODE_UNALLOCATED_CARBON,
+        "counter",
+        "Operational grams CO2e of the node's idle energy (PUE and the node's grid intensity, as for its pods).",
+        ("node",),
+    ),
+    MetricSpec(
+        NODE_UNALLOCATED_COST,
+        "counter",
+        "Energy cost of the node's idle energy (facility energy = IT energy x PUE, times the zone price).",
+        ("node", "currency"),
+    ),
+    MetricSpec(
         NODE_INTENSITY,
         "gauge",
         "Grid carbon intensity applied to the node's latest interval, in g CO2e per kWh.",
@@ -254,6 +283,51 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
         "counter",
         "Job footprint annotations found different from the WorkloadFootprint (edited or forged) and restored.",
     ),
+    MetricSpec(
+        OPERATOR_SERVING_READS, "counter", "Reads of serving pods' request and token counters, by result.", ("result",)
+    ),
+    MetricSpec(
+        WORKLOAD_J_PER_REQUEST,
+        "gauge",
+        "GPU energy per completed request over the latest interval, in joules.",
+        _WORKLOAD,
+    ),
+    MetricSpec(
+        WORKLOAD_J_PER_OUTPUT_TOKEN,
+        "gauge",
+        "GPU energy per generated token over the latest interval, in joules.",
+        _WORKLOAD,
+    ),
+    MetricSpec(
+        WORKLOAD_J_PER_TOKEN,
+        "gauge",
+        "GPU energy per token (prompt plus generated) over the latest interval, in joules.",
+        _WORKLOAD,
+    ),
+    MetricSpec(
+        WORKLOAD_G_PER_1000_REQUESTS,
+        "gauge",
+        "Operational grams CO2e per 1,000 completed requests over the latest interval.",
+        _WORKLOAD,
+    ),
+    MetricSpec(
+        WORKLOAD_SERVING_INTERVAL,
+        "gauge",
+        "Length of the interval the per-request and per-token figures cover, in seconds.",
+        _WORKLOAD,
+    ),
+    MetricSpec(
+        WORKLOAD_SERVING_ENERGY,
+        "counter",
+        "GPU energy of the serving pods over intervals whose requests were counted, in joules.",
+        _WORKLOAD,
+    ),
+    MetricSpec(WORKLOAD_SERVING_CARBON, "counter", "Operational grams CO2e of that energy.", _WORKLOAD),
+    MetricSpec(
+        WORKLOAD_SERVING_REQUESTS, "counter", "Requests the serving pods completed over the same intervals.", _WORKLOAD
+    ),
+    MetricSpec(WORKLOAD_SERVING_PROMPT_TOKENS, "counter", "Prompt tokens over the same intervals.", _WORKLOAD),
+    MetricSpec(WORKLOAD_SERVING_OUTPUT_TOKENS, "counter", "Generated tokens over the same intervals.", _WORKLOAD),
 )
 
 HELP: Final[Mapping[str, str]] = {name: spec.help for name, spec in SPECS.items()}

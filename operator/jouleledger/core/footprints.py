@@ -260,6 +260,9 @@ class RollupSnapshot:
     currency: str
     workloads: int = 0
     finalized: int = 0
+    # idle energy's operational carbon and cost per node (same PUE, intensity and price as the node's pods)
+    unallocated_g: Mapping[str, float] = field(default_factory=dict)
+    unallocated_cost: Mapping[str, float] = field(default_factory=dict)
 
 
 class FootprintBook:
@@ -273,6 +276,8 @@ class FootprintBook:
         self._namespaces: dict[str, Totals] = {}
         self._teams: dict[str, Totals] = {}
         self._unallocated: dict[str, int] = {}
+        self._unallocated_g: dict[str, float] = {}
+        self._unallocated_cost: dict[str, float] = {}
 
     def restore(self, account: WorkloadAccount) -> None:
         """Load an account from its persisted footprint (before the first fold)."""
@@ -372,6 +377,10 @@ class FootprintBook:
             self._forget(watermark)
         unallocated = sum(deltas.unallocated_mj.values())
         self._unallocated[deltas.node] = self._unallocated.get(deltas.node, 0) + unallocated
+        grams = operational_g(unallocated, rates.pue, rates.intensity_g_per_kwh)
+        self._unallocated_g[deltas.node] = self._unallocated_g.get(deltas.node, 0.0) + grams
+        cost = energy_cost(unallocated, rates.pue, rates.price_per_kwh)
+        self._unallocated_cost[deltas.node] = self._unallocated_cost.get(deltas.node, 0.0) + cost
         return FoldSummary(counted, late, frozenset(touched), unallocated)
 
     def finalize(
@@ -445,6 +454,8 @@ class FootprintBook:
             teams=dict(self._teams),
             unallocated_mj=dict(self._unallocated),
             currency=self.currency,
+            unallocated_g=dict(self._unallocated_g),
+            unallocated_cost=dict(self._unallocated_cost),
             workloads=len(self.accounts),
             finalized=sum(1 for account in self.accounts.values() if account.final is not None),
         )

@@ -192,6 +192,7 @@ class PodCounters:
     def snapshot(self, rejected: Mapping[tuple[str, str], int] | None = None) -> LedgerSnapshot:
         """An immutable copy of every counter, for exporters."""
         models = {gpu.uuid: gpu.model for gpu in self.header.gpus}
+        limits_w = {gpu.uuid: gpu.power_limit_w for gpu in self.header.gpus}
         pods = {
             key: PodRecord(
                 state.namespace,
@@ -226,6 +227,7 @@ class PodCounters:
                 totals.unallocated_mj,
                 totals.power_w,
                 totals.from_power_mj,
+                limits_w.get(uuid),
             )
             for uuid, totals in self._gpus.items()
         )
@@ -245,6 +247,14 @@ class PodCounters:
             "devices": [_device_entry(key, device) for key, device in self._devices.items()],
             "gpus": {uuid: _gpu_entry(totals) for uuid, totals in self._gpus.items()},
         }
+
+    def discard_changes(self) -> None:
+        """Forget what changed since the last :meth:`drain_delta`: for a ledger nobody journals (no checkpoint),
+        whose change tracking would otherwise grow with every pod that ever passed."""
+        self._dirty_pods = set()
+        self._dirty_devices = set()
+        self._dirty_gpus = set()
+        self._expired = []
 
     def drain_delta(self) -> dict[str, Any]:
         """What changed since the last call (or :meth:`to_state`), as absolute values: applying it twice is

@@ -54,7 +54,8 @@ class PodDeviceTotals:
 class GpuTotals:
     """Cumulative measured and unallocated (idle) energy of one physical GPU, and its latest power reading.
 
-    ``energy_from_power_mj`` is the part of ``measured_mj`` measured by power integration.
+    ``energy_from_power_mj`` is the part of ``measured_mj`` measured by power integration; ``power_limit_w`` is
+    the GPU's power limit (the bound every reading of it is checked against), ``None`` where unknown.
     """
 
     uuid: str
@@ -63,6 +64,7 @@ class GpuTotals:
     unallocated_mj: int
     power_w: float | None = None
     energy_from_power_mj: int = 0
+    power_limit_w: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

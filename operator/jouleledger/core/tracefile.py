@@ -42,6 +42,7 @@ MAX_G_PER_KWH = 5_000.0
 MAX_ABS_T_S = 1e12  # sample times in seconds: about 31,700 years either side of zero (unix time fits)
 MAX_POWER_MW = 2**63 - 1  # readable; a reading above the GPU's power limit is rejected and counted, not an error
 MAX_PID = 2**22  # Linux pid_max limit
+MAX_STRING_CHARS = 1024  # names, ids and labels: Kubernetes' own limits are 63 to 317 characters
 
 
 class TraceError(ValueError):
@@ -67,6 +68,12 @@ def _list(value: object, what: str) -> list[Any]:
 def _str(value: object, what: str, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str) or (not value and not allow_empty):
         raise ValueError(f"{what} must be a non-empty string")
+    if len(value) > MAX_STRING_CHARS:
+        raise ValueError(f"{what} is longer than {MAX_STRING_CHARS} characters ({len(value)})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate (JSON "\ud800"): no exporter could write it
+        raise ValueError(f"{what} is not valid Unicode (a lone surrogate at character {error.start + 1})") from None
     return value
 
 

@@ -277,6 +277,7 @@ def _gpu_families(ledger: LedgerSnapshot) -> list[Metric]:
     )
     unallocated = CounterMetricFamily(names.GPU_UNALLOCATED, _HELP[names.GPU_UNALLOCATED], labels=("node", "gpu"))
     power = GaugeMetricFamily(names.GPU_POWER, _HELP[names.GPU_POWER], labels=("node", "gpu"))
+    limit = GaugeMetricFamily(names.GPU_POWER_LIMIT, _HELP[names.GPU_POWER_LIMIT], labels=("node", "gpu"))
     for gpu in sorted(ledger.gpus, key=lambda g: g.uuid):
         measured.add_metric([node, gpu.uuid, gpu.model], gpu.measured_mj / MJ_PER_J)
         if gpu.energy_from_power_mj:
@@ -284,7 +285,9 @@ def _gpu_families(ledger: LedgerSnapshot) -> list[Metric]:
         unallocated.add_metric([node, gpu.uuid], gpu.unallocated_mj / MJ_PER_J)
         if gpu.power_w is not None:
             power.add_metric([node, gpu.uuid], gpu.power_w)
-    return [measured, from_power, unallocated, power]
+        if gpu.power_limit_w is not None:
+            limit.add_metric([node, gpu.uuid], gpu.power_limit_w)
+    return [measured, from_power, unallocated, power, limit]
 
 
 def _self_families(ledger: LedgerSnapshot, status: AgentStatus) -> list[Metric]:

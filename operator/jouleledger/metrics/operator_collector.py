@@ -132,6 +132,15 @@ def _families(view: OperatorView) -> list[Metric]:
     unallocated = CounterMetricFamily(names.NODE_UNALLOCATED, _HELP[names.NODE_UNALLOCATED], labels=("node",))
     for node, energy_mj in sorted(rollups.unallocated_mj.items()):
         unallocated.add_metric([node], energy_mj / MJ_PER_J)
+    idle_carbon = CounterMetricFamily(
+        names.NODE_UNALLOCATED_CARBON, names.HELP[names.NODE_UNALLOCATED_CARBON], labels=("node",)
+    )
+    idle_cost = CounterMetricFamily(
+        names.NODE_UNALLOCATED_COST, names.HELP[names.NODE_UNALLOCATED_COST], labels=("node", "currency")
+    )
+    for node in sorted(rollups.unallocated_mj):
+        idle_carbon.add_metric([node], rollups.unallocated_g.get(node, 0.0))
+        idle_cost.add_metric([node, rollups.currency], rollups.unallocated_cost.get(node, 0.0))
     intensity = GaugeMetricFamily(names.NODE_INTENSITY, _HELP[names.NODE_INTENSITY], labels=("node", "zone", "source"))
     for node, reading in sorted(view.node_intensity.items()):
         intensity.add_metric([node, reading.zone, reading.source], reading.g_per_kwh)
@@ -177,6 +186,8 @@ def _families(view: OperatorView) -> list[Metric]:
     return [
         *families,
         unallocated,
+        idle_carbon,
+        idle_cost,
         intensity,
         scrapes,
         agents,

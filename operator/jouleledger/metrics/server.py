@@ -1,7 +1,8 @@
 """The ``/metrics`` and ``/healthz`` server shared by the agent and the operator.
 
 ``/metrics`` is prometheus_client's own WSGI exposition of an injected ``CollectorRegistry`` (content negotiation,
-OpenMetrics, gzip, ``name[]`` filters); only ``/healthz`` is ours: 200 and ``{"status": "ok", "details": {...}}``
+OpenMetrics, gzip), every label value passed through :func:`~jouleledger.core.labels.safe_label_value` (printable,
+encodable, at most 256 characters); only ``/healthz`` is ours: 200 and ``{"status": "ok", "details": {...}}``
 when healthy, 503 and ``{"status": "unhealthy", "details": {...}}`` (the reasons) when not. Every other path is
 404. An optional :class:`~jouleledger.metrics.webconfig.WebConfig` adds TLS (with client certificates) and basic
 auth to ``/metrics``; ``/healthz`` stays open (the kubelet probes it without credentials; it says nothing about
@@ -29,10 +30,12 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import Metric
 
-from jouleledger.metrics.webconfig import WebConfig
+from jouleledger.core.labels import MAX_LABEL_VALUE_CHARS, safe_label_value
+from jouleledger.metrics.webconfig import TlsFiles, WebConfig
 
-__all__ = ["HealthCheck", "MetricsServer", "ScopedRegistry"]
+__all__ = ["HealthCheck", "MetricsServer", "ScopedRegistry", "safe_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,7 @@ class MetricsServer:
     ) -> None:
         if request_timeout_s <= 0:
             raise ValueError(f"request_timeout_s must be positive, got {request_timeout_s!r}")
-        self._metrics_app = make_wsgi_app(registry)
+        self._metrics_app = make_wsgi_app(safe_labels(registry))
         self._scoped = scoped
         self._health = health
         self._request_timeout_s = request_timeout_s
@@ -85,18 +88,18 @@ class MetricsServer:
     @property
     def scheme(self) -> str:
         """``https`` when the web config has TLS, else ``http``."""
-        return "https" if self._web_config is not None and self._web_config.ssl_context is not None else "http"
+        return "https" if self._web_config is not None and self._web_config.tls is not None else "http"
 
     def start(self, host: str = "0.0.0.0", port: int = 0) -> int:
         """Bind ``host:port`` (port 0: an ephemeral one) and serve in a daemon thread; returns the bound port.
 
         Raises ``OSError`` when the address cannot be bound and ``RuntimeError`` when already started.
         """
-        context = None if self._web_config is None else self._web_config.ssl_context
+        tls_files = None if self._web_config is None else self._web_config.tls
 
         class Server(_Server):
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            ssl_context = context
+            tls = tls_files
 
         class Handler(_Handler):
             timeout = self._request_timeout_s
@@ -149,7 +152,7 @@ class MetricsServer:
             except ValueError as error:
                 return _send(start_response, environ, _error(HTTPStatus.BAD_REQUEST, f"bad query {query!r}: {error}"))
             if registry is not None:
-                metrics_app = make_wsgi_app(registry)
+                metrics_app = make_wsgi_app(safe_labels(registry))
         head = environ.get("REQUEST_METHOD") == "HEAD"
         if head:  # prometheus_client answers GET only; HEAD is the GET without its body
             environ = {**environ, "REQUEST_METHOD": "GET"}
@@ -178,6 +181,33 @@ class MetricsServer:
         return status, [("Content-Type", _JSON), ("Cache-Control", "no-store")], body
 
 
+class _SafeLabels:
+    """Collects ``registry`` with every label value made safe (a new sample only where one had to change)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._registry.collect():
+            if any(_unsafe(value) for sample in metric.samples for value in sample.labels.values()):
+                metric.samples = [
+                    sample._replace(labels={name: safe_label_value(value) for name, value in sample.labels.items()})
+                    for sample in metric.samples
+                ]
+            yield metric
+
+
+def _unsafe(value: str) -> bool:
+    return len(value) > MAX_LABEL_VALUE_CHARS or not value.isprintable()
+
+
+def safe_labels(registry: CollectorRegistry) -> CollectorRegistry:
+    """A registry that renders ``registry`` with safe label values (what ``/metrics`` serves)."""
+    safe = CollectorRegistry(auto_describe=False)
+    safe.register(_SafeLabels(registry))
+    return safe
+
+
 def _send(start_response: StartResponse, environ: WSGIEnvironment, answer: _Answer) -> list[bytes]:
     status, headers, body = answer
     start_response(f"{status.value} {status.phrase}", [*headers, ("Content-Length", str(len(body)))])
@@ -196,14 +226,15 @@ def _error(status: HTTPStatus, message: str) -> _Answer:
 class _Server(ThreadingWSGIServer):
     """prometheus_client's threaded WSGI server; with TLS, the handshake runs in the connection's own thread."""
 
-    ssl_context: ssl.SSLContext | None = None
+    tls: TlsFiles | None = None
     block_on_close = False
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = self.socket.accept()
-        if self.ssl_context is None:
+        if self.tls is None:
             return sock, address
-        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+        context = self.tls.context()  # the current certificate (re-read when its files change)
+        return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A failed TLS handshake or a client that went away: one debug line, never a traceback on stderr.

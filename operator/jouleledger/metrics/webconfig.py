@@ -13,7 +13,9 @@
 
 Both sections are optional; keys the toolkit has and this server does not (``cipher_suites``,
 ``RequestClientCert``...) are errors, never silently ignored. :func:`load_web_config` raises
-:class:`WebConfigError` (one line naming the file and the key) for every problem.
+:class:`WebConfigError` (one line naming the file and the key) for every problem. The certificate, key and CA files
+are re-read when they change (a rotated Secret): each new connection gets the current ones; files that fail to load
+keep the previous ones in use (logged).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, Final
 import bcrypt
 import yaml
 
-__all__ = ["WebConfig", "WebConfigError", "load_web_config"]
+__all__ = ["TlsFiles", "WebConfig", "WebConfigError", "load_web_config"]
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +55,69 @@ class WebConfigError(ValueError):
     """The web config file is missing, unreadable or invalid."""
 
 
+class TlsFiles:
+    """The server TLS context built from files, rebuilt when one of them changes (checked at each connection)."""
+
+    def __init__(
+        self, path: Path, files: tuple[str, str, str | None], verify_mode: ssl.VerifyMode, minimum: ssl.TLSVersion
+    ) -> None:
+        self._path = path
+        self._files = files
+        self._verify_mode = verify_mode
+        self._minimum = minimum
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._context = self._build()
+
+    def _stat(self) -> tuple[bytes, ...]:
+        """A digest of each file's content (a few kB each: cheap next to a TLS handshake, and exact)."""
+        stamps = []
+        for name in self._files:
+            if name is not None:
+                try:
+                    stamps.append(hashlib.sha256(Path(name).read_bytes()).digest())
+                except OSError:
+                    stamps.append(b"")
+        return tuple(stamps)
+
+    def _build(self) -> ssl.SSLContext:
+        cert_file, key_file, ca_file = self._files
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = self._minimum
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as error:
+            raise WebConfigError(f"web config {self._path}: cannot load {cert_file} / {key_file}: {error}") from None
+        if ca_file is not None:
+            try:
+                context.load_verify_locations(cafile=ca_file)
+            except (OSError, ssl.SSLError) as error:
+                raise WebConfigError(
+                    f"web config {self._path}: cannot load client_ca_file {ca_file}: {error}"
+                ) from None
+        context.verify_mode = self._verify_mode
+        return context
+
+    def context(self) -> ssl.SSLContext:
+        """The current context: rebuilt first when a file changed since the last build (the old one on failure)."""
+        stamp = self._stat()
+        with self._lock:
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self._context = self._build()
+                    log.info("web config %s: reloaded the TLS certificate files", self._path)
+                except WebConfigError as error:
+                    log.error("%s; still serving the previous certificate", error)
+            return self._context
+
+
 @dataclass(frozen=True)
 class WebConfig:
-    """A loaded web config: a server TLS context (None: plain HTTP) and bcrypt hashes by user (empty: no auth)."""
+    """A loaded web config: server TLS (None: plain HTTP) and bcrypt hashes by user (empty: no auth)."""
 
     path: Path
-    ssl_context: ssl.SSLContext | None = None
+    tls: TlsFiles | None = None
     users: Mapping[str, bytes] = field(default_factory=dict)
     _verified: dict[tuple[str, bytes], bool] = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -123,10 +182,10 @@ def load_web_config(path: Path) -> WebConfig:
     top = _mapping(path, "the document", document, _TOP_KEYS)
     users = _users(path, top.get("basic_auth_users"))
     tls = top.get("tls_server_config")
-    context = None if tls is None else _tls_context(path, _mapping(path, "tls_server_config", tls, _TLS_KEYS))
-    if users and context is None:
+    files = None if tls is None else _tls_files(path, _mapping(path, "tls_server_config", tls, _TLS_KEYS))
+    if users and files is None:
         log.warning("web config %s: basic auth without TLS sends passwords in clear text", path)
-    return WebConfig(path=path, ssl_context=context, users=users)
+    return WebConfig(path=path, tls=files, users=users)
 
 
 def _mapping(path: Path, where: str, value: Any, allowed: frozenset[str]) -> Mapping[str, Any]:
@@ -166,7 +225,7 @@ def _file(path: Path, key: str, value: Any) -> str:
     return str(resolved)
 
 
-def _tls_context(path: Path, tls: Mapping[str, Any]) -> ssl.SSLContext:
+def _tls_files(path: Path, tls: Mapping[str, Any]) -> TlsFiles:
     if "cert_file" not in tls or "key_file" not in tls:
         raise WebConfigError(f"web config {path}: tls_server_config needs cert_file and key_file")
     auth_type = tls.get("client_auth_type", "NoClientCert")
@@ -184,18 +243,6 @@ def _tls_context(path: Path, tls: Mapping[str, Any]) -> ssl.SSLContext:
     min_version = tls.get("min_version", "TLS12")
     if min_version not in TLS_VERSIONS:
         raise WebConfigError(f"web config {path}: tls_server_config.min_version must be TLS12 or TLS13")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = TLS_VERSIONS[min_version]
     cert_file, key_file = _file(path, "cert_file", tls["cert_file"]), _file(path, "key_file", tls["key_file"])
-    try:
-        context.load_cert_chain(cert_file, key_file)
-    except (OSError, ssl.SSLError) as error:
-        raise WebConfigError(f"web config {path}: cannot load {cert_file} / {key_file}: {error}") from None
-    if has_ca:
-        ca_file = _file(path, "client_ca_file", tls["client_ca_file"])
-        try:
-            context.load_verify_locations(cafile=ca_file)
-        except (OSError, ssl.SSLError) as error:
-            raise WebConfigError(f"web config {path}: cannot load client_ca_file {ca_file}: {error}") from None
-    context.verify_mode = verify_mode
-    return context
+    ca_file = _file(path, "client_ca_file", tls["client_ca_file"]) if has_ca else None
+    return TlsFiles(path, (cert_file, key_file, ca_file), verify_mode, TLS_VERSIONS[min_version])

@@ -198,6 +198,27 @@ def _fallback_note(carbon: _Carbon) -> list[str]:
     ]
 
 
+def _operator_idle_figures(queries: _Queries, idle: dict[str, IdleNode], pricing: Pricing) -> bool:
+    """Replace the estimated idle carbon (and, without --price-per-kwh, cost) by the operator's own series where it
+    exports them (operators that do: the node's PUE, intensity and zone price); whether any node had them."""
+    found = False
+    for labels, increases in queries.increases(f"{names.NODE_UNALLOCATED_CARBON}_total"):
+        node = labels.get("node", "")
+        if node in idle:
+            idle[node].operational_g = math.fsum(d for _, d in increases)
+            found = True
+    if pricing.price_per_kwh is None:
+        costs: dict[str, float] = {}
+        for labels, increases in queries.increases(f"{names.NODE_UNALLOCATED_COST}_total"):
+            node = labels.get("node", "")
+            costs[node] = costs.get(node, 0.0) + math.fsum(d for _, d in increases)
+        for node, cost in costs.items():
+            if node in idle:
+                idle[node].cost = cost
+                found = True
+    return found
+
+
 def _rollups(queries: _Queries, by: str, pricing: Pricing, team_label: str, policy: str) -> Collected:
     energy, seconds, carbon_name, cost_name = (
         (names.TEAM_ENERGY, names.TEAM_GPU_SECONDS, names.TEAM_CARBON, names.TEAM_COST)
@@ -244,6 +265,12 @@ def _rollups(queries: _Queries, by: str, pricing: Pricing, team_label: str, poli
         )
     carbon = _Carbon(_intensity(queries), pricing)
     idle = _idle_and_measured(queries, carbon, f"{names.NODE_UNALLOCATED}_total", idle_price)
+    operator_idle = _operator_idle_figures(queries, idle, pricing)
+    if operator_idle:
+        notes.append(
+            f"idle carbon and cost as the operator applied them ({names.NODE_UNALLOCATED_CARBON}_total, "
+            f"{names.NODE_UNALLOCATED_COST}_total); nodes without those series use the rule below"
+        )
     if policy == IDLE_SHARE_WEIGHTED:
         owners = _pod_owners(queries, team_label)
         for labels, increases in queries.increases(f"{names.POD_ENERGY}_total", "sum by (namespace, pod, node)"):
@@ -254,8 +281,49 @@ def _rollups(queries: _Queries, by: str, pricing: Pricing, team_label: str, poli
                 weight = sum(_mj(d) for _, d in increases)
                 usage[key].by_node_mj[node] = usage[key].by_node_mj.get(node, 0) + weight
         notes.append(f"idle shared by each {by}'s energy on the same node ({names.POD_ENERGY}_total per pod)")
-    notes.append(f"idle operational carbon: node grid intensity x PUE {pricing.pue:g}; no embodied carbon for idle")
+    if not operator_idle:
+        notes.append(f"idle operational carbon: node grid intensity x PUE {pricing.pue:g}; no embodied carbon for idle")
     return Collected(usage, idle, currency, notes=notes + _fallback_note(carbon))
+
+
+_SERVING: Final = {
+    "energy_j": names.WORKLOAD_SERVING_ENERGY,
+    "carbon_g": names.WORKLOAD_SERVING_CARBON,
+    "requests": names.WORKLOAD_SERVING_REQUESTS,
+    "prompt_tokens": names.WORKLOAD_SERVING_PROMPT_TOKENS,
+    "output_tokens": names.WORKLOAD_SERVING_OUTPUT_TOKENS,
+}
+
+
+def _serving(queries: _Queries, usage: dict[str, Usage]) -> bool:
+    """Add the period's serving figures to the workload rows that served requests; whether any did."""
+    sums: dict[str, dict[str, float]] = {}
+    for field_name, metric in _SERVING.items():
+        for labels, increases in queries.increases(f"{metric}_total"):
+            key = f"{labels.get('namespace', '')}/{labels.get('workload_kind', '')}/{labels.get('workload', '')}"
+            figures = sums.setdefault(key, dict.fromkeys(_SERVING, 0.0))
+            figures[field_name] += math.fsum(d for _, d in increases)
+    served = False
+    for key, figures in sums.items():
+        requests, output = figures["requests"], figures["output_tokens"]
+        if key not in usage or requests <= 0:
+            continue  # no request in the period: no ratio
+        tokens = figures["prompt_tokens"] + output
+        extra = {
+            "requests": requests,
+            "output_tokens": output,
+            "tokens": tokens,
+            "energy_j": figures["energy_j"],
+            "joules_per_request": figures["energy_j"] / requests,
+            "grams_per_1000_requests": figures["carbon_g"] / requests * 1000,
+        }
+        if output > 0:
+            extra["joules_per_output_token"] = figures["energy_j"] / output
+        if tokens > 0:
+            extra["joules_per_token"] = figures["energy_j"] / tokens
+        usage[key].extra.update(extra)
+        served = True
+    return served
 
 
 def _agents(queries: _Queries, by: str, pricing: Pricing, team_label: str) -> Collected:
@@ -285,6 +353,11 @@ def _agents(queries: _Queries, by: str, pricing: Pricing, team_label: str) -> Co
         row.embodied_g += gpu_seconds / S_PER_HOUR * pricing.embodied_g_per_gpu_hour
     idle = _idle_and_measured(queries, carbon, f"{names.GPU_UNALLOCATED}_total", price)
     notes = [f"operational carbon: node grid intensity x PUE {pricing.pue:g} per step"]
+    if by == "workload" and _serving(queries, usage):
+        notes.append(
+            "serving workloads: J/request and J/token over the period from the operator's "
+            f"{names.WORKLOAD_SERVING_ENERGY}_total and the servers' request and token counters"
+        )
     if pricing.price_per_kwh is None:
         notes.append("no --price-per-kwh: costs are 0")
     else:
@@ -308,7 +381,7 @@ def collect(
     if by not in GROUPS:
         raise ReportError(f"--by {by!r}: expected one of {', '.join(GROUPS)}")
     rollup = by in ("team", "namespace")
-    total = (9 if policy == IDLE_SHARE_WEIGHTED else 7) if rollup else 6
+    total = (11 if policy == IDLE_SHARE_WEIGHTED else 9) if rollup else (11 if by == "workload" else 6)
     queries = _Queries(api, period, progress, total)
     try:
         collected = (

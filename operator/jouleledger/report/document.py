@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -109,6 +110,7 @@ def build_document(
     }
 
 
+_METRIC: Final = re.compile(r"\b(jouleledger_[a-z_]+)\b")
 _COLUMNS: Final = ("energy kWh", "share", "idle kWh", "GPU-hours", "CO2e kg", "cost")
 
 
@@ -123,6 +125,18 @@ def _cells(row: Mapping[str, Any], currency: str) -> list[str]:
     ]
 
 
+def _serving_line(figures: Mapping[str, float]) -> str:
+    parts = [f"{figures['requests']:,.0f} requests, {figures['output_tokens']:,.0f} output tokens "
+             f"({figures['tokens']:,.0f} in all)"]  # fmt: skip
+    parts.append(f"{figures['joules_per_request']:,.1f} J/request")
+    if "joules_per_output_token" in figures:
+        parts.append(f"{figures['joules_per_output_token']:,.2f} J/output token")
+    if "joules_per_token" in figures:
+        parts.append(f"{figures['joules_per_token']:,.2f} J/token")
+    parts.append(f"{figures['grams_per_1000_requests']:,.1f} g CO2e per 1,000 requests")
+    return ", ".join(parts)
+
+
 def _header_lines(document: Mapping[str, Any]) -> list[str]:
     period = document["period"]
     source = document["source"]
@@ -132,7 +146,15 @@ def _header_lines(document: Mapping[str, Any]) -> list[str]:
         f"idle policy: {document['idle_policy']}; measured {mj_to_kwh(document['measured_mj']):.3f} kWh",
         f"source: {source['kind']} {source['where']}{step}",
     ]
-    lines += [f"series: {expr}" for expr in source["series"]]
+    names = list(dict.fromkeys(_METRIC.findall(" ".join(source["series"]))))
+    if names and period.get("step_s"):
+        window = f"{period['step_s']:g}s"
+        lines.append(
+            f"series (each read as last_over_time(series[{window}]) every step; max_over_time where a counter reset):"
+        )
+        lines += [f"  {name}" for name in names]
+    else:
+        lines += [f"series: {expr}" for expr in source["series"]]
     return lines
 
 
@@ -164,8 +186,7 @@ def _table(document: Mapping[str, Any]) -> str:
     if serving:
         lines += ["", "serving workloads (energy per request and per token over the period)"]
         for row in serving:
-            figures = ", ".join(f"{k} {v:.6g}" for k, v in row["serving"].items())
-            lines.append(f"  {row['key']}: {figures}")
+            lines.append(f"  {row['key']}: {_serving_line(row['serving'])}")
     if document["notes"]:
         lines.append("")
         lines += [f"note: {note}" for note in document["notes"]]
@@ -190,7 +211,7 @@ def _csv(document: Mapping[str, Any]) -> str:
 def _markdown(document: Mapping[str, Any]) -> str:
     currency = document["currency"]
     lines = [f"# {_header_lines(document)[0]}", ""]
-    lines += [f"- {line}" for line in _header_lines(document)[1:]]
+    lines += [f"  - {line.strip()}" if line.startswith("  ") else f"- {line}" for line in _header_lines(document)[1:]]
     lines += ["", f"| {document['by']} | " + " | ".join(_COLUMNS) + " |", "|---" + "|---:" * len(_COLUMNS) + "|"]
     for row in [*_all_rows(document), document["total"]]:
         key = row["key"].replace("|", "\\|")
