@@ -45,6 +45,7 @@ from jouleledger.core.footprints import (
     power_method_of,
 )
 from jouleledger.core.operator_stats import NodeIntensity, OperatorStats, OperatorView
+from jouleledger.core.sharding import UNSHARDED, ShardSpec, owned_deltas
 from jouleledger.core.workload import resolve_workload
 from jouleledger.intensity import IntensityProvider
 from jouleledger.kube.api import ApiError, ConflictError, KubeApi, NotFoundError
@@ -93,6 +94,7 @@ class Accountant:
         write_concurrency: int = 16,
         max_writes_per_s: float = 50.0,
         serving: ServingAccounting | None = None,
+        shard: ShardSpec = UNSHARDED,
     ) -> None:
         if scrape_interval_s <= 0:
             raise ValueError(f"scrape_interval_s must be positive, got {scrape_interval_s}")
@@ -137,6 +139,7 @@ class Accountant:
         )
         self._view = self.stats.view(self.ledger.rollups(), {})
         self.serving = serving  # energy per request/token of annotated serving pods (controller/serving.py)
+        self.shard = shard  # the workloads this process accounts and writes (core/sharding.py)
 
     # --- views -------------------------------------------------------------------------------------------------
 
@@ -181,6 +184,8 @@ class Accountant:
                 self.stats.count_error("unreadable_footprint")
                 self._exists.add(name)
                 continue
+            if not self.shard.owns(account.ref.uid):
+                continue  # another shard's footprint: it restores and writes it
             self.ledger.restore(account)
             self._exists.add(name)
         watermarks = 0
@@ -278,7 +283,7 @@ class Accountant:
         return folded, len(ok)
 
     def _fold_one(self, scrape: AgentScrape, reading: Any, zone: str, now: float) -> int:
-        deltas = self.tracker.observe(scrape)
+        deltas = owned_deltas(self.tracker.observe(scrape), self._workload_uid, self.shard)
         if deltas.resets:
             self.stats.counter_resets[scrape.node] = self.stats.counter_resets.get(scrape.node, 0) + deltas.resets
             log.warning("agent on %s: %d counters reset (agent restarted?)", scrape.node, deltas.resets)
@@ -313,6 +318,9 @@ class Accountant:
         self._folded_tick[scrape.node] = scrape.last_tick_unix_s
         self.stats.node_intensity[scrape.node] = NodeIntensity(reading.zone, reading.source, reading.g_per_kwh)
         return summary.energy_mj
+
+    def _workload_uid(self, pod: PodIdentity) -> str:
+        return self._attribute(pod).workload.uid
 
     def _attribute(self, pod: PodIdentity) -> Attribution:
         owner = self.owners.trusted(pod)

@@ -29,6 +29,7 @@ from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
+from jouleledger.core.sharding import UNSHARDED, ShardSpec
 from jouleledger.intensity import IntensityProvider
 from jouleledger.kube.api import ApiError, KubeApi, build_http_client
 from jouleledger.metrics.operator_collector import OperatorCollector
@@ -72,6 +73,7 @@ class OperatorOptions:
     serve_metrics: bool = True
     web_config: WebConfig | None = None  # TLS and basic auth of /metrics (--web-config-file)
     agent_client: AgentClientConfig = field(default_factory=AgentClientConfig)  # how the agents are scraped
+    shard: ShardSpec = UNSHARDED  # --shard/--total-shards: the workloads this process owns (core/sharding.py)
 
 
 def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -160,6 +162,7 @@ class OperatorApp:
             finalize_deadline_s=self._finalize_deadline_s,
             clock_skew_s=self._clock_skew_s,
             serving=self.serving,
+            shard=self.options.shard,
         )
         return self.accountant
 

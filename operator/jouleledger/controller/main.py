@@ -4,7 +4,12 @@
 
     jouleledger operator --config /etc/jouleledger/config.yaml --listen-address 0.0.0.0 --port 9471 \\
       --agent-namespace "$(POD_NAMESPACE)" --agent-selector app.kubernetes.io/component=agent --agent-port 9470 \\
-      --scrape-interval-s 15 [--standalone | --peering NAME] [--dry-run] [--once]
+      --scrape-interval-s 15 [--standalone | --peering NAME] [--dry-run] [--once] \\
+      [--shard N --total-shards M | --shard-from-pod-name --total-shards M]
+
+``--shard N --total-shards M`` makes this process one of M shards: it accounts and writes only the workloads whose
+UID hashes to N (:mod:`jouleledger.core.sharding`). ``--shard-from-pod-name`` takes N from the ordinal of the pod
+name in ``$POD_NAME`` (a StatefulSet's ``name-N``). Shards do not coordinate: run each with ``--standalone``.
 
 ``--dry-run`` computes and logs everything and writes nothing to the API (reads still happen). ``--once`` runs
 one accounting pass without kopf and exits 0 (1 when the ledger could not be restored from the API).
@@ -15,10 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 from jouleledger.controller.config import ConfigError, load_config
+from jouleledger.core.sharding import ShardSpec, shard_from_pod_name
 
 __all__ = ["add_arguments", "run"]
 
@@ -37,6 +44,24 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port: {text}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def shard_spec(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ShardSpec:
+    """The shard of this process from ``--shard``/``--shard-from-pod-name`` and ``--total-shards``."""
+    shard = args.shard
+    if args.shard_from_pod_name:
+        pod_name = (os.environ if environ is None else environ).get("POD_NAME", "")
+        if not pod_name:
+            raise ValueError("--shard-from-pod-name needs the POD_NAME environment variable (the downward API)")
+        shard = shard_from_pod_name(pod_name)
+    return ShardSpec(shard, args.total_shards)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--web-config-file", type=Path, default=None, help="TLS and basic auth of /metrics (exporter-toolkit YAML)"
     )
+    sharding = parser.add_argument_group("sharding: several operators, each owning the workloads hashed to it")
+    which = sharding.add_mutually_exclusive_group()
+    which.add_argument("--shard", type=_non_negative_int, default=0, help="this process's shard (default: 0)")
+    which.add_argument(
+        "--shard-from-pod-name", action="store_true", help="the shard is the StatefulSet ordinal of $POD_NAME"
+    )
+    sharding.add_argument("--total-shards", type=int, default=1, help="number of shards (default: 1, unsharded)")
     agents = parser.add_argument_group("scraping agents whose /metrics needs TLS or credentials")
     agents.add_argument("--agent-scheme", choices=("http", "https"), default="http", help="default: http")
     agents.add_argument("--agent-ca-file", type=Path, default=None, help="CA that signed the agents' certificate")
@@ -97,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         )
         agent_client.ssl_context()  # a bad CA or client certificate is an error now, not at the first pass
         web_config = None if args.web_config_file is None else load_web_config(args.web_config_file)
+        shard = shard_spec(args)
     except (ValueError, OSError, ssl.SSLError) as error:
         print(f"jouleledger operator: {error}", file=sys.stderr)
         return 2
@@ -114,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
             serve_metrics=not args.once,
             web_config=web_config,
             agent_client=agent_client,
+            shard=shard,
         )
         app = OperatorApp(options, config, provider)
     except ValueError as error:
