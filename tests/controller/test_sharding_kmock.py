@@ -3,24 +3,20 @@ no footprint or Job is written by both, and together they record exactly what on
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
 import kmock
-import kopf
 import pytest
 
-from jouleledger.controller.accountant import Accountant, PassSummary
-from jouleledger.controller.app import OperatorApp, OperatorOptions
+from jouleledger.controller.app import OperatorApp
 from jouleledger.core.sharding import ShardSpec, shard_of
 from tests.controller._exposition import Pod, agent_text
+from tests.controller._passes import two_pass_app
 from tests.controller.conftest import (
     AGENT_NAMESPACE,
-    FIXTURE_CONFIG,
     Emulator,
     FakeAgents,
-    ScriptedIntensity,
     agent_pod,
     completed,
     job_object,
@@ -72,32 +68,11 @@ def expose(agents: FakeAgents, base: float, idle_j: float = 0.0, ticks: float = 
 def app_for(api: Emulator, agents: FakeAgents, shard: ShardSpec) -> OperatorApp:
     """An operator whose ``once()`` runs two passes; between them the agents' idle energy grows by 250 J (a node's
     unallocated energy counts from a process's second scrape on)."""
-    options = OperatorOptions(
-        agent_namespace=AGENT_NAMESPACE, agent_port=agents.port, serve_metrics=False, standalone=True, shard=shard
-    )
-    app = OperatorApp(
-        options,
-        FIXTURE_CONFIG,
-        ScriptedIntensity(),
-        connection=kopf.ConnectionInfo(server=str(api.url).rstrip("/")),
-        clock_skew_s=0.0,
-    )
-    build = app._build
 
-    def build_twice(connection: kopf.ConnectionInfo) -> Accountant:
-        accountant = build(connection)
-        one_pass = accountant.run_pass
+    async def more_idle_energy() -> None:
+        expose(agents, BASE, idle_j=250.0, ticks=15.0)
 
-        async def two_passes() -> PassSummary:
-            summary = await one_pass()
-            expose(agents, BASE, idle_j=250.0, ticks=15.0)
-            return dataclasses.replace(summary, annotated=summary.annotated + (await one_pass()).annotated)
-
-        accountant.run_pass = two_passes  # type: ignore[method-assign]
-        return accountant
-
-    app._build = build_twice  # type: ignore[method-assign]
-    return app
+    return two_pass_app(api, agents, more_idle_energy, shard=shard)
 
 
 def writes(api: Emulator, since: int) -> tuple[set[str], set[str]]:

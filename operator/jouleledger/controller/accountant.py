@@ -30,7 +30,8 @@ from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.jobs import JobRecorder
 from jouleledger.controller.owners import OwnerVerifier
-from jouleledger.controller.scrape import OK, AgentScraper, ScrapeOutcome
+from jouleledger.controller.promsource import AccountingSource
+from jouleledger.controller.scrape import OK, ScrapeOutcome
 from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.contract import sanitize_label
 from jouleledger.core.deltas import AgentScrape, DeltaTracker, PodIdentity
@@ -82,7 +83,7 @@ class Accountant:
         config: OperatorConfig,
         provider: IntensityProvider,
         api: KubeApi,
-        scraper: AgentScraper,
+        scraper: AccountingSource,  # the direct AgentScraper, or controller/promsource.py's PrometheusSource
         cluster: ClusterState,
         scrape_interval_s: float,
         dry_run: bool = False,
