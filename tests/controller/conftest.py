@@ -55,10 +55,13 @@ class Emulator(kmock.KubernetesEmulator):
     ``410 Gone`` in live watch streams."""
 
     faults: list[Fault] = attrs.field(factory=list)
+    chaos: Callable[[str, str], Fault | None] | None = None
+    """Called with ``(method, path)`` of every request: a Fault to answer it with (its count is ignored), or None."""
     _versions: Any = attrs.field(factory=lambda: itertools.count(1000))
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        for fault in self.faults:
+        chaotic = None if self.chaos is None else self.chaos(request.method.value, request.url.path)
+        for fault in [chaotic] if chaotic is not None else self.faults:
             if fault.count > 0 and request.method.value == fault.method and re.search(fault.path, request.url.path):
                 fault.count -= 1
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}

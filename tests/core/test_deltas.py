@@ -92,3 +92,16 @@ def test_a_folded_reset_makes_its_footprint_due_for_writing_at_once() -> None:
     assert book.due_for_write(3.0, write_interval_s=300.0, limit=10) == []
     fold(book, tracker, 4.0, 1.0, B)  # a reset: persisted now, so a restart cannot lose the pre-reset energy
     assert book.due_for_write(4.0, write_interval_s=300.0, limit=10) == [account]
+
+
+def test_a_rejected_regression_makes_its_footprint_due_for_writing_at_once() -> None:
+    # Found by the state machine: the agent went back (same epoch) below what was folded but not yet persisted;
+    # only the operator's memory holds the difference, so it is persisted before a crash can lose it.
+    book, tracker = FootprintBook("USD"), DeltaTracker()
+    fold(book, tracker, 1.0, 0.0, A)
+    account = book.accounts["job-1"]
+    account.written(1.0)
+    fold(book, tracker, 2.0, 5.0, A)
+    assert book.due_for_write(2.0, write_interval_s=300.0, limit=10) == []
+    fold(book, tracker, 3.0, 4.0, A)
+    assert book.due_for_write(3.0, write_interval_s=300.0, limit=10) == [account]

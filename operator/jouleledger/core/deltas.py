@@ -412,6 +412,9 @@ class ScrapeDeltas:
     ticks: int = 0
     implausible: int = 0
     """Series or idle values above what the node's GPUs can draw: rejected, their baselines kept."""
+    regressed: tuple[tuple[SeriesKey, str], ...] = ()
+    """``(series, pod uid)`` shares whose counter went down under an unchanged epoch (persist them now: the agent
+    no longer holds what they include)."""
 
 
 class DeltaTracker:
@@ -488,6 +491,7 @@ class DeltaTracker:
         pods: list[PodDelta] = []
         expired: list[tuple[SeriesKey, str]] = []
         resets = regressions = implausible = 0
+        regressed: list[tuple[SeriesKey, str]] = []
         epoch = scrape.epoch
         for key, value in scrape.series.items():
             identities = scrape.pods.get((key.namespace, key.pod), ())
@@ -533,6 +537,7 @@ class DeltaTracker:
                     dropped = vanished
                 elif same_epoch:
                     regressions += 1  # same epoch, lower value: not a reset; the baseline stays at its maximum
+                    regressed.extend((key, uid) for uid in state.shares)
                     state.misses = 0
                     continue
                 else:
@@ -607,4 +612,5 @@ class DeltaTracker:
             epoch,
             int(scrape.ticks),
             implausible,
+            tuple(regressed),
         )

@@ -369,6 +369,10 @@ class FootprintBook:
                 account.interval_start_unix_s = rates.start_unix_s
             account.interval_end_unix_s = max(account.interval_end_unix_s, rates.end_unix_s)
             counted += delta.energy_mj
+        for watermark in deltas.regressed:  # the agent went back: only the footprint still holds these shares
+            behind = self.accounts.get(self._holder.get(watermark, ""))
+            if behind is not None:
+                behind.dirty = behind.urgent = True
         for watermark in (*deltas.expired, *_pruned_watermarks(deltas.pruned, self._by_series)):
             self._forget(watermark)
         unallocated = sum(deltas.unallocated_mj.values())

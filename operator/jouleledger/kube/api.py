@@ -48,8 +48,9 @@ class ApiError(RuntimeError):
 
     @property
     def transient(self) -> bool:
-        """True when trying again later may succeed: no answer (0), 429, or a server error (5xx)."""
-        return self.status in (0, 429) or self.status >= 500
+        """True when trying again later may succeed: no answer (0), 401 (a token being rotated), 429, or a server
+        error (5xx)."""
+        return self.status in (0, 401, 429) or self.status >= 500
 
 
 class NotFoundError(ApiError):
