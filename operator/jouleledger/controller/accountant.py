@@ -56,6 +56,9 @@ __all__ = ["Accountant", "PassSummary"]
 log = logging.getLogger(__name__)
 
 DEFAULT_ZONE_NAME: Final = "default"
+CONFLICT_RETRIES: Final = 5
+"""Footprint status writes retried after a 409 (each one merges the footprint read again) before giving up until
+the next pass."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +366,8 @@ class Accountant:
                         if existing is not None:
                             self._merge_existing(account, existing)
                     self._exists.add(ref.uid)
-                await self.footprints.write_status(account)
+                if not await self._write_status(account):
+                    return False
             except NotFoundError:
                 self._exists.discard(ref.uid)  # deleted meanwhile (its workload was): create it again next time
                 self.stats.count_error("footprint_write")
@@ -375,18 +379,49 @@ class Accountant:
         account.written(now)
         return True
 
+    async def _write_status(self, account: WorkloadAccount) -> bool:
+        """Write the status over the footprint's version; on a 409 (another writer changed it) read it again,
+        merge it by the watermarks and retry, at most ``CONFLICT_RETRIES`` times (ConflictError after that)."""
+        ref = account.ref
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                await self.footprints.write_status(account)
+                return True
+            except ConflictError:
+                self.stats.count_error("footprint_conflict")
+                if attempt == CONFLICT_RETRIES:
+                    raise
+                log.info("footprint %s/%s changed since it was read; merging and writing again", ref.namespace, ref.uid)
+            existing = await self.footprints.get(ref.namespace, ref.uid)
+            if existing is None:  # deleted meanwhile (its workload was): create it again next time
+                self._exists.discard(ref.uid)
+                self.stats.count_error("footprint_write")
+                return False
+            self._merge_existing(account, existing)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _merge_existing(self, account: WorkloadAccount, existing: dict[str, Any]) -> None:
         try:
             previous = account_from_object(existing, currency=self.config.currency)
         except RecordError as error:
             log.warning("overwriting an unreadable footprint: %s", error)
             return
+        before = dict(account.watermarks)
         account.merge(previous)
+        # The tracker continues from what is now counted: a raised share, or a share of a series it never saw.
+        for watermark, theirs in previous.watermarks.items():
+            merged = account.watermarks.get(watermark)
+            if merged is not None and merged != before.get(watermark):
+                self.tracker.restore(*watermark, merged)
+            elif merged is None and self.tracker.baseline(watermark[0]) is None:
+                self.tracker.restore(*watermark, theirs)
 
     def _collect_garbage(self, now: float) -> None:
         for uid in self.ledger.collectable(now, self.recorder.done):
+            account = self.ledger.accounts[uid]
             self.ledger.forget(uid)
             self._exists.discard(uid)
+            self.footprints.forget(account.ref.namespace, uid)
 
     # --- the loop ----------------------------------------------------------------------------------------------
 

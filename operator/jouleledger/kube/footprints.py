@@ -4,7 +4,9 @@ store that reads and writes them through the API.
 The object is named after the workload's UID, lives in the workload's namespace and is owned by the workload
 (garbage-collected with it). ``spec`` names the workload; ``status`` holds the running totals, the final record of
 a finished Job, and ``series``: the watermarks (each pod's share of each agent counter already included in the
-totals) that make a restart exact. Totals and watermarks are always written together, in one request.
+totals) that make a restart exact. Totals and watermarks are always written together, in one request, and only
+over the version of the footprint they were merged with (optimistic concurrency: a change by another writer is a
+``409``, and the caller merges it by the watermarks and writes again).
 """
 
 from __future__ import annotations
@@ -268,23 +270,53 @@ def _check_final(where: str, account: WorkloadAccount, final: Mapping[str, Any])
 
 
 class FootprintStore:
-    """Reads and writes ``WorkloadFootprint`` objects (create, then the ``status`` subresource)."""
+    """Reads and writes ``WorkloadFootprint`` objects (create, then the ``status`` subresource).
+
+    It remembers the ``resourceVersion`` of every footprint it read or wrote, and each status write carries the
+    one it is based on: a footprint another writer changed since is a ``409`` (ConflictError), never overwritten.
+    """
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
+        self._versions: dict[tuple[str, str], str] = {}
+
+    def _seen(self, obj: Mapping[str, Any] | None) -> None:
+        metadata = (obj or {}).get("metadata") or {}
+        version = metadata.get("resourceVersion")
+        if version:
+            self._versions[(str(metadata.get("namespace", "")), str(metadata.get("name", "")))] = str(version)
+
+    def version(self, namespace: str, name: str) -> str | None:
+        """The ``resourceVersion`` of the footprint as last read or written (None when unknown)."""
+        return self._versions.get((namespace, name))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._versions.pop((namespace, name), None)
 
     async def list_all(self) -> list[dict[str, Any]]:
         """Every footprint in the cluster (NotFoundError when the CRD is not installed)."""
-        return await self.api.list(footprint_path())
+        objects = await self.api.list(footprint_path())
+        for obj in objects:
+            self._seen(obj)
+        return objects
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self.api.get(footprint_path(namespace, name))
+        obj = await self.api.get(footprint_path(namespace, name))
+        if obj is None:
+            self.forget(namespace, name)
+        self._seen(obj)
+        return obj
 
     async def create(self, account: WorkloadAccount) -> None:
         """Create the account's footprint (ConflictError when it exists)."""
-        await self.api.create(footprint_path(account.ref.namespace), footprint_object(account))
+        self._seen(await self.api.create(footprint_path(account.ref.namespace), footprint_object(account)))
 
     async def write_status(self, account: WorkloadAccount) -> None:
-        """Write the account's totals and watermarks, in one request."""
-        path = footprint_path(account.ref.namespace, account.ref.uid) + "/status"
-        await self.api.merge_patch(path, {"status": footprint_status(account)})
+        """Write the account's totals and watermarks, in one request, conditional on the footprint's
+        ``resourceVersion`` as last read or written (ConflictError when it changed since)."""
+        ref = account.ref
+        body: dict[str, Any] = {"status": footprint_status(account)}
+        version = self.version(ref.namespace, ref.uid)
+        if version is not None:
+            body["metadata"] = {"resourceVersion": version}
+        self._seen(await self.api.merge_patch(footprint_path(ref.namespace, ref.uid) + "/status", body))
