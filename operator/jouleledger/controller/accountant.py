@@ -407,7 +407,8 @@ class Accountant:
             log.warning("overwriting an unreadable footprint: %s", error)
             return
         before = dict(account.watermarks)
-        account.merge(previous)
+        tracked = self.tracker.tracked_nodes
+        self.ledger.merge(account, previous, adopt=lambda key: key.node not in tracked)
         # The tracker continues from what is now counted: a raised share, or a share of a series it never saw.
         for watermark, theirs in previous.watermarks.items():
             merged = account.watermarks.get(watermark)

@@ -207,7 +207,7 @@ class WorkloadAccount:
     def pods_counted(self) -> int:
         return self.pods_before + len(self.pods)
 
-    def merge(self, previous: WorkloadAccount) -> None:
+    def merge(self, previous: WorkloadAccount, adopt: Callable[[SeriesKey], bool] = lambda key: False) -> None:
         """Merge a persisted footprint of the same workload (forgotten, written meanwhile by another writer, or by
         another operator instance that saw the same counters), by the series watermarks: energy is counted once.
 
@@ -217,14 +217,20 @@ class WorkloadAccount:
         exceeds this account's own such energy: both accounts' unshared energy is taken as common history (so
         merging with itself, or with an older copy of itself, changes nothing). New carbon and cost are those of
         ``previous`` per mJ (embodied per GPU-second). A final footprint stays final: ``previous``'s when it has
-        one, else this one's; energy beyond the final totals is late energy."""
+        one, else this one's; energy beyond the final totals is late energy.
+
+        ``adopt`` names series this account cannot have held (of a node its process never tracked): a share of
+        such a series that only ``previous`` holds is kept with its watermark, its energy new."""
         mine = _sums(self.watermarks.values())
-        held = _sums(pv for w, pv in previous.watermarks.items() if _same_share(self.watermarks.get(w), pv))
+        held: list[SeriesValue] = []
         raised_mj = raised_s = raised_p = 0.0
         for w, pv in previous.watermarks.items():
             av = self.watermarks.get(w)
+            if av is None and adopt(w[0]):
+                av = SeriesValue(0, 0.0, pv.epoch)
             if av is None or not _same_share(av, pv):
                 continue
+            held.append(pv)
             raised_mj += max(0, pv.energy_mj - av.energy_mj)
             raised_s += max(0.0, pv.gpu_seconds - av.gpu_seconds)
             raised_p += max(0, pv.from_power_mj - av.from_power_mj)
@@ -235,8 +241,9 @@ class WorkloadAccount:
                 max(av.ticks, pv.ticks),
                 max(av.from_power_mj, pv.from_power_mj),
             )
+        theirs = _sums(held)
         unshared_mine = max(0, self.totals.energy_mj + self.late_energy_mj - mine[0])
-        unshared_theirs = max(0, previous.totals.energy_mj + previous.late_energy_mj - held[0])
+        unshared_theirs = max(0, previous.totals.energy_mj + previous.late_energy_mj - theirs[0])
         new_mj = int(raised_mj) + max(0, unshared_theirs - unshared_mine)
         if previous.final is not None:
             energy_mj = self.totals.energy_mj + self.late_energy_mj + new_mj
@@ -245,9 +252,9 @@ class WorkloadAccount:
         elif self.final is not None:
             self.late_energy_mj += new_mj
         else:
-            new_s = raised_s + max(0.0, (previous.totals.gpu_seconds - held[1]) - (self.totals.gpu_seconds - mine[1]))
+            new_s = raised_s + max(0.0, (previous.totals.gpu_seconds - theirs[1]) - (self.totals.gpu_seconds - mine[1]))
             new_p = int(raised_p) + max(
-                0, (previous.totals.energy_from_power_mj - held[2]) - (self.totals.energy_from_power_mj - mine[2])
+                0, (previous.totals.energy_from_power_mj - theirs[2]) - (self.totals.energy_from_power_mj - mine[2])
             )
             self.totals = self.totals + _new_totals(previous.totals, self.totals, new_mj, new_s, min(new_p, new_mj))
         # pods a footprint counts without their UIDs may be pods this account knows by UID (common history)
@@ -361,6 +368,18 @@ class FootprintBook:
         self.accounts[account.ref.uid] = account
         for watermark in account.watermarks:
             self._index(watermark, account.ref.uid)
+
+    def merge(
+        self,
+        account: WorkloadAccount,
+        previous: WorkloadAccount,
+        adopt: Callable[[SeriesKey], bool] = lambda key: False,
+    ) -> None:
+        """:meth:`WorkloadAccount.merge` of one of this book's accounts, its adopted watermarks indexed."""
+        account.merge(previous, adopt)
+        for watermark in account.watermarks:
+            if self._holder.get(watermark) != account.ref.uid:
+                self._index(watermark, account.ref.uid)
 
     def watermarks(self) -> Iterable[tuple[SeriesKey, str, SeriesValue]]:
         """Every account's watermarks ``(series, pod uid, share)``, to restore a :class:`DeltaTracker` from."""
