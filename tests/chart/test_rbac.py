@@ -62,8 +62,9 @@ AGENT_RULES: list[tuple[str, str, list[str], str]] = [
 ]
 OPERATOR_RULES: list[tuple[str, str, list[str], str]] = [
     # controller/app.py WATCHED + startup(): kopf watches agent pods at /api/v1/pods (clusterwide kopf,
-    # namespace as a field selector); --once lists the same path (LIST_PATHS).
-    ("", "pods", ["list", "watch"], "agent pods to scrape"),
+    # namespace as a field selector); --once lists the same path (LIST_PATHS); controller/serving.py refresh
+    # lists serving pods (labelSelector jouleledger.io/serving) in every namespace.
+    ("", "pods", ["list", "watch"], "agent pods to scrape, serving pods to read"),
     # controller/app.py WATCHED: ClusterState.zone_of_node reads node labels.
     ("", "nodes", ["list", "watch"], "grid zone of each node"),
     # controller/app.py WATCHED: Pod -> ReplicaSet -> Deployment (the Deployment name from ownerReferences).

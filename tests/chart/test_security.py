@@ -181,3 +181,29 @@ def test_monitors_get_the_endpoint_security(helm: str) -> None:
 def test_enabled_without_a_secret_is_refused(helm: str) -> None:
     with pytest.raises(HelmError, match="secretName"):
         render(helm, sets=("metricsSecurity.enabled=true",))
+
+
+def test_the_helm_test_pod_verifies_the_agent_as_the_operator_does(helm: str) -> None:
+    objects = render(helm, (SECURED,))
+    (test_pod,) = by_kind(objects, "Pod")
+    spec = test_pod["spec"]
+    command = spec["containers"][0]["command"]
+    svc = f"{RELEASE}-jouleledger-agent.{NAMESPACE}.svc"
+    assert "--insecure" not in command
+    assert command[command.index("--cacert") + 1] == f"{WEB_DIR}/ca.crt"
+    assert command[command.index("--cert") + 1] == f"{WEB_DIR}/operator.crt"
+    assert command[command.index("--key") + 1] == f"{WEB_DIR}/operator.key"
+    assert command[command.index("--connect-to") + 1] == f"{svc}:9470:{svc}:9470"
+    assert command[-1] == f"https://{svc}:9470/healthz"
+    for path in (f"{WEB_DIR}/ca.crt", f"{WEB_DIR}/operator.crt", f"{WEB_DIR}/operator.key"):
+        assert _mounted(spec, path)
+    assert spec["securityContext"]["fsGroup"] == 65532  # the Secret's files are mode 0440
+    named = render(
+        helm,
+        (SECURED,),
+        sets=('metricsSecurity.scrape.serverName="agents.example"',),
+    )
+    (named_pod,) = by_kind(named, "Pod")
+    named_command = named_pod["spec"]["containers"][0]["command"]
+    assert named_command[named_command.index("--connect-to") + 1] == f"agents.example:9470:{svc}:9470"
+    assert named_command[-1] == "https://agents.example:9470/healthz"

@@ -25,6 +25,8 @@ from jouleledger.controller.scrape import (
     AgentScraper,
     build_agent_client,
 )
+from jouleledger.controller.serving import MAX_BODY_BYTES as SERVING_MAX_BODY_BYTES
+from jouleledger.controller.serving import ServingAccounting, serving_target
 from jouleledger.core.operator_stats import OperatorStats
 from jouleledger.metrics.agent import AgentCollector
 from jouleledger.metrics.server import MetricsServer
@@ -292,3 +294,45 @@ def test_a_bearer_token_is_read_from_its_file(tmp_path: Path) -> None:
 def test_inconsistent_agent_client_options_are_errors(options: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AgentClientConfig(**options)  # type: ignore[arg-type]
+
+
+# --- serving pods (a tenant's pod, read by the operator each pass) get the same bounds --------------------------
+
+
+def _serving_pod(port: int) -> dict[str, object]:
+    return {
+        "metadata": {
+            "name": "chat-0",
+            "namespace": "tenant",
+            "uid": "uid-chat-0",
+            "labels": {"jouleledger.io/serving": "vllm"},
+            "annotations": {"jouleledger.io/serving-port": str(port)},
+        },
+        "status": {"podIP": "127.0.0.1", "phase": "Running"},
+    }
+
+
+async def _read_serving(agent: _Agent, transport: httpx.AsyncBaseTransport | None = None) -> str:
+    serving = ServingAccounting(timeout_s=0.5)
+    target = serving_target(_serving_pod(agent.port))
+    assert target is not None
+    client = httpx.AsyncClient(transport=transport, trust_env=False)
+    try:
+        return await serving._read(client, target, now=1.0)
+    finally:
+        await client.aclose()
+
+
+async def test_a_dripping_serving_pod_is_cut_at_the_timeout() -> None:
+    async with _agent(_drip) as agent:
+        assert await _read_serving(agent) == "timeout"
+    assert not agent.finished
+    assert agent.sent < 300
+
+
+async def test_a_huge_serving_pod_body_is_abandoned_at_the_cap() -> None:
+    transport = _CountingTransport()
+    async with _agent(_endless(300 * 1024 * 1024, declare=False)) as agent:
+        assert await _read_serving(agent, transport) == "error"
+    assert transport.read_bytes <= SERVING_MAX_BODY_BYTES + CHUNK_BYTES
+    assert not agent.finished

@@ -47,8 +47,8 @@ from jouleledger.core.footprints import (
 from jouleledger.core.operator_stats import NodeIntensity, OperatorStats, OperatorView
 from jouleledger.core.workload import resolve_workload
 from jouleledger.intensity import IntensityProvider
-from jouleledger.kube.api import ApiError, ConflictError, KubeApi, NotFoundError
-from jouleledger.kube.footprints import FootprintStore, RecordError, account_from_object
+from jouleledger.kube.api import ApiError, KubeApi, NotFoundError
+from jouleledger.kube.footprints import FootprintStore
 from jouleledger.kube.jobs import JobWriter
 
 __all__ = ["Accountant", "PassSummary"]
@@ -56,9 +56,6 @@ __all__ = ["Accountant", "PassSummary"]
 log = logging.getLogger(__name__)
 
 DEFAULT_ZONE_NAME: Final = "default"
-CONFLICT_RETRIES: Final = 5
-"""Footprint status writes retried after a 409 (each one merges the footprint read again) before giving up until
-the next pass."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +117,6 @@ class Accountant:
         self.tracker = DeltaTracker(max_gpu_power_w=config.max_gpu_power_w)
         self.stats = OperatorStats()
         self.restored = False
-        self._exists: set[str] = set()
         self._folded_tick: dict[str, float] = {}
         self._scrape_ok: set[str] = set()
         self._last_end: dict[str, float] = {}
@@ -174,18 +170,11 @@ class Accountant:
                 raise
             log.warning("the WorkloadFootprint CRD is not installed; dry run starts from an empty ledger")
             objects = []
-        for obj in objects:
-            metadata = obj.get("metadata") or {}
-            name = str(metadata.get("name", ""))
-            try:
-                account = account_from_object(obj, currency=self.config.currency)
-            except RecordError as error:
-                log.warning("ignoring an unreadable footprint (it will be rewritten): %s", error)
-                self.stats.count_error("unreadable_footprint")
-                self._exists.add(name)
-                continue
+        accounts, unreadable = self.footprints.read_all(objects, currency=self.config.currency)
+        for _ in range(unreadable):
+            self.stats.count_error("unreadable_footprint")
+        for account in accounts:
             self.ledger.restore(account)
-            self._exists.add(name)
         watermarks = 0
         for key, pod_uid, value in self.ledger.watermarks():
             self.tracker.restore(key, pod_uid, value)
@@ -358,20 +347,11 @@ class Accountant:
             return True
         async with self._write_slots:
             try:
-                if ref.uid not in self._exists:
-                    try:
-                        await self.footprints.create(account)
-                    except ConflictError:
-                        existing = await self.footprints.get(ref.namespace, ref.uid)
-                        if existing is not None:
-                            self._merge_existing(account, existing)
-                    self._exists.add(ref.uid)
-                if not await self._write_status(account):
-                    return False
-            except NotFoundError:
-                self._exists.discard(ref.uid)  # deleted meanwhile (its workload was): create it again next time
-                self.stats.count_error("footprint_write")
-                return False
+                conflicts = await self.footprints.save(
+                    account, currency=self.config.currency, merge=self._merge_existing
+                )
+                for _ in range(conflicts):
+                    self.stats.count_error("footprint_conflict")
             except ApiError as error:
                 log.warning("cannot write footprint %s/%s: %s", ref.namespace, ref.uid, error)
                 self.stats.count_error("footprint_write")
@@ -379,33 +359,7 @@ class Accountant:
         account.written(now)
         return True
 
-    async def _write_status(self, account: WorkloadAccount) -> bool:
-        """Write the status over the footprint's version; on a 409 (another writer changed it) read it again,
-        merge it by the watermarks and retry, at most ``CONFLICT_RETRIES`` times (ConflictError after that)."""
-        ref = account.ref
-        for attempt in range(CONFLICT_RETRIES + 1):
-            try:
-                await self.footprints.write_status(account)
-                return True
-            except ConflictError:
-                self.stats.count_error("footprint_conflict")
-                if attempt == CONFLICT_RETRIES:
-                    raise
-                log.info("footprint %s/%s changed since it was read; merging and writing again", ref.namespace, ref.uid)
-            existing = await self.footprints.get(ref.namespace, ref.uid)
-            if existing is None:  # deleted meanwhile (its workload was): create it again next time
-                self._exists.discard(ref.uid)
-                self.stats.count_error("footprint_write")
-                return False
-            self._merge_existing(account, existing)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _merge_existing(self, account: WorkloadAccount, existing: dict[str, Any]) -> None:
-        try:
-            previous = account_from_object(existing, currency=self.config.currency)
-        except RecordError as error:
-            log.warning("overwriting an unreadable footprint: %s", error)
-            return
+    def _merge_existing(self, account: WorkloadAccount, previous: WorkloadAccount) -> None:
         before = dict(account.watermarks)
         tracked = self.tracker.tracked_nodes
         self.ledger.merge(account, previous, adopt=lambda key: key.node not in tracked)
@@ -421,7 +375,6 @@ class Accountant:
         for uid in self.ledger.collectable(now, self.recorder.done):
             account = self.ledger.accounts[uid]
             self.ledger.forget(uid)
-            self._exists.discard(uid)
             self.footprints.forget(account.ref.namespace, uid)
 
     # --- the loop ----------------------------------------------------------------------------------------------

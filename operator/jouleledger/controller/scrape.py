@@ -30,7 +30,14 @@ from jouleledger.controller.cluster import AgentTarget
 from jouleledger.core.deltas import AgentScrape, ScrapeFormatError, parse_agent_samples
 from jouleledger.metrics.operator_collector import ExpositionError, parse_exposition
 
-__all__ = ["AgentClientConfig", "AgentScraper", "ScrapeOutcome", "build_agent_client"]
+__all__ = [
+    "AgentClientConfig",
+    "AgentScraper",
+    "BodyTooLargeError",
+    "ScrapeOutcome",
+    "build_agent_client",
+    "fetch_bounded",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +132,47 @@ class _Backoff:
     last_failure_s: float = 0.0
 
 
-class _TooLargeError(Exception):
-    pass
+class BodyTooLargeError(Exception):
+    """The answer's body (decoded) is larger than the cap: abandoned while reading."""
+
+
+async def fetch_bounded(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    timeout_s: float,
+    max_body_bytes: int,
+    headers: dict[str, str] | None = None,
+    extensions: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """GET ``url``: ``(status, body)``, the body read only for a 200 and only up to ``max_body_bytes`` (decoded).
+
+    The whole request, from connecting to the body's last byte, must finish within ``timeout_s`` (``TimeoutError``
+    otherwise); a body over the cap raises :class:`BodyTooLargeError` as soon as it is known; transport failures
+    raise ``httpx.HTTPError`` or ``OSError``. For every scrape of outside HTTP endpoints (agents, serving pods).
+    """
+    async with asyncio.timeout(timeout_s):
+        request = client.build_request(
+            "GET", url, headers=headers, timeout=httpx.Timeout(timeout_s), extensions=extensions
+        )
+        response = await client.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                return response.status_code, b""
+            declared = response.headers.get("Content-Length", "")
+            plain = "Content-Encoding" not in response.headers  # else the decoded size is what counts
+            if plain and declared.isdigit() and int(declared) > max_body_bytes:
+                raise BodyTooLargeError(f"declared {declared} bytes")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise BodyTooLargeError(f"aborted after {size} bytes")
+                chunks.append(chunk)
+            return 200, b"".join(chunks)
+        finally:
+            await response.aclose()
 
 
 class AgentScraper:
@@ -148,7 +194,6 @@ class AgentScraper:
             raise ValueError(f"scrape timeout must be positive, got {timeout_s!r}")
         self._client = client
         self._timeout_s = timeout_s
-        self._timeout = httpx.Timeout(timeout_s)
         self._semaphore = asyncio.Semaphore(concurrency)
         self._base_s = backoff_base_s
         self._max_s = backoff_max_s
@@ -192,43 +237,22 @@ class AgentScraper:
         host = f"[{target.ip}]" if ":" in target.ip else target.ip
         return f"{self._agent_client.scheme}://{host}:{target.port}/metrics"
 
-    async def _fetch(self, target: AgentTarget, headers: dict[str, str]) -> tuple[int, bytes]:
-        """``(status, body)``; the body is read only for a 200, and only up to the cap."""
-        extensions = {"sni_hostname": self._agent_client.server_name} if self._agent_client.server_name else None
-        request = self._client.build_request(
-            "GET", self._url(target), headers=headers, timeout=self._timeout, extensions=extensions
-        )
-        response = await self._client.send(request, stream=True)
-        try:
-            if response.status_code != 200:
-                return response.status_code, b""
-            declared = response.headers.get("Content-Length", "")
-            if (
-                declared.isdigit()
-                and int(declared) > self._max_body_bytes
-                and "Content-Encoding" not in response.headers
-            ):
-                raise _TooLargeError(f"declared {declared} bytes")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self._max_body_bytes:
-                    raise _TooLargeError(f"aborted after {size} bytes")
-                chunks.append(chunk)
-            return 200, b"".join(chunks)
-        finally:
-            await response.aclose()
-
     async def _scrape(self, target: AgentTarget, headers: dict[str, str]) -> ScrapeOutcome:
         async with self._semaphore:
             try:
-                async with asyncio.timeout(self._timeout_s):
-                    status, body = await self._fetch(target, headers)
+                server_name = self._agent_client.server_name
+                status, body = await fetch_bounded(
+                    self._client,
+                    self._url(target),
+                    timeout_s=self._timeout_s,
+                    max_body_bytes=self._max_body_bytes,
+                    headers=headers,
+                    extensions={"sni_hostname": server_name} if server_name else None,
+                )
             except (TimeoutError, httpx.TimeoutException):
                 log.warning("agent %s on %s: timed out after %.3g s", target.pod, target.node, self._timeout_s)
                 return ScrapeOutcome(target, TIMEOUT, error=f"no complete answer within {self._timeout_s:g} s")
-            except _TooLargeError as error:
+            except BodyTooLargeError as error:
                 log.warning(
                     "agent %s on %s: exposition over %d bytes (%s)",
                     target.pod,

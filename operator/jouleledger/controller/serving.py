@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import httpx
 
+from jouleledger.controller.scrape import BodyTooLargeError, fetch_bounded
 from jouleledger.core.carbon import operational_g
 from jouleledger.core.deltas import ScrapeDeltas
 from jouleledger.core.footprints import IntervalRates
@@ -151,17 +152,19 @@ class ServingAccounting:
 
     async def _read(self, client: httpx.AsyncClient, target: ServingTarget, now: float) -> str:
         async with self._slots:
-            try:
-                response = await client.get(target.url, timeout=self.timeout_s)
-            except httpx.TimeoutException:
+            try:  # a tenant's pod: the whole read is bounded in time and size (see fetch_bounded)
+                status, body = await fetch_bounded(
+                    client, target.url, timeout_s=self.timeout_s, max_body_bytes=MAX_BODY_BYTES
+                )
+            except (TimeoutError, httpx.TimeoutException):
                 return "timeout"
-            except httpx.HTTPError as error:
+            except (httpx.HTTPError, OSError, BodyTooLargeError) as error:
                 log.debug("serving pod %s/%s: %s", target.namespace, target.pod, error)
                 return "error"
-        if response.status_code != 200 or len(response.content) > MAX_BODY_BYTES:
+        if status != 200:
             return "error"
         try:
-            counters = read_counters(parse_exposition(response.text), target.profile)
+            counters = read_counters(parse_exposition(body.decode("utf-8")), target.profile)
         except (ExpositionError, ValueError) as error:
             log.warning("serving pod %s/%s: %s", target.namespace, target.pod, error)
             return "invalid"

@@ -11,15 +11,18 @@ over the version of the footprint they were merged with (optimistic concurrency:
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from jouleledger.core.deltas import SeriesKey, SeriesValue
 from jouleledger.core.footprints import FinalRecord, Totals, WorkloadAccount, job_annotations
 from jouleledger.core.units import S_PER_HOUR, InvalidValueError, checked_float, mj_to_kwh
 from jouleledger.core.workload import WorkloadRef
-from jouleledger.kube.api import KubeApi, format_time, parse_time
+from jouleledger.kube.api import ConflictError, KubeApi, NotFoundError, format_time, parse_time
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "GROUP",
@@ -269,15 +272,25 @@ def _check_final(where: str, account: WorkloadAccount, final: Mapping[str, Any])
         raise RecordError(f"{where}: final.annotations do not match the final record")
 
 
+CONFLICT_RETRIES: Final = 5
+"""Status writes retried after a 409 (each one merges the footprint read again) before giving up until the next
+pass."""
+
+Merge = Callable[[WorkloadAccount, WorkloadAccount], None]
+
+
 class FootprintStore:
-    """Reads and writes ``WorkloadFootprint`` objects (create, then the ``status`` subresource).
+    """Reads and writes ``WorkloadFootprint`` objects (create, then the ``status`` subresource); ``known`` holds
+    the names of those known to exist.
 
     It remembers the ``resourceVersion`` of every footprint it read or wrote, and each status write carries the
-    one it is based on: a footprint another writer changed since is a ``409`` (ConflictError), never overwritten.
+    one it is based on: a footprint another writer changed since is a ``409``, never overwritten; it is read
+    again, merged by the series watermarks and written again (at most ``CONFLICT_RETRIES`` times).
     """
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
+        self.known: set[str] = set()
         self._versions: dict[tuple[str, str], str] = {}
 
     def _seen(self, obj: Mapping[str, Any] | None) -> None:
@@ -291,19 +304,71 @@ class FootprintStore:
         return self._versions.get((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
+        self.known.discard(name)
         self._versions.pop((namespace, name), None)
+
+    def read_all(self, objects: list[dict[str, Any]], *, currency: str) -> tuple[list[WorkloadAccount], int]:
+        """The accounts of listed footprints, and how many could not be read (they are rewritten when written)."""
+        accounts: list[WorkloadAccount] = []
+        unreadable = 0
+        for obj in objects:
+            self.known.add(str((obj.get("metadata") or {}).get("name", "")))
+            self._seen(obj)
+            try:
+                accounts.append(account_from_object(obj, currency=currency))
+            except RecordError as error:
+                log.warning("ignoring an unreadable footprint (it will be rewritten): %s", error)
+                unreadable += 1
+        return accounts, unreadable
+
+    def _merge(self, account: WorkloadAccount, existing: Mapping[str, Any], currency: str, merge: Merge) -> None:
+        try:
+            previous = account_from_object(existing, currency=currency)
+        except RecordError as error:
+            log.warning("overwriting an unreadable footprint: %s", error)
+            return
+        merge(account, previous)
+
+    async def save(self, account: WorkloadAccount, *, currency: str, merge: Merge | None = None) -> int:
+        """Create the footprint where it is not known to exist (merging one found there: forgotten, or written by
+        another instance), then write its status over the version it was merged with; on a 409 read, ``merge``
+        (default :meth:`WorkloadAccount.merge`) and write again. A footprint deleted meanwhile is created again
+        next time (NotFoundError). Returns how many 409s were merged (ConflictError after ``CONFLICT_RETRIES``)."""
+        merge_into: Merge = merge or (lambda mine, theirs: mine.merge(theirs))
+        ref = account.ref
+        if ref.uid not in self.known:
+            try:
+                await self.create(account)
+            except ConflictError:
+                existing = await self.get(ref.namespace, ref.uid)
+                if existing is not None:
+                    self._merge(account, existing, currency, merge_into)
+            self.known.add(ref.uid)
+        conflicts = 0
+        while True:
+            try:
+                await self.write_status(account)
+                return conflicts
+            except NotFoundError:
+                self.forget(ref.namespace, ref.uid)
+                raise
+            except ConflictError:
+                conflicts += 1
+                if conflicts > CONFLICT_RETRIES:
+                    raise
+                log.info("footprint %s/%s changed since it was read; merging and writing again", ref.namespace, ref.uid)
+            existing = await self.get(ref.namespace, ref.uid)
+            if existing is None:
+                self.forget(ref.namespace, ref.uid)
+                raise NotFoundError("GET", footprint_path(ref.namespace, ref.uid), 404, "NotFound", "deleted meanwhile")
+            self._merge(account, existing, currency, merge_into)
 
     async def list_all(self) -> list[dict[str, Any]]:
         """Every footprint in the cluster (NotFoundError when the CRD is not installed)."""
-        objects = await self.api.list(footprint_path())
-        for obj in objects:
-            self._seen(obj)
-        return objects
+        return await self.api.list(footprint_path())
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         obj = await self.api.get(footprint_path(namespace, name))
-        if obj is None:
-            self.forget(namespace, name)
         self._seen(obj)
         return obj
 
