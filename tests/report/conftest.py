@@ -49,12 +49,13 @@ def backfill(data: _dataset.Dataset, where: Path) -> Path:
 
 
 @contextlib.contextmanager
-def serve(tsdb: Path, log: Path) -> Iterator[str]:
-    """Prometheus on a free 127.0.0.1 port over ``tsdb`` (no scraping, no compaction); yields its URL."""
+def serve(tsdb: Path, log: Path, config_text: str = "global: {}\n") -> Iterator[str]:
+    """Prometheus on a free 127.0.0.1 port over ``tsdb`` (no compaction; scraping only what ``config_text``
+    configures: nothing by default); yields its URL."""
     prometheus = require_tool("prometheus")
     port = _free_port()
     config = tsdb.parent / "prometheus.yml"
-    config.write_text("global: {}\n")
+    config.write_text(config_text)
     command = [
         prometheus,
         f"--config.file={config}",

@@ -112,6 +112,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.operator.dryRun }}
 - --dry-run
 {{- end }}
+{{- if gt (int .Values.operator.shards) 1 }}
+- --shard-from-pod-name
+- --total-shards
+- {{ .Values.operator.shards | quote }}
+{{- end }}
 {{- include "jouleledger.webConfigArgs" . }}
 {{- include "jouleledger.operator.scrapeArgs" . }}
 {{- end }}

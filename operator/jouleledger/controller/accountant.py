@@ -30,7 +30,8 @@ from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.jobs import JobRecorder
 from jouleledger.controller.owners import OwnerVerifier
-from jouleledger.controller.scrape import OK, AgentScraper, ScrapeOutcome
+from jouleledger.controller.promsource import AccountingSource
+from jouleledger.controller.scrape import OK, ScrapeOutcome
 from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.contract import sanitize_label
 from jouleledger.core.deltas import AgentScrape, DeltaTracker, PodIdentity
@@ -45,6 +46,7 @@ from jouleledger.core.footprints import (
     power_method_of,
 )
 from jouleledger.core.operator_stats import NodeIntensity, OperatorStats, OperatorView
+from jouleledger.core.sharding import UNSHARDED, ShardSpec, owned_deltas
 from jouleledger.core.workload import resolve_workload
 from jouleledger.intensity import IntensityProvider
 from jouleledger.kube.api import ApiError, KubeApi, NotFoundError
@@ -81,7 +83,7 @@ class Accountant:
         config: OperatorConfig,
         provider: IntensityProvider,
         api: KubeApi,
-        scraper: AgentScraper,
+        scraper: AccountingSource,  # the direct AgentScraper, or controller/promsource.py's PrometheusSource
         cluster: ClusterState,
         scrape_interval_s: float,
         dry_run: bool = False,
@@ -93,6 +95,7 @@ class Accountant:
         write_concurrency: int = 16,
         max_writes_per_s: float = 50.0,
         serving: ServingAccounting | None = None,
+        shard: ShardSpec = UNSHARDED,
     ) -> None:
         if scrape_interval_s <= 0:
             raise ValueError(f"scrape_interval_s must be positive, got {scrape_interval_s}")
@@ -136,6 +139,7 @@ class Accountant:
         )
         self._view = self.stats.view(self.ledger.rollups(), {})
         self.serving = serving  # energy per request/token of annotated serving pods (controller/serving.py)
+        self.shard = shard  # the workloads this process accounts and writes (core/sharding.py)
 
     # --- views -------------------------------------------------------------------------------------------------
 
@@ -174,6 +178,8 @@ class Accountant:
         for _ in range(unreadable):
             self.stats.count_error("unreadable_footprint")
         for account in accounts:
+            if not self.shard.owns(account.ref.uid):
+                continue  # another shard's footprint: it restores and writes it
             self.ledger.restore(account)
         watermarks = 0
         for key, pod_uid, value in self.ledger.watermarks():
@@ -270,7 +276,7 @@ class Accountant:
         return folded, len(ok)
 
     def _fold_one(self, scrape: AgentScrape, reading: Any, zone: str, now: float) -> int:
-        deltas = self.tracker.observe(scrape)
+        deltas = owned_deltas(self.tracker.observe(scrape), self._workload_uid, self.shard)
         if deltas.resets:
             self.stats.counter_resets[scrape.node] = self.stats.counter_resets.get(scrape.node, 0) + deltas.resets
             log.warning("agent on %s: %d counters reset (agent restarted?)", scrape.node, deltas.resets)
@@ -305,6 +311,9 @@ class Accountant:
         self._folded_tick[scrape.node] = scrape.last_tick_unix_s
         self.stats.node_intensity[scrape.node] = NodeIntensity(reading.zone, reading.source, reading.g_per_kwh)
         return summary.energy_mj
+
+    def _workload_uid(self, pod: PodIdentity) -> str:
+        return self._attribute(pod).workload.uid
 
     def _attribute(self, pod: PodIdentity) -> Attribution:
         owner = self.owners.trusted(pod)

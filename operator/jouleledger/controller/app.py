@@ -26,15 +26,18 @@ from prometheus_client import CollectorRegistry
 from jouleledger.controller.accountant import Accountant, PassSummary
 from jouleledger.controller.cluster import JOBS, NODES, PODS, REPLICASETS, ClusterState, parse_selector
 from jouleledger.controller.config import OperatorConfig
+from jouleledger.controller.promsource import AccountingSource, PrometheusSource
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
+from jouleledger.core.sharding import UNSHARDED, ShardSpec
 from jouleledger.intensity import IntensityProvider
 from jouleledger.kube.api import ApiError, KubeApi, build_http_client
 from jouleledger.metrics.operator_collector import OperatorCollector
 from jouleledger.metrics.server import MetricsServer
 from jouleledger.metrics.serving import ServingCollector
 from jouleledger.metrics.webconfig import WebConfig
+from jouleledger.promapi import Connection, PrometheusApi, build_client
 
 __all__ = ["OperatorApp", "OperatorOptions", "default_login"]
 
@@ -72,6 +75,9 @@ class OperatorOptions:
     serve_metrics: bool = True
     web_config: WebConfig | None = None  # TLS and basic auth of /metrics (--web-config-file)
     agent_client: AgentClientConfig = field(default_factory=AgentClientConfig)  # how the agents are scraped
+    shard: ShardSpec = UNSHARDED  # --shard/--total-shards: the workloads this process owns (core/sharding.py)
+    prometheus: Connection | None = None  # --source prometheus: read the agents' counters there (promsource.py)
+    prometheus_selector: str = ""  # extra label matchers of the agents' series in Prometheus
 
 
 def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -122,6 +128,7 @@ class OperatorApp:
         self.metrics_port: int | None = None
         self._api_client: httpx.AsyncClient | None = None
         self._agent_client: httpx.AsyncClient | None = None
+        self._source: PrometheusSource | None = None
         self._stop = asyncio.Event()
         self._flushed = True  # nothing to flush before accounting started
         self._task: asyncio.Task[None] | None = None
@@ -139,7 +146,7 @@ class OperatorApp:
     def _build(self, connection: kopf.ConnectionInfo) -> Accountant:
         self._api_client = build_http_client(connection)
         self._agent_client = build_agent_client(self.options.agent_client, concurrency=self.config.scrape_concurrency)
-        scraper = AgentScraper(
+        scraper: AccountingSource = AgentScraper(
             self._agent_client,
             timeout_s=self.config.scrape_timeout_s,
             concurrency=self.config.scrape_concurrency,
@@ -147,6 +154,13 @@ class OperatorApp:
             backoff_max_s=8 * self.options.scrape_interval_s,
             agent_client=self.options.agent_client,
         )
+        if self.options.prometheus is not None:
+            self._source = PrometheusSource(
+                PrometheusApi(build_client(self.options.prometheus)),
+                selector=self.options.prometheus_selector,
+                clock=self._clock,
+            )
+            scraper = self._source
         self.accountant = Accountant(
             config=self.config,
             provider=self.provider,
@@ -160,6 +174,7 @@ class OperatorApp:
             finalize_deadline_s=self._finalize_deadline_s,
             clock_skew_s=self._clock_skew_s,
             serving=self.serving,
+            shard=self.options.shard,
         )
         return self.accountant
 
@@ -208,6 +223,9 @@ class OperatorApp:
             if client is not None:
                 await client.aclose()
         self._api_client = self._agent_client = None
+        if self._source is not None:
+            await self._source.aclose()
+            self._source = None
         await self.serving.aclose()
         with contextlib.suppress(Exception):
             await self.provider.aclose()

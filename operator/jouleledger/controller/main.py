@@ -4,7 +4,17 @@
 
     jouleledger operator --config /etc/jouleledger/config.yaml --listen-address 0.0.0.0 --port 9471 \\
       --agent-namespace "$(POD_NAMESPACE)" --agent-selector app.kubernetes.io/component=agent --agent-port 9470 \\
-      --scrape-interval-s 15 [--standalone | --peering NAME] [--dry-run] [--once]
+      --scrape-interval-s 15 [--standalone | --peering NAME] [--dry-run] [--once] \\
+      [--shard N --total-shards M | --shard-from-pod-name --total-shards M] \\
+      [--source prometheus --prometheus-url URL [--prometheus-org-id ID] [--prometheus-ca-file F] ...]
+
+``--shard N --total-shards M`` makes this process one of M shards: it accounts and writes only the workloads whose
+UID hashes to N (:mod:`jouleledger.core.sharding`). ``--shard-from-pod-name`` takes N from the ordinal of the pod
+name in ``$POD_NAME`` (a StatefulSet's ``name-N``). Shards do not coordinate: run each with ``--standalone``.
+
+``--source prometheus`` reads the agents' counters from the Prometheus HTTP API (Prometheus, Thanos Querier, Mimir)
+with one instant query per pass instead of scraping every agent (:mod:`jouleledger.controller.promsource`); the
+ledger's rules are the same. See docs/scaling.md for when to switch.
 
 ``--dry-run`` computes and logs everything and writes nothing to the API (reads still happen). ``--once`` runs
 one accounting pass without kopf and exits 0 (1 when the ledger could not be restored from the API).
@@ -15,10 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 from jouleledger.controller.config import ConfigError, load_config
+from jouleledger.core.promsource import agent_query
+from jouleledger.core.sharding import ShardSpec, shard_from_pod_name
+from jouleledger.promapi import Connection, PrometheusError, build_client
 
 __all__ = ["add_arguments", "run"]
 
@@ -37,6 +51,46 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port: {text}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def prometheus_connection(args: argparse.Namespace) -> Connection | None:
+    """The Prometheus connection of ``--source prometheus`` (None for the direct scrape); checked now."""
+    if args.source != "prometheus":
+        if args.prometheus_url:
+            raise ValueError("--prometheus-url needs --source prometheus")
+        return None
+    if not args.prometheus_url:
+        raise ValueError("--source prometheus needs --prometheus-url URL")
+    connection = Connection(
+        base_url=args.prometheus_url,
+        org_id=args.prometheus_org_id or None,
+        bearer_token_file=args.prometheus_bearer_token_file,
+        basic_auth_user=args.prometheus_basic_auth_user or None,
+        basic_auth_password_file=args.prometheus_basic_auth_password_file,
+        ca_file=args.prometheus_ca_file,
+        timeout_s=args.prometheus_timeout_s,
+    )
+    build_client(connection).close()  # a bad URL, CA or credentials file is an error now, not at the first pass
+    agent_query(args.prometheus_selector)
+    return connection
+
+
+def shard_spec(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ShardSpec:
+    """The shard of this process from ``--shard``/``--shard-from-pod-name`` and ``--total-shards``."""
+    shard = args.shard
+    if args.shard_from_pod_name:
+        pod_name = (os.environ if environ is None else environ).get("POD_NAME", "")
+        if not pod_name:
+            raise ValueError("--shard-from-pod-name needs the POD_NAME environment variable (the downward API)")
+        shard = shard_from_pod_name(pod_name)
+    return ShardSpec(shard, args.total_shards)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +112,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="run one accounting pass, then exit")
     parser.add_argument(
         "--web-config-file", type=Path, default=None, help="TLS and basic auth of /metrics (exporter-toolkit YAML)"
+    )
+    sharding = parser.add_argument_group("sharding: several operators, each owning the workloads hashed to it")
+    which = sharding.add_mutually_exclusive_group()
+    which.add_argument("--shard", type=_non_negative_int, default=0, help="this process's shard (default: 0)")
+    which.add_argument(
+        "--shard-from-pod-name", action="store_true", help="the shard is the StatefulSet ordinal of $POD_NAME"
+    )
+    sharding.add_argument("--total-shards", type=int, default=1, help="number of shards (default: 1, unsharded)")
+    source = parser.add_argument_group("where the agents' counters are read")
+    source.add_argument(
+        "--source",
+        choices=("agents", "prometheus"),
+        default="agents",
+        help="agents: scrape every agent (default); prometheus: one instant query of the Prometheus HTTP API",
+    )
+    source.add_argument("--prometheus-url", default="", help="Prometheus, Thanos Querier or Mimir (with its prefix)")
+    source.add_argument("--prometheus-org-id", default="", help="tenant (X-Scope-OrgID) for Mimir or Cortex")
+    source.add_argument("--prometheus-bearer-token-file", type=Path, default=None, help="bearer token file")
+    source.add_argument("--prometheus-basic-auth-user", default="", help="basic auth user (with a password file)")
+    source.add_argument("--prometheus-basic-auth-password-file", type=Path, default=None, help="its password file")
+    source.add_argument("--prometheus-ca-file", type=Path, default=None, help="CA of the Prometheus certificate")
+    source.add_argument("--prometheus-timeout-s", type=_positive_float, default=30.0, help="query timeout")
+    source.add_argument(
+        "--prometheus-selector", default="", help='label matchers of the agents\' series, e.g. job="jouleledger-agent"'
     )
     agents = parser.add_argument_group("scraping agents whose /metrics needs TLS or credentials")
     agents.add_argument("--agent-scheme", choices=("http", "https"), default="http", help="default: http")
@@ -97,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
         )
         agent_client.ssl_context()  # a bad CA or client certificate is an error now, not at the first pass
         web_config = None if args.web_config_file is None else load_web_config(args.web_config_file)
-    except (ValueError, OSError, ssl.SSLError) as error:
+        shard = shard_spec(args)
+        prometheus = prometheus_connection(args)
+    except (ValueError, OSError, ssl.SSLError, PrometheusError) as error:
         print(f"jouleledger operator: {error}", file=sys.stderr)
         return 2
     try:
@@ -114,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
             serve_metrics=not args.once,
             web_config=web_config,
             agent_client=agent_client,
+            shard=shard,
+            prometheus=prometheus,
+            prometheus_selector=args.prometheus_selector,
         )
         app = OperatorApp(options, config, provider)
     except ValueError as error:

@@ -1,0 +1,67 @@
+"""``--source prometheus``: the agents' counters read from the Prometheus HTTP API instead of scraping the agents.
+
+One instant query per pass (:func:`jouleledger.core.promsource.agent_query`) through the same client, with the same
+authentication, ``X-Scope-OrgID`` and CA options as ``jouleledger report`` (:mod:`jouleledger.promapi`); the result
+is split by node into the samples a direct scrape of each agent gives, and parsed by the same parser. Each agent pod
+the operator sees is one outcome, as in direct mode: ``ok`` when Prometheus holds its node's series, ``error``
+otherwise (its node is then not folded this pass, and completion waits for it as for an agent that did not answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from jouleledger.controller.cluster import AgentTarget
+from jouleledger.controller.scrape import ERROR, OK, ScrapeOutcome
+from jouleledger.core.deltas import ScrapeFormatError, parse_agent_samples
+from jouleledger.core.promsource import agent_query, samples_by_node
+from jouleledger.promapi import PrometheusApi, PrometheusError
+
+__all__ = ["AccountingSource", "PrometheusSource"]
+
+log = logging.getLogger(__name__)
+
+
+class AccountingSource(Protocol):
+    """Where a pass reads the agents' counters: the direct scraper, or :class:`PrometheusSource`."""
+
+    async def scrape_all(self, targets: Sequence[AgentTarget]) -> list[ScrapeOutcome]: ...
+
+
+class PrometheusSource:
+    """Reads every agent's counters in one instant query per pass (a drop-in for the direct scraper)."""
+
+    def __init__(self, api: PrometheusApi, *, selector: str = "", clock: Callable[[], float] = time.time) -> None:
+        self._api = api
+        self.query = agent_query(selector)
+        self._clock = clock
+
+    async def scrape_all(self, targets: Sequence[AgentTarget]) -> list[ScrapeOutcome]:
+        """One outcome per agent target, all from one query."""
+        try:
+            result = await asyncio.to_thread(self._api.query, self.query, self._clock())
+        except PrometheusError as error:
+            log.warning("%s", error)
+            return [ScrapeOutcome(target, ERROR, error=str(error)) for target in targets]
+        by_node = samples_by_node(result)
+        outcomes: list[ScrapeOutcome] = []
+        for target in targets:
+            samples = by_node.get(target.node)
+            if not samples:
+                outcomes.append(ScrapeOutcome(target, ERROR, error="Prometheus holds no series of this node's agent"))
+                continue
+            try:
+                scrape = parse_agent_samples(samples, expected_node=target.node)
+            except ScrapeFormatError as error:
+                log.warning("agent on %s (through Prometheus): %s", target.node, error)
+                outcomes.append(ScrapeOutcome(target, ERROR, error=str(error)))
+                continue
+            outcomes.append(ScrapeOutcome(target, OK, scrape))
+        return outcomes
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._api.close)

@@ -1,0 +1,116 @@
+"""The agents' counters as a Prometheus instant query returns them, turned back into each agent's own samples.
+
+The Prometheus accounting source (``--source prometheus``) asks the Prometheus HTTP API (or Thanos Querier, Mimir)
+for the latest value of every agent series the ledger reads, in one instant query (:func:`agent_query`), and
+feeds :func:`~jouleledger.core.deltas.parse_agent_samples` with exactly the ``(name, labels, value)`` samples a
+direct scrape of that agent would have produced, grouped by node (:func:`samples_by_node`). Everything after that
+is the direct mode's code: epochs, resets, regressions, watermarks, and completion waiting for each node's last
+tick (the ``jouleledger_agent_last_tick_timestamp_seconds`` Prometheus holds).
+
+Prometheus adds target labels (``job``, ``instance``, ...); they are dropped. When the scrape job does not honour
+the agent's labels, Prometheus renames a clashing agent label ``x`` to ``exported_x``: the agent's value wins back.
+Float64 holds the agents' counters exactly (joules with millijoule resolution far beyond any realistic total), and
+Prometheus' JSON writes each value as the shortest decimal that reads back to the same float64.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from jouleledger.core import contract
+from jouleledger.core.deltas import (
+    AGENT_INFO_SAMPLE,
+    AGENT_TICKS_SAMPLE,
+    GPU_ENERGY_SAMPLE,
+    GPU_UNALLOCATED_SAMPLE,
+    POD_ENERGY_SAMPLE,
+    POD_FROM_POWER_SAMPLE,
+    POD_GPU_SECONDS_SAMPLE,
+    POD_INFO_SAMPLE,
+    Sample,
+)
+
+__all__ = ["AGENT_SAMPLE_NAMES", "TARGET_LABELS", "agent_query", "samples_by_node"]
+
+AGENT_SAMPLE_NAMES: Final = (
+    AGENT_INFO_SAMPLE,
+    contract.AGENT_LAST_TICK,
+    AGENT_TICKS_SAMPLE,
+    POD_INFO_SAMPLE,
+    POD_ENERGY_SAMPLE,
+    POD_GPU_SECONDS_SAMPLE,
+    POD_FROM_POWER_SAMPLE,
+    contract.POD_FINISHED,
+    GPU_ENERGY_SAMPLE,
+    GPU_UNALLOCATED_SAMPLE,
+    contract.GPU_POWER_LIMIT,
+)
+"""Every sample the ledger reads from an agent (the rest of an agent's exposition is not queried)."""
+
+TARGET_LABELS: Final = frozenset({"job", "instance", "endpoint", "service", "container_port", "prometheus_replica"})
+"""Labels that Prometheus and its operators attach to scraped series; never part of an agent's own samples."""
+
+_EXPORTED: Final = "exported_"
+_MATCHER: Final = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*$')
+
+
+def agent_query(selector: str = "") -> str:
+    """The instant query of every agent sample; ``selector`` adds matchers (``job="jouleledger-agent"``)."""
+    matchers = [part for part in (selector.strip().strip(","),) if part]
+    for part in _split(matchers[0] if matchers else ""):
+        if not _MATCHER.match(part):
+            raise ValueError(f"--prometheus-selector: not a label matcher: {part.strip()!r}")
+    names = "|".join(re.escape(name) for name in AGENT_SAMPLE_NAMES)
+    return "{" + ",".join([f'__name__=~"{names}"', *matchers]) + "}"
+
+
+def _split(selector: str) -> list[str]:
+    parts: list[str] = []
+    current = ""
+    quoted = escaped = False
+    for char in selector:
+        if char == "," and not quoted:
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+    if current.strip():
+        parts.append(current)
+    return parts
+
+
+def _agent_labels(labels: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    name = labels.get("__name__", "")
+    own: dict[str, str] = {}
+    for key, value in labels.items():
+        if key == "__name__" or key in TARGET_LABELS:
+            continue
+        if key.startswith(_EXPORTED):
+            own[key[len(_EXPORTED) :]] = value  # the agent's own value of a label the target also has
+        else:
+            own.setdefault(key, value)
+    return name, own
+
+
+def samples_by_node(result: Iterable[tuple[Mapping[str, str], float]]) -> dict[str, list[Sample]]:
+    """The vector of :func:`agent_query` as each node's agent samples (``node`` label; series without one are
+    dropped: no agent exports them). Series are ordered as one exposition orders them: by name, then labels."""
+    nodes: dict[str, list[Sample]] = {}
+    order = {name: index for index, name in enumerate(AGENT_SAMPLE_NAMES)}
+    for raw_labels, value in result:
+        name, labels = _agent_labels(raw_labels)
+        node = labels.get("node", "")
+        if name not in order or not node:
+            continue
+        nodes.setdefault(node, []).append((name, labels, value))
+    for samples in nodes.values():
+        samples.sort(key=lambda sample: (order[sample[0]], sorted(sample[1].items())))
+    return nodes
