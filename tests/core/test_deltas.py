@@ -105,3 +105,27 @@ def test_a_rejected_regression_makes_its_footprint_due_for_writing_at_once() -> 
     assert book.due_for_write(2.0, write_interval_s=300.0, limit=10) == []
     fold(book, tracker, 3.0, 4.0, A)
     assert book.due_for_write(3.0, write_interval_s=300.0, limit=10) == [account]
+
+
+def test_an_upgraded_agent_restoring_a_pre_epoch_checkpoint_continues_its_counters() -> None:
+    # The agent before epochs reached 5 J (persisted by the operator, no epoch); after the upgrade it restored its
+    # checkpoint a little behind (4 J) under a new epoch, then drew on to 6 J. The same counters: 6 J, not 5 + 4 + 2.
+    book, tracker = FootprintBook("USD"), DeltaTracker()
+    fold(book, tracker, 1.0, 0.0, None)
+    fold(book, tracker, 2.0, 5.0, None)
+    after, tracker = restarted(book)
+    behind = fold(after, tracker, 3.0, 4.0, A)
+    assert (behind.regressions, behind.resets) == (1, 0)
+    deltas = fold(after, tracker, 4.0, 6.0, A)
+    assert [(d.origin, d.energy_mj) for d in deltas.pods] == [(CONTINUED, 1000)]
+    assert after.accounts["job-1"].totals.energy_mj == 6_000
+
+
+def test_an_agent_upgraded_under_a_running_operator_continues_its_counters() -> None:
+    book, tracker = FootprintBook("USD"), DeltaTracker()
+    fold(book, tracker, 1.0, 0.0, None)
+    fold(book, tracker, 2.0, 5.0, None)
+    assert fold(book, tracker, 3.0, 4.0, A).regressions == 1
+    fold(book, tracker, 4.0, 7.0, A)
+    fold(book, tracker, 5.0, 1.0, B)  # a real reset after the upgrade is still one
+    assert book.accounts["job-1"].totals.energy_mj == 8_000

@@ -140,11 +140,6 @@ async def test_a_job_annotation_racing_a_second_writer_gets_409_and_is_retried(
     assert account_from_object(stored, currency="USD").totals.energy_mj == ENERGY_MJ
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after the 409 the existing footprint is merged by adding it (WorkloadAccount.merge) without comparing "
-    "its series watermarks: the same counters are counted again, as late energy of the final Job",
-)
 async def test_a_footprint_create_racing_a_second_operator_gets_409_and_counts_once(
     admin: KubeClient, stack: OperatorStack, workloads: str, scripted: type[ScriptedKubeApi]
 ) -> None:
@@ -172,11 +167,6 @@ async def test_a_footprint_create_racing_a_second_operator_gets_409_and_counts_o
     assert job_annotations(admin, workloads, "create-race")["jouleledger.io/energy-kwh"] == "0.001000"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the operator writes footprint status with an unconditional merge patch (no resourceVersion): a second "
-    "writer's change in between is overwritten without a 409 (last writer wins)",
-)
 async def test_a_footprint_status_write_racing_a_second_writer_gets_409(
     admin: KubeClient, stack: OperatorStack, workloads: str, scripted: type[ScriptedKubeApi]
 ) -> None:

@@ -356,7 +356,11 @@ class Accountant:
             return True
         async with self._write_slots:
             try:
-                await self.footprints.save(account, currency=self.config.currency)
+                conflicts = await self.footprints.save(
+                    account, currency=self.config.currency, merge=self._merge_existing
+                )
+                for _ in range(conflicts):
+                    self.stats.count_error("footprint_conflict")
             except ApiError as error:
                 log.warning("cannot write footprint %s/%s: %s", ref.namespace, ref.uid, error)
                 self.stats.count_error("footprint_write")
@@ -364,10 +368,23 @@ class Accountant:
         account.written(now)
         return True
 
+    def _merge_existing(self, account: WorkloadAccount, previous: WorkloadAccount) -> None:
+        before = dict(account.watermarks)
+        tracked = self.tracker.tracked_nodes
+        self.ledger.merge(account, previous, adopt=lambda key: key.node not in tracked)
+        # The tracker continues from what is now counted: a raised share, or a share of a series it never saw.
+        for watermark, theirs in previous.watermarks.items():
+            merged = account.watermarks.get(watermark)
+            if merged is not None and merged != before.get(watermark):
+                self.tracker.restore(*watermark, merged)
+            elif merged is None and self.tracker.baseline(watermark[0]) is None:
+                self.tracker.restore(*watermark, theirs)
+
     def _collect_garbage(self, now: float) -> None:
         for uid in self.ledger.collectable(now, self.recorder.done):
+            account = self.ledger.accounts[uid]
             self.ledger.forget(uid)
-            self.footprints.known.discard(uid)
+            self.footprints.forget(account.ref.namespace, uid)
 
     # --- the loop ----------------------------------------------------------------------------------------------
 

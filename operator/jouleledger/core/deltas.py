@@ -12,8 +12,9 @@ counts.
 - A series that went up contributes the difference. One that went **down** is a reset (the agent's counters
   restarted) only when the agent's ``epoch`` changed, or, for an agent that exports no epoch, when the value went
   down: then its **new value** is new energy. Under the same epoch a lower value is not a reset: it is rejected
-  (``counter_regression``) and the baseline stays at its maximum. A changed epoch resets every series of the node,
-  also one that happens to have grown past its old value.
+  (``counter_regression``) and the baseline stays at its maximum. A baseline read without an epoch followed by
+  one with an epoch is the same counters (an upgraded agent restored its pre-epoch checkpoint), not a reset. A
+  changed epoch resets every series of the node, also one that happens to have grown past its old value.
 - A pod re-created under the same name shares its series with the old pod while the agent retains both: the
   tracker remembers each pod's *share* of every series, gives new energy to the newest pod of that name, and when
   the old pod expires subtracts its share instead of mistaking the drop for a reset.
@@ -523,7 +524,9 @@ class DeltaTracker:
                 expected_mj = state.energy_mj - sum(state.shares[uid].energy_mj for uid in vanished)
                 expected_s = state.gpu_seconds - sum(state.shares[uid].gpu_seconds for uid in vanished)
                 expected_p = state.from_power_mj - sum(state.shares[uid].from_power_mj for uid in vanished)
-                same_epoch = bool(epoch) and any(share.epoch == epoch for share in state.shares.values())
+                # A share taken before the agent had epochs counts the same counters (an upgraded agent restores
+                # its pre-epoch checkpoint under a new epoch): lower is a regression, not a reset.
+                same_epoch = bool(epoch) and any(share.epoch in (epoch, "") for share in state.shares.values())
                 if stale and not state.shares:
                     origin = RESET  # every share was of an older epoch: all of this epoch's value is new
                     resets += 1
@@ -586,7 +589,7 @@ class DeltaTracker:
                 delta = value_mj
             elif value_mj >= previous:
                 delta = value_mj - previous
-            elif epoch and previous_epoch:
+            elif epoch:  # the same epoch, or the first one of an upgraded agent: the same counters
                 regressions += 1
                 unallocated[gpu] = 0
                 continue

@@ -207,29 +207,111 @@ class WorkloadAccount:
     def pods_counted(self) -> int:
         return self.pods_before + len(self.pods)
 
-    def merge(self, previous: WorkloadAccount) -> None:
-        """Add a persisted footprint this process did not know of (forgotten, or written by another instance).
+    def merge(self, previous: WorkloadAccount, adopt: Callable[[SeriesKey], bool] = lambda key: False) -> None:
+        """Merge a persisted footprint of the same workload (forgotten, written meanwhile by another writer, or by
+        another operator instance that saw the same counters), by the series watermarks: energy is counted once.
 
-        A final one stays final: what this account folded meanwhile is late energy."""
+        A series share both hold under the same epoch is the same energy: the larger watermark is kept and only
+        ``previous``'s excess over this one's is new. Energy ``previous`` holds in no such share (shares this one
+        does not hold, or holds under another epoch, and energy whose shares were dropped) is new only by what
+        exceeds this account's own such energy: both accounts' unshared energy is taken as common history (so
+        merging with itself, or with an older copy of itself, changes nothing). New carbon and cost are those of
+        ``previous`` per mJ (embodied per GPU-second). A final footprint stays final: ``previous``'s when it has
+        one, else this one's; energy beyond the final totals is late energy.
+
+        ``adopt`` names series this account cannot have held (of a node its process never tracked): a share of
+        such a series that only ``previous`` holds is kept with its watermark, its energy new."""
+        mine = _sums(self.watermarks.values())
+        held: list[SeriesValue] = []
+        raised_mj = raised_s = raised_p = 0.0
+        for w, pv in previous.watermarks.items():
+            av = self.watermarks.get(w)
+            if av is None and adopt(w[0]):
+                av = SeriesValue(0, 0.0, pv.epoch)
+            if av is None or not _same_share(av, pv):
+                continue
+            held.append(pv)
+            raised_mj += max(0, pv.energy_mj - av.energy_mj)
+            raised_s += max(0.0, pv.gpu_seconds - av.gpu_seconds)
+            raised_p += max(0, pv.from_power_mj - av.from_power_mj)
+            self.watermarks[w] = SeriesValue(
+                max(av.energy_mj, pv.energy_mj),
+                max(av.gpu_seconds, pv.gpu_seconds),
+                av.epoch or pv.epoch,
+                max(av.ticks, pv.ticks),
+                max(av.from_power_mj, pv.from_power_mj),
+            )
+        theirs = _sums(held)
+        unshared_mine = max(0, self.totals.energy_mj + self.late_energy_mj - mine[0])
+        unshared_theirs = max(0, previous.totals.energy_mj + previous.late_energy_mj - theirs[0])
+        new_mj = int(raised_mj) + max(0, unshared_theirs - unshared_mine)
         if previous.final is not None:
-            self.late_energy_mj += self.totals.energy_mj + previous.late_energy_mj
-            self.totals = previous.totals
-            self.final = previous.final
+            energy_mj = self.totals.energy_mj + self.late_energy_mj + new_mj
+            self.totals, self.final = previous.totals, previous.final
+            self.late_energy_mj = energy_mj - previous.totals.energy_mj
+        elif self.final is not None:
+            self.late_energy_mj += new_mj
         else:
-            self.totals = self.totals + previous.totals
-        for watermark, value in previous.watermarks.items():
-            self.watermarks.setdefault(watermark, value)
-        self.pods_before += previous.pods_counted
+            new_s = raised_s + max(0.0, (previous.totals.gpu_seconds - theirs[1]) - (self.totals.gpu_seconds - mine[1]))
+            new_p = int(raised_p) + max(
+                0, (previous.totals.energy_from_power_mj - theirs[2]) - (self.totals.energy_from_power_mj - mine[2])
+            )
+            self.totals = self.totals + _new_totals(previous.totals, self.totals, new_mj, new_s, min(new_p, new_mj))
+        # pods a footprint counts without their UIDs may be pods this account knows by UID (common history)
+        self.pods_before = max(self.pods_before, previous.pods_before - len(self.pods - previous.pods))
+        self.pods |= previous.pods
         self.nodes |= previous.nodes
         self.sources |= previous.sources
         self.methods |= previous.methods
         if previous.first_seen_unix_s:
-            self.first_seen_unix_s = min(self.first_seen_unix_s, previous.first_seen_unix_s)
+            mine_s = self.first_seen_unix_s or previous.first_seen_unix_s
+            self.first_seen_unix_s = min(mine_s, previous.first_seen_unix_s)
+        self.last_seen_unix_s = max(self.last_seen_unix_s, previous.last_seen_unix_s)
+        if previous.interval_start_unix_s:
+            self.interval_start_unix_s = min(
+                self.interval_start_unix_s or previous.interval_start_unix_s, previous.interval_start_unix_s
+            )
+        self.interval_end_unix_s = max(self.interval_end_unix_s, previous.interval_end_unix_s)
+        self.dirty = True
 
     def written(self, now_unix_s: float) -> None:
         """Its footprint (and final record, if any) was persisted at ``now_unix_s``."""
         self.dirty, self.urgent, self.written_unix_s = False, False, now_unix_s
         self.final_written = self.final is not None
+
+
+def _same_share(mine: SeriesValue | None, theirs: SeriesValue) -> bool:
+    """Whether two watermarks of one ``(series, pod)`` count the same counters: the same epoch, or one of them
+    taken before the agent had epochs (an upgraded agent's counters continue)."""
+    return mine is not None and (mine.epoch == theirs.epoch or not mine.epoch or not theirs.epoch)
+
+
+def _sums(values: Iterable[SeriesValue]) -> tuple[int, float, int]:
+    energy_mj, gpu_seconds, from_power_mj = 0, 0.0, 0
+    for value in values:
+        energy_mj += value.energy_mj
+        gpu_seconds += value.gpu_seconds
+        from_power_mj += value.from_power_mj
+    return energy_mj, gpu_seconds, from_power_mj
+
+
+def _new_totals(theirs: Totals, mine: Totals, energy_mj: int, gpu_seconds: float, from_power_mj: int) -> Totals:
+    """Totals of energy and GPU-seconds merged in: carbon and cost at the rates of the account they came from
+    (of this one when that one holds no energy)."""
+    if not energy_mj and not gpu_seconds:
+        return ZERO
+    rates = theirs if theirs.energy_mj else mine
+    per_mj = energy_mj / rates.energy_mj if rates.energy_mj else 0.0
+    embodied = theirs if theirs.gpu_seconds else mine
+    per_s = gpu_seconds / embodied.gpu_seconds if embodied.gpu_seconds else 0.0
+    return Totals(
+        energy_mj,
+        gpu_seconds,
+        rates.operational_g * per_mj,
+        embodied.embodied_g * per_s,
+        rates.cost * per_mj,
+        from_power_mj,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +368,18 @@ class FootprintBook:
         self.accounts[account.ref.uid] = account
         for watermark in account.watermarks:
             self._index(watermark, account.ref.uid)
+
+    def merge(
+        self,
+        account: WorkloadAccount,
+        previous: WorkloadAccount,
+        adopt: Callable[[SeriesKey], bool] = lambda key: False,
+    ) -> None:
+        """:meth:`WorkloadAccount.merge` of one of this book's accounts, its adopted watermarks indexed."""
+        account.merge(previous, adopt)
+        for watermark in account.watermarks:
+            if self._holder.get(watermark) != account.ref.uid:
+                self._index(watermark, account.ref.uid)
 
     def watermarks(self) -> Iterable[tuple[SeriesKey, str, SeriesValue]]:
         """Every account's watermarks ``(series, pod uid, share)``, to restore a :class:`DeltaTracker` from."""

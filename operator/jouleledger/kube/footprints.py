@@ -4,14 +4,16 @@ store that reads and writes them through the API.
 The object is named after the workload's UID, lives in the workload's namespace and is owned by the workload
 (garbage-collected with it). ``spec`` names the workload; ``status`` holds the running totals, the final record of
 a finished Job, and ``series``: the watermarks (each pod's share of each agent counter already included in the
-totals) that make a restart exact. Totals and watermarks are always written together, in one request.
+totals) that make a restart exact. Totals and watermarks are always written together, in one request, and only
+over the version of the footprint they were merged with (optimistic concurrency: a change by another writer is a
+``409``, and the caller merges it by the watermarks and writes again).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from jouleledger.core.deltas import SeriesKey, SeriesValue
@@ -270,13 +272,40 @@ def _check_final(where: str, account: WorkloadAccount, final: Mapping[str, Any])
         raise RecordError(f"{where}: final.annotations do not match the final record")
 
 
+CONFLICT_RETRIES: Final = 5
+"""Status writes retried after a 409 (each one merges the footprint read again) before giving up until the next
+pass."""
+
+Merge = Callable[[WorkloadAccount, WorkloadAccount], None]
+
+
 class FootprintStore:
     """Reads and writes ``WorkloadFootprint`` objects (create, then the ``status`` subresource); ``known`` holds
-    the names of those known to exist."""
+    the names of those known to exist.
+
+    It remembers the ``resourceVersion`` of every footprint it read or wrote, and each status write carries the
+    one it is based on: a footprint another writer changed since is a ``409``, never overwritten; it is read
+    again, merged by the series watermarks and written again (at most ``CONFLICT_RETRIES`` times).
+    """
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
         self.known: set[str] = set()
+        self._versions: dict[tuple[str, str], str] = {}
+
+    def _seen(self, obj: Mapping[str, Any] | None) -> None:
+        metadata = (obj or {}).get("metadata") or {}
+        version = metadata.get("resourceVersion")
+        if version:
+            self._versions[(str(metadata.get("namespace", "")), str(metadata.get("name", "")))] = str(version)
+
+    def version(self, namespace: str, name: str) -> str | None:
+        """The ``resourceVersion`` of the footprint as last read or written (None when unknown)."""
+        return self._versions.get((namespace, name))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.known.discard(name)
+        self._versions.pop((namespace, name), None)
 
     def read_all(self, objects: list[dict[str, Any]], *, currency: str) -> tuple[list[WorkloadAccount], int]:
         """The accounts of listed footprints, and how many could not be read (they are rewritten when written)."""
@@ -284,6 +313,7 @@ class FootprintStore:
         unreadable = 0
         for obj in objects:
             self.known.add(str((obj.get("metadata") or {}).get("name", "")))
+            self._seen(obj)
             try:
                 accounts.append(account_from_object(obj, currency=currency))
             except RecordError as error:
@@ -291,9 +321,20 @@ class FootprintStore:
                 unreadable += 1
         return accounts, unreadable
 
-    async def save(self, account: WorkloadAccount, *, currency: str) -> None:
+    def _merge(self, account: WorkloadAccount, existing: Mapping[str, Any], currency: str, merge: Merge) -> None:
+        try:
+            previous = account_from_object(existing, currency=currency)
+        except RecordError as error:
+            log.warning("overwriting an unreadable footprint: %s", error)
+            return
+        merge(account, previous)
+
+    async def save(self, account: WorkloadAccount, *, currency: str, merge: Merge | None = None) -> int:
         """Create the footprint where it is not known to exist (merging one found there: forgotten, or written by
-        another instance), then write its status. A footprint deleted meanwhile is created again next time."""
+        another instance), then write its status over the version it was merged with; on a 409 read, ``merge``
+        (default :meth:`WorkloadAccount.merge`) and write again. A footprint deleted meanwhile is created again
+        next time (NotFoundError). Returns how many 409s were merged (ConflictError after ``CONFLICT_RETRIES``)."""
+        merge_into: Merge = merge or (lambda mine, theirs: mine.merge(theirs))
         ref = account.ref
         if ref.uid not in self.known:
             try:
@@ -301,29 +342,46 @@ class FootprintStore:
             except ConflictError:
                 existing = await self.get(ref.namespace, ref.uid)
                 if existing is not None:
-                    try:
-                        account.merge(account_from_object(existing, currency=currency))
-                    except RecordError as error:
-                        log.warning("overwriting an unreadable footprint: %s", error)
+                    self._merge(account, existing, currency, merge_into)
             self.known.add(ref.uid)
-        try:
-            await self.write_status(account)
-        except NotFoundError:
-            self.known.discard(ref.uid)
-            raise
+        conflicts = 0
+        while True:
+            try:
+                await self.write_status(account)
+                return conflicts
+            except NotFoundError:
+                self.forget(ref.namespace, ref.uid)
+                raise
+            except ConflictError:
+                conflicts += 1
+                if conflicts > CONFLICT_RETRIES:
+                    raise
+                log.info("footprint %s/%s changed since it was read; merging and writing again", ref.namespace, ref.uid)
+            existing = await self.get(ref.namespace, ref.uid)
+            if existing is None:
+                self.forget(ref.namespace, ref.uid)
+                raise NotFoundError("GET", footprint_path(ref.namespace, ref.uid), 404, "NotFound", "deleted meanwhile")
+            self._merge(account, existing, currency, merge_into)
 
     async def list_all(self) -> list[dict[str, Any]]:
         """Every footprint in the cluster (NotFoundError when the CRD is not installed)."""
         return await self.api.list(footprint_path())
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self.api.get(footprint_path(namespace, name))
+        obj = await self.api.get(footprint_path(namespace, name))
+        self._seen(obj)
+        return obj
 
     async def create(self, account: WorkloadAccount) -> None:
         """Create the account's footprint (ConflictError when it exists)."""
-        await self.api.create(footprint_path(account.ref.namespace), footprint_object(account))
+        self._seen(await self.api.create(footprint_path(account.ref.namespace), footprint_object(account)))
 
     async def write_status(self, account: WorkloadAccount) -> None:
-        """Write the account's totals and watermarks, in one request."""
-        path = footprint_path(account.ref.namespace, account.ref.uid) + "/status"
-        await self.api.merge_patch(path, {"status": footprint_status(account)})
+        """Write the account's totals and watermarks, in one request, conditional on the footprint's
+        ``resourceVersion`` as last read or written (ConflictError when it changed since)."""
+        ref = account.ref
+        body: dict[str, Any] = {"status": footprint_status(account)}
+        version = self.version(ref.namespace, ref.uid)
+        if version is not None:
+            body["metadata"] = {"resourceVersion": version}
+        self._seen(await self.api.merge_patch(footprint_path(ref.namespace, ref.uid) + "/status", body))

@@ -1,0 +1,106 @@
+"""Optimistic concurrency on footprint status writes, against the emulator: a footprint another writer changed
+since the operator last read or wrote it is a 409; the operator reads it again, merges it by the series
+watermarks and writes again, so the other writer's energy is neither lost nor counted twice."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import httpx
+
+from jouleledger.controller.accountant import Accountant
+from jouleledger.controller.cluster import ClusterState
+from jouleledger.controller.scrape import AgentScraper
+from jouleledger.kube.api import KubeApi
+from tests.controller._exposition import Pod, agent_text
+from tests.controller.conftest import (
+    AGENT_NAMESPACE,
+    FIXTURE_CONFIG,
+    Emulator,
+    FakeAgents,
+    ScriptedIntensity,
+    agent_pod,
+    job_object,
+    node_object,
+    pod_object,
+)
+
+FOOTPRINT = ("jouleledger.io/v1alpha1/workloadfootprints", "ml", "job-1")
+
+
+async def _noop_sleep(delay_s: float) -> None:
+    return None
+
+
+async def test_a_status_write_over_a_changed_footprint_gets_409_and_merges_the_other_writers_energy(
+    api: Emulator, agents: FakeAgents
+) -> None:
+    agents.ips["n1"] = "127.0.0.1"
+    base = time.time()
+    cluster = ClusterState(
+        team_label="team",
+        agent_namespace=AGENT_NAMESPACE,
+        agent_selector={"app.kubernetes.io/component": "agent"},
+        agent_port=agents.port,
+        zone_of=FIXTURE_CONFIG.zone_of,
+    )
+    cluster.apply("nodes", None, node_object("n1", "z1"))
+    cluster.apply("pods", None, agent_pod("n1", "127.0.0.1"))
+    job = job_object("ml", "train", "job-1")
+    api.objects["batch/v1/jobs", "ml", "train"] = job
+    cluster.apply("jobs", None, job)
+    cluster.apply(
+        "pods",
+        None,
+        pod_object("ml", "train-x", "pod-1", "n1", owner_kind="Job", owner_name="train", owner_uid="job-1"),
+    )
+    clock = {"now": base}
+    async with (
+        httpx.AsyncClient(base_url=str(api.url).rstrip("/")) as client,
+        httpx.AsyncClient(trust_env=False) as scraper_client,
+    ):
+        accountant = Accountant(
+            config=FIXTURE_CONFIG,
+            provider=ScriptedIntensity(),
+            api=KubeApi(client, attempts=2, sleep=_noop_sleep),
+            scraper=AgentScraper(scraper_client, timeout_s=5, concurrency=1, backoff_base_s=0.0, backoff_max_s=0.0),
+            cluster=cluster,
+            scrape_interval_s=15.0,
+            clock=lambda: clock["now"],
+            write_interval_s=0.0,
+            finalize_deadline_s=3600.0,
+            clock_skew_s=0.0,
+        )
+
+        async def run_pass(tick: int, energy_j: float) -> None:
+            pod = Pod("ml", "train-x", "pod-1", energy_j, energy_j / 100, "Job", "train", "job-1")
+            agents.texts["n1"] = agent_text("n1", base + tick, [pod], epoch="00000000000000aa")
+            clock["now"] = base + tick + 0.5
+            await accountant.run_pass()
+
+        await run_pass(1, 0.0)
+        await run_pass(2, 100.0)
+        assert api.objects[FOOTPRINT].raw["status"]["energyMillijoules"] == 100_000
+
+        # A second operator instance, scraping a node this one cannot reach, wrote 40 J of the Job's other pod.
+        other = copy.deepcopy(api.objects[FOOTPRINT].raw)
+        status = other["status"]
+        status["energyMillijoules"] += 40_000
+        status["gpuSeconds"] += 0.4
+        status["series"].append(
+            {**status["series"][0], "node": "n2", "pod": "train-y", "podUid": "pod-2", "energyMillijoules": 40_000}
+        )
+        status["series"][-1]["gpuSeconds"] = 0.4
+        other["metadata"]["resourceVersion"] = "999999"
+        api.objects[FOOTPRINT] = other
+
+        await run_pass(3, 200.0)
+        assert accountant.stats.footprint_errors.get("footprint_conflict") == 1
+        stored = api.objects[FOOTPRINT].raw["status"]
+        assert stored["energyMillijoules"] == 240_000  # ours (200 J) and the other writer's 40 J, once
+        assert {series["node"] for series in stored["series"]} == {"n1", "n2"}
+
+        await run_pass(4, 250.0)
+        assert api.objects[FOOTPRINT].raw["status"]["energyMillijoules"] == 290_000
+        assert accountant.stats.footprint_errors.get("footprint_conflict") == 1
