@@ -49,8 +49,8 @@ from jouleledger.core.operator_stats import NodeIntensity, OperatorStats, Operat
 from jouleledger.core.sharding import UNSHARDED, ShardSpec, owned_deltas
 from jouleledger.core.workload import resolve_workload
 from jouleledger.intensity import IntensityProvider
-from jouleledger.kube.api import ApiError, ConflictError, KubeApi, NotFoundError
-from jouleledger.kube.footprints import FootprintStore, RecordError, account_from_object
+from jouleledger.kube.api import ApiError, KubeApi, NotFoundError
+from jouleledger.kube.footprints import FootprintStore
 from jouleledger.kube.jobs import JobWriter
 
 __all__ = ["Accountant", "PassSummary"]
@@ -120,7 +120,6 @@ class Accountant:
         self.tracker = DeltaTracker(max_gpu_power_w=config.max_gpu_power_w)
         self.stats = OperatorStats()
         self.restored = False
-        self._exists: set[str] = set()
         self._folded_tick: dict[str, float] = {}
         self._scrape_ok: set[str] = set()
         self._last_end: dict[str, float] = {}
@@ -175,20 +174,13 @@ class Accountant:
                 raise
             log.warning("the WorkloadFootprint CRD is not installed; dry run starts from an empty ledger")
             objects = []
-        for obj in objects:
-            metadata = obj.get("metadata") or {}
-            name = str(metadata.get("name", ""))
-            try:
-                account = account_from_object(obj, currency=self.config.currency)
-            except RecordError as error:
-                log.warning("ignoring an unreadable footprint (it will be rewritten): %s", error)
-                self.stats.count_error("unreadable_footprint")
-                self._exists.add(name)
-                continue
+        accounts, unreadable = self.footprints.read_all(objects, currency=self.config.currency)
+        for _ in range(unreadable):
+            self.stats.count_error("unreadable_footprint")
+        for account in accounts:
             if not self.shard.owns(account.ref.uid):
                 continue  # another shard's footprint: it restores and writes it
             self.ledger.restore(account)
-            self._exists.add(name)
         watermarks = 0
         for key, pod_uid, value in self.ledger.watermarks():
             self.tracker.restore(key, pod_uid, value)
@@ -364,19 +356,7 @@ class Accountant:
             return True
         async with self._write_slots:
             try:
-                if ref.uid not in self._exists:
-                    try:
-                        await self.footprints.create(account)
-                    except ConflictError:
-                        existing = await self.footprints.get(ref.namespace, ref.uid)
-                        if existing is not None:
-                            self._merge_existing(account, existing)
-                    self._exists.add(ref.uid)
-                await self.footprints.write_status(account)
-            except NotFoundError:
-                self._exists.discard(ref.uid)  # deleted meanwhile (its workload was): create it again next time
-                self.stats.count_error("footprint_write")
-                return False
+                await self.footprints.save(account, currency=self.config.currency)
             except ApiError as error:
                 log.warning("cannot write footprint %s/%s: %s", ref.namespace, ref.uid, error)
                 self.stats.count_error("footprint_write")
@@ -384,18 +364,10 @@ class Accountant:
         account.written(now)
         return True
 
-    def _merge_existing(self, account: WorkloadAccount, existing: dict[str, Any]) -> None:
-        try:
-            previous = account_from_object(existing, currency=self.config.currency)
-        except RecordError as error:
-            log.warning("overwriting an unreadable footprint: %s", error)
-            return
-        account.merge(previous)
-
     def _collect_garbage(self, now: float) -> None:
         for uid in self.ledger.collectable(now, self.recorder.done):
             self.ledger.forget(uid)
-            self._exists.discard(uid)
+            self.footprints.known.discard(uid)
 
     # --- the loop ----------------------------------------------------------------------------------------------
 

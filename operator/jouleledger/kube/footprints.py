@@ -9,6 +9,7 @@ totals) that make a restart exact. Totals and watermarks are always written toge
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any, Final
@@ -17,7 +18,9 @@ from jouleledger.core.deltas import SeriesKey, SeriesValue
 from jouleledger.core.footprints import FinalRecord, Totals, WorkloadAccount, job_annotations
 from jouleledger.core.units import S_PER_HOUR, InvalidValueError, checked_float, mj_to_kwh
 from jouleledger.core.workload import WorkloadRef
-from jouleledger.kube.api import KubeApi, format_time, parse_time
+from jouleledger.kube.api import ConflictError, KubeApi, NotFoundError, format_time, parse_time
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "GROUP",
@@ -268,10 +271,46 @@ def _check_final(where: str, account: WorkloadAccount, final: Mapping[str, Any])
 
 
 class FootprintStore:
-    """Reads and writes ``WorkloadFootprint`` objects (create, then the ``status`` subresource)."""
+    """Reads and writes ``WorkloadFootprint`` objects (create, then the ``status`` subresource); ``known`` holds
+    the names of those known to exist."""
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
+        self.known: set[str] = set()
+
+    def read_all(self, objects: list[dict[str, Any]], *, currency: str) -> tuple[list[WorkloadAccount], int]:
+        """The accounts of listed footprints, and how many could not be read (they are rewritten when written)."""
+        accounts: list[WorkloadAccount] = []
+        unreadable = 0
+        for obj in objects:
+            self.known.add(str((obj.get("metadata") or {}).get("name", "")))
+            try:
+                accounts.append(account_from_object(obj, currency=currency))
+            except RecordError as error:
+                log.warning("ignoring an unreadable footprint (it will be rewritten): %s", error)
+                unreadable += 1
+        return accounts, unreadable
+
+    async def save(self, account: WorkloadAccount, *, currency: str) -> None:
+        """Create the footprint where it is not known to exist (merging one found there: forgotten, or written by
+        another instance), then write its status. A footprint deleted meanwhile is created again next time."""
+        ref = account.ref
+        if ref.uid not in self.known:
+            try:
+                await self.create(account)
+            except ConflictError:
+                existing = await self.get(ref.namespace, ref.uid)
+                if existing is not None:
+                    try:
+                        account.merge(account_from_object(existing, currency=currency))
+                    except RecordError as error:
+                        log.warning("overwriting an unreadable footprint: %s", error)
+            self.known.add(ref.uid)
+        try:
+            await self.write_status(account)
+        except NotFoundError:
+            self.known.discard(ref.uid)
+            raise
 
     async def list_all(self) -> list[dict[str, Any]]:
         """Every footprint in the cluster (NotFoundError when the CRD is not installed)."""
