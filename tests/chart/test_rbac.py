@@ -71,6 +71,14 @@ OPERATOR_RULES: list[tuple[str, str, list[str], str]] = [
     ("apps", "replicasets", ["list", "watch"], "owner chains"),
     # controller/app.py WATCHED (list, watch); kube/jobs.py JobWriter: GET then merge PATCH of annotations.
     ("batch", "jobs", ["get", "list", "watch", "patch"], "Job completion and footprint annotations"),
+    # controller/owners.py OwnerVerifier: GET of a pod's owner in the pod's own namespace (Jobs and ReplicaSets
+    # are checked against the watches); the other kinds of core/workload.py API_VERSIONS.
+    ("apps", "statefulsets", ["get"], "verify a StatefulSet owner"),
+    ("apps", "daemonsets", ["get"], "verify a DaemonSet owner"),
+    ("jobset.x-k8s.io", "jobsets", ["get"], "verify a JobSet owner"),
+    ("kubeflow.org", "pytorchjobs", ["get"], "verify a PyTorchJob owner"),
+    ("ray.io", "rayjobs", ["get"], "verify a RayJob owner"),
+    ("ray.io", "rayclusters", ["get"], "verify a RayCluster owner"),
     # kube/jobs.py JobWriter: POST /api/v1/namespaces/<ns>/events.
     ("", "events", ["create"], "footprint Events on Jobs"),
     # kube/footprints.py: list_all at restore, create, get after a 409 on create.
