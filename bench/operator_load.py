@@ -36,6 +36,7 @@ import kmock
 from tests.controller.conftest import AGENT_NAMESPACE, RESOURCES, register_resources
 
 POWER_W = 300.0
+EPOCH = "00000000be4c4001"
 
 
 @attrs.define(kw_only=True)
@@ -181,14 +182,19 @@ class Simulation:
     by_node: dict[str, dict[str, SimPod]] = field(default_factory=dict)
     completed_at: dict[str, float] = field(default_factory=dict)
     scrapes: int = 0
+    started_s: float = 0.0
+    retention_s: float = 3600.0
 
     def exposition(self, node: str, now_s: float) -> str:
         tick = float(int(now_s))  # the agent ticks every second
         lines = [
             "# TYPE jouleledger_agent_info gauge",
-            f'jouleledger_agent_info{{backend="nvml",node="{node}",simulated="false",version="0.1.0"}} 1.0',
+            f'jouleledger_agent_info{{backend="nvml",epoch="{EPOCH}",node="{node}",simulated="false",'
+            'version="0.1.0"} 1.0',
             "# TYPE jouleledger_agent_last_tick_timestamp_seconds gauge",
             f'jouleledger_agent_last_tick_timestamp_seconds{{node="{node}"}} {tick}',
+            "# TYPE jouleledger_agent_ticks counter",
+            f'jouleledger_agent_ticks_total{{node="{node}"}} {tick - self.started_s:.0f}',
             "# TYPE jouleledger_gpu_energy_joules counter",
             f'jouleledger_gpu_energy_joules_total{{gpu="GPU-0",model="NVIDIA H100 80GB HBM3",node="{node}"}} 1.0',
             "# TYPE jouleledger_pod_info gauge",
@@ -212,6 +218,15 @@ class Simulation:
                 f'jouleledger_pod_gpu_seconds_total{{container="main",gpu="GPU-{index % 8}",'
                 f'namespace="{pod.namespace}",node="{node}",pod="{pod.name}"}} {pod.gpu_seconds(tick):.3f}'
             )
+        # As real agents do: a finished pod's final totals stay exported for the retention window, with the time it
+        # was first seen gone.
+        lines.append("# TYPE jouleledger_pod_finished_timestamp_seconds gauge")
+        for pod in pods:
+            if pod.finished_s is not None:
+                lines.append(
+                    f'jouleledger_pod_finished_timestamp_seconds{{namespace="{pod.namespace}",node="{node}",'
+                    f'pod="{pod.name}"}} {float(int(pod.finished_s))}'
+                )
         return "\n".join(lines) + "\n"
 
 
@@ -338,10 +353,17 @@ async def drive_jobs(
             await r.read()
         sim.by_node.setdefault(node, {})[new.uid] = new
         jobs.append(new)
-        # The agent forgets a finished pod after its retention window (here: 60 s).
+        # The agent forgets a finished pod after its retention window (real agents: 3600 s).
         for pods in sim.by_node.values():
-            for uid in [uid for uid, p in pods.items() if p.finished_s is not None and now - p.finished_s > 60]:
+            expired = [
+                uid for uid, p in pods.items() if p.finished_s is not None and now - p.finished_s > sim.retention_s
+            ]
+            for uid in expired:
                 del pods[uid]
+
+
+RESULTS: dict[str, float] = {}
+"""Figures of the latest run of :func:`main` (for bench/operator_curves.py)."""
 
 
 def read_proc(pid: int) -> tuple[float, int, int]:
@@ -369,6 +391,7 @@ def percentile(values: list[float], q: float) -> float:
 async def main(args: argparse.Namespace) -> int:
     nodes = [f"gpu-{i:04d}" for i in range(args.nodes)]
     sim = Simulation(nodes, {node: f"127.{1 + i // 250}.{i % 250}.1" for i, node in enumerate(nodes)})
+    sim.started_s, sim.retention_s = time.time(), args.agent_retention_s
     by_ip = {ip: node for node, ip in sim.ips.items()}
 
     async def metrics(request: aiohttp.web.Request) -> aiohttp.web.Response:
@@ -454,6 +477,10 @@ async def main(args: argparse.Namespace) -> int:
     cpu_s = cpu1 - cpu0
     print(f"  operator CPU: {100 * cpu_s / wall:.1f} % of one core ({cpu_s / max(passes, 1):.2f} s per pass)")
     print(f"  operator RSS: {rss / 2**20:.0f} MiB (peak {peak / 2**20:.0f} MiB)")
+    exported = sum(len(pods) for pods in sim.by_node.values())
+    finished = sum(1 for pods in sim.by_node.values() for p in pods.values() if p.finished_s is not None)
+    print(f"  pods exported at the end: {exported} ({finished} finished, kept {args.agent_retention_s:g} s)")
+    RESULTS.update(cpu_per_pass_s=cpu_s / max(passes, 1), exported=exported, finished=finished)
     if delays:
         p50, p99 = statistics.median(delays), percentile(delays, 99)
         print(f"  completion -> annotation delay: p50 {p50:.2f} s, p99 {p99:.2f} s over {len(delays)} Jobs")
@@ -487,6 +514,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scrape-interval-s", type=float, default=5.0)
     parser.add_argument("--duration-s", type=float, default=90.0)
     parser.add_argument("--warmup-s", type=float, default=30.0)
+    parser.add_argument(
+        "--agent-retention-s", type=float, default=3600.0, help="how long agents export a finished pod (real: 3600)"
+    )
     parser.add_argument("--show-watches", action="store_true", help="print the list and watch requests served")
     parser.add_argument("--profile", default="", help="write a cProfile of the operator process to this file")
     parser.add_argument("--operator-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])

@@ -1,0 +1,37 @@
+"""The scraper's client keeps agent connections alive across passes (bounded by the scrape concurrency)."""
+
+from __future__ import annotations
+
+import aiohttp.web
+
+from jouleledger.controller.cluster import AgentTarget
+from jouleledger.controller.scrape import OK, AgentClientConfig, AgentScraper, build_agent_client
+from tests.controller._exposition import agent_text
+
+
+async def test_three_passes_reuse_one_connection_per_agent() -> None:
+    peers: list[tuple[str, int]] = []
+
+    async def metrics(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        peers.append(tuple(peer[:2]) if peer else ("", 0))
+        return aiohttp.web.Response(text=agent_text("n1", 100.0), content_type="text/plain")
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with build_agent_client(AgentClientConfig(), concurrency=4) as client:
+            scraper = AgentScraper(client, timeout_s=5.0, concurrency=4, backoff_base_s=1.0, backoff_max_s=8.0)
+            target = AgentTarget(node="n1", pod="agent-n1", ip="127.0.0.1", port=port)
+            for _ in range(3):
+                (outcome,) = await scraper.scrape_all([target])
+                assert outcome.result == OK
+    finally:
+        await runner.cleanup()
+    assert len(peers) == 3
+    assert len(set(peers)) == 1  # one TCP connection served all three passes
