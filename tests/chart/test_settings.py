@@ -55,8 +55,10 @@ def test_agent_args_parse_with_the_program(helm: str, values: tuple[Path, ...]) 
 
 @pytest.mark.parametrize("values", VARIANTS)
 def test_operator_args_parse_with_the_program(helm: str, values: tuple[Path, ...]) -> None:
-    container = _container(render(helm, values), "Deployment")
-    args = _substitute_env(container["args"], {"POD_NAMESPACE": "energy"})
+    objects = render(helm, values)
+    kind = "StatefulSet" if by_kind(objects, "StatefulSet") else "Deployment"  # a sharded operator is a StatefulSet
+    container = _container(objects, kind)
+    args = _substitute_env(container["args"], {"POD_NAMESPACE": "energy", "POD_NAME": "jouleledger-operator-1"})
     parsed = build_parser(args).parse_args(args)
     assert parsed.command == "operator"
     (port,) = container["ports"]
