@@ -29,6 +29,7 @@ import pytest
 from jouleledger.agent.pipeline import Pipeline
 from jouleledger.core.tracefile import dump_header, dump_sample
 from jouleledger.hardware.simulated import SimulatedNode
+from tests._figures import figure
 
 KILLS = 24
 
@@ -131,6 +132,6 @@ def test_random_sigkills_neither_lose_nor_double_count(tmp_path: Path) -> None:
     difference_mj = abs(got["measured_mj"] - want["measured_mj"]) + sum(
         abs(a[2] - b[2]) for a, b in zip(got["devices"], want["devices"], strict=False)
     )
-    print(f"agent crash test: {kills} SIGKILLs over {len(times)} ticks, per-pod difference {difference_mj} mJ")
+    figure(f"agent crash test: {kills} SIGKILLs over {len(times)} ticks, per-pod difference {difference_mj} mJ")
     assert kills == KILLS
     assert got == want

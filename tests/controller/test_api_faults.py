@@ -22,6 +22,7 @@ from jouleledger.controller.accountant import Accountant
 from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.scrape import AgentScraper
 from jouleledger.kube.api import KubeApi
+from tests._figures import figure
 from tests.controller._exposition import Pod, agent_text
 from tests.controller.conftest import (
     AGENT_NAMESPACE,
@@ -48,7 +49,7 @@ async def test_hundreds_of_api_faults_lose_nothing_and_annotate_each_job_once(
     api: Emulator, agents: FakeAgents
 ) -> None:
     figures = await _run(api, agents, seed=20261201)
-    print(f"\nAPI faults: {figures}")
+    figure(f"API faults: {figures}")
     assert figures["faults"] >= 200
 
 

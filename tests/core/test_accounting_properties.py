@@ -18,6 +18,7 @@ from jouleledger.core.model import (
     ProcessUsage,
     Sample,
 )
+from tests._figures import figure
 
 HEADER = NodeHeader(
     "n",
@@ -196,7 +197,7 @@ def test_conservation_over_thousands_of_seeded_streams(seed: int) -> None:
 
 def test_conservation_figures_are_printed() -> None:
     """Runs after the property above (file order) and prints what it checked, so that CI shows the figures."""
-    print(
+    figure(
         f"conservation property: {_figures['examples']} examples, {_figures['intervals']} GPU intervals, "
         f"{_figures['difference_mj']} mJ difference"
     )

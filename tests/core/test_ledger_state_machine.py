@@ -27,6 +27,7 @@ from jouleledger.core.deltas import DeltaTracker, parse_agent_samples
 from jouleledger.core.footprints import FootprintBook
 from jouleledger.kube.footprints import account_from_object, footprint_object
 from jouleledger.metrics.operator_collector import parse_exposition
+from tests._figures import figure
 from tests.controller._exposition import Pod, agent_text
 from tests.controller.test_footprint_core import by_owner, rates
 
@@ -203,8 +204,8 @@ TestOperatorLedger.settings = settings(
 
 
 def teardown_module() -> None:
-    print(
-        f"\nledger state machine: {RUNS['steps']} steps, {RUNS['scrapes']} scrapes, {RUNS['resets']} agent restarts, "
+    figure(
+        f"ledger state machine: {RUNS['steps']} steps, {RUNS['scrapes']} scrapes, {RUNS['resets']} agent restarts, "
         f"{RUNS['restarts']} operator restarts ({RUNS['crashes']} crashes), {RUNS['finalized']} Jobs finalized, "
         "0 mJ difference from the model"
     )
