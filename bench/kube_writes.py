@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import kmock
 from kubernetes import client as kube_client
-from tests.controller.conftest import register_resources
+from tests._kube_emulator import register_resources
 
 from bench.operator_load import BenchEmulator
 from jouleledger.kube.api import KubeApi

@@ -25,133 +25,23 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp.web
-import attrs
 import kmock
-from tests.controller.conftest import AGENT_NAMESPACE, RESOURCES, register_resources
+from tests._kube_emulator import (
+    AGENT_NAMESPACE,
+    IndexedEmulator,
+    agent_pod,
+    node_object,
+    register_resources,
+    send_bookmarks,
+)
 
 POWER_W = 300.0
 EPOCH = "00000000be4c4001"
-
-
-@attrs.define(kw_only=True)
-class BenchEmulator(kmock.KubernetesEmulator):
-    """kmock with O(1) lookups of named objects (its own lookup scans every object) and a hook on Job patches."""
-
-    annotated_at: dict[str, float] = attrs.field(factory=dict)
-    writes: dict[str, int] = attrs.field(factory=dict)
-    watch_events: dict[str, int] = attrs.field(factory=dict)
-
-    def _KubernetesEmulator__get_objs(self, request: Any, strict: bool) -> list[Any]:  # noqa: N802 - kmock's name
-        if request.name is not None and request.resource is not None:
-            key = (request.resource, request.namespace, request.name)
-            return [self.objects[key]] if key in self.objects else []
-        return [
-            obj
-            for (resource, namespace, _), obj in self.objects.items()
-            if resource == request.resource and (request.namespace is None or namespace == request.namespace)
-        ]
-
-    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
-        method = request.method.value
-        if method in ("POST", "PATCH") and request.resource is not None:
-            key = f"{method} {request.resource.plural}{'/' + request.subresource if request.subresource else ''}"
-            self.writes[key] = self.writes.get(key, 0) + 1
-            if request.resource.plural == "jobs" and request.subresource is None and method == "PATCH":
-                annotations = ((request.data or {}).get("metadata") or {}).get("annotations") or {}
-                if "jouleledger.io/footprint-version" in annotations:
-                    self.annotated_at.setdefault(request.name, time.time())
-        fast = await self._fast(request)
-        return fast if fast is not None else await super()._handle(request)
-
-    async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
-        async for event in super()._serve_watch(request):
-            if (
-                not isinstance(event, dict)
-                or event.get("type") == "BOOKMARK"
-                or _selected(event.get("object") or {}, request.params)
-            ):
-                if isinstance(event, dict):
-                    key = f"{request.resource.plural} {event.get('type')}"
-                    self.watch_events[key] = self.watch_events.get(key, 0) + 1
-                yield event
-
-    async def _fast(self, request: Any) -> aiohttp.web.StreamResponse | None:
-        """Serve get/create/patch/list straight from the object store (kmock's request matching costs ~20 ms per
-        request, which would dominate the benchmark); watches still take kmock's own path and see every change."""
-        action, resource = request.action, request.resource
-        if (
-            resource is None
-            or not resource.plural
-            or request.params.get("watch") == "true"
-            or action not in (kmock.action.FETCH, kmock.action.CREATE, kmock.action.UPDATE, kmock.action.LIST)
-        ):
-            return None
-        if action == kmock.action.LIST:
-            items = [
-                obj.raw
-                for (res, namespace, _), obj in self.objects.items()
-                if res == resource
-                and (request.namespace is None or namespace == request.namespace)
-                and not obj.deleted
-                and _selected(obj.raw, request.params)
-            ]
-            return aiohttp.web.json_response({"metadata": {"resourceVersion": "1"}, "items": items})
-        data = request.data if isinstance(request.data, dict) else {}
-        name = request.name or (data.get("metadata") or {}).get("name")
-        namespace = request.namespace or (data.get("metadata") or {}).get("namespace")
-        key = (resource, namespace, name)
-        exists = key in self.objects and not self.objects[key].deleted
-        if action == kmock.action.FETCH:
-            if not exists:
-                return aiohttp.web.json_response({"kind": "Status", "code": 404, "reason": "NotFound"}, status=404)
-            return aiohttp.web.json_response(self.objects[key].raw)
-        async with self._lock:
-            if action == kmock.action.CREATE:
-                if exists:
-                    return aiohttp.web.json_response(
-                        {"kind": "Status", "code": 409, "reason": "AlreadyExists"}, status=409
-                    )
-                self.objects[key] = data
-                event = "ADDED"
-            else:
-                if not exists:
-                    return aiohttp.web.json_response({"kind": "Status", "code": 404, "reason": "NotFound"}, status=404)
-                self.objects[key].patch(data)
-                event = "MODIFIED"
-            raw = self.objects[key].raw
-            await self._buses[resource].put({"type": event, "object": raw})
-        return aiohttp.web.json_response(raw)
-
-
-async def send_bookmarks(api: BenchEmulator, stop: asyncio.Event, every_s: float = 30.0) -> None:
-    """BOOKMARK events on every watch, as a real API server sends them (about every minute): without them kopf
-    reconnects after 70 s of silence, and kmock answers a reconnection by re-sending every object."""
-    while not stop.is_set():
-        await asyncio.sleep(every_s)
-        for name, (kind, _) in RESOURCES.items():
-            bookmark = {"kind": kind, "apiVersion": name.rsplit("/", 1)[0], "metadata": {"resourceVersion": "1"}}
-            await api._buses[kmock.resource(name)].put({"type": "BOOKMARK", "object": bookmark})
-
-
-def _selected(obj: dict[str, Any], params: dict[str, str]) -> bool:
-    """Equality label selectors and the ``metadata.namespace`` field selector, as the API server applies them."""
-    metadata = obj.get("metadata") or {}
-    labels = metadata.get("labels") or {}
-    for term in filter(None, params.get("labelSelector", "").split(",")):
-        key, _, value = term.partition("=")
-        if labels.get(key) != value:
-            return False
-    for term in filter(None, params.get("fieldSelector", "").split(",")):
-        key, _, value = term.partition("=")
-        if key == "metadata.namespace" and metadata.get("namespace") != value:
-            return False
-    return True
 
 
 @dataclass
@@ -258,22 +148,11 @@ def pod_object(pod: SimPod) -> dict[str, Any]:
     }
 
 
-def populate(api: BenchEmulator, sim: Simulation, pods: int, live_jobs: int, now_s: float) -> list[SimPod]:
+def populate(api: IndexedEmulator, sim: Simulation, pods: int, live_jobs: int, now_s: float) -> list[SimPod]:
     """Nodes and their agents, ``pods - live_jobs`` pods in Deployments of 40, and ``live_jobs`` one-pod Jobs."""
     for node in sim.nodes:
-        api.objects["v1/nodes", None, node] = {
-            "metadata": {"name": node, "uid": f"uid-{node}", "labels": {"topology.kubernetes.io/zone": "z1"}}
-        }
-        api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = {
-            "metadata": {
-                "name": f"agent-{node}",
-                "namespace": AGENT_NAMESPACE,
-                "uid": f"agent-{node}",
-                "labels": {"app.kubernetes.io/component": "agent"},
-            },
-            "spec": {"nodeName": node},
-            "status": {"phase": "Running", "podIP": sim.ips[node]},
-        }
+        api.objects["v1/nodes", None, node] = node_object(node, "z1")
+        api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = agent_pod(node, sim.ips[node])
     rng = random.Random(7)
     jobs: list[SimPod] = []
     for index in range(pods):
@@ -317,7 +196,7 @@ def populate(api: BenchEmulator, sim: Simulation, pods: int, live_jobs: int, now
 
 
 async def drive_jobs(
-    api: BenchEmulator, sim: Simulation, jobs: list[SimPod], per_minute: float, stop: asyncio.Event
+    api: IndexedEmulator, sim: Simulation, jobs: list[SimPod], per_minute: float, stop: asyncio.Event
 ) -> None:
     """Complete the oldest running Job at ``per_minute`` and start a replacement on a random node."""
     rng = random.Random(11)
@@ -407,7 +286,7 @@ async def main(args: argparse.Namespace) -> int:
     await site.start()
     agent_port = runner.addresses[0][1]
 
-    async with BenchEmulator() as api, kmock.Server(api):
+    async with IndexedEmulator() as api, kmock.Server(api):
         register_resources(api)  # the same API surface as the operator's tests
         live_jobs = max(1, int(args.jobs_per_minute * args.job_minutes))
         started = time.time()

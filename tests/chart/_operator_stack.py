@@ -1,6 +1,6 @@
 """The operator's Kubernetes API for end-to-end tests that run ``jouleledger operator`` as a real process.
 
-The API is the operator tests' kmock emulator (:class:`tests.controller.conftest.Emulator`, with its resources and
+The API is the operator tests' kmock emulator (:class:`tests._kube_emulator.Emulator`, with its resources and
 object builders), served from a background thread with its own event loop, so that synchronous tests and
 subprocesses can use it. Objects are created and changed through HTTP, as a client would, so that the operator's
 watches see every change. :func:`write_kubeconfig` points ``jouleledger operator`` at it.
@@ -19,7 +19,7 @@ from typing import Any
 
 import kmock
 
-from tests.controller.conftest import AGENT_NAMESPACE, Emulator, agent_pod, node_object, register_resources
+from tests._kube_emulator import AGENT_NAMESPACE, Emulator, agent_pod, node_object, register_resources
 
 __all__ = ["AGENT_NAMESPACE", "MockKubernetesApi", "agent_pod", "node_object", "write_kubeconfig"]
 

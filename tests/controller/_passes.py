@@ -9,7 +9,8 @@ import kopf
 
 from jouleledger.controller.accountant import Accountant, PassSummary
 from jouleledger.controller.app import OperatorApp, OperatorOptions
-from tests.controller.conftest import AGENT_NAMESPACE, FIXTURE_CONFIG, Emulator, FakeAgents, ScriptedIntensity
+from tests._kube_emulator import AGENT_NAMESPACE, Emulator, FakeAgents
+from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity
 
 __all__ = ["two_pass_app"]
 

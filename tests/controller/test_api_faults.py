@@ -23,20 +23,19 @@ from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.scrape import AgentScraper
 from jouleledger.kube.api import KubeApi
 from tests._figures import figure
-from tests.controller._exposition import Pod, agent_text
-from tests.controller.conftest import (
+from tests._kube_emulator import (
     AGENT_NAMESPACE,
-    FIXTURE_CONFIG,
     Emulator,
     FakeAgents,
     Fault,
-    ScriptedIntensity,
     agent_pod,
     completed,
     job_object,
     node_object,
     pod_object,
 )
+from tests.controller._exposition import Pod, agent_text
+from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity
 
 pytestmark = pytest.mark.slow
 

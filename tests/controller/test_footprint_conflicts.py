@@ -13,18 +13,9 @@ from jouleledger.controller.accountant import Accountant
 from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.scrape import AgentScraper
 from jouleledger.kube.api import KubeApi
+from tests._kube_emulator import AGENT_NAMESPACE, Emulator, FakeAgents, agent_pod, job_object, node_object, pod_object
 from tests.controller._exposition import Pod, agent_text
-from tests.controller.conftest import (
-    AGENT_NAMESPACE,
-    FIXTURE_CONFIG,
-    Emulator,
-    FakeAgents,
-    ScriptedIntensity,
-    agent_pod,
-    job_object,
-    node_object,
-    pod_object,
-)
+from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity
 
 FOOTPRINT = ("jouleledger.io/v1alpha1/workloadfootprints", "ml", "job-1")
 

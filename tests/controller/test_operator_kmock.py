@@ -21,23 +21,25 @@ import yaml
 from jouleledger.controller.app import OperatorApp, OperatorOptions
 from jouleledger.controller.config import parse_config
 from jouleledger.core.footprints import KEY_VERSION
-from tests._tools import REPO_ROOT
-from tests.controller._exposition import Pod, agent_text
-from tests.controller.conftest import (
+from tests._kube_emulator import (
     AGENT_NAMESPACE,
-    FIXTURE_CONFIG,
     Emulator,
     FakeAgents,
     Fault,
-    Running,
-    ScriptedIntensity,
-    StartOperator,
     agent_pod,
     completed,
-    eventually,
     job_object,
     node_object,
     pod_object,
+)
+from tests._tools import REPO_ROOT
+from tests.controller._exposition import Pod, agent_text
+from tests.controller._operator import (
+    FIXTURE_CONFIG,
+    Running,
+    ScriptedIntensity,
+    StartOperator,
+    eventually,
     stop,
     test_settings,
 )

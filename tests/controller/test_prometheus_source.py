@@ -18,10 +18,7 @@ from jouleledger.controller.app import OperatorApp
 from jouleledger.controller.promsource import PrometheusSource
 from jouleledger.core.promsource import agent_query
 from jouleledger.promapi import Connection, PrometheusApi, build_client
-from tests._tools import require_tool
-from tests.controller._exposition import Pod, agent_text
-from tests.controller._passes import two_pass_app
-from tests.controller.conftest import (
+from tests._kube_emulator import (
     AGENT_NAMESPACE,
     Emulator,
     FakeAgents,
@@ -32,6 +29,9 @@ from tests.controller.conftest import (
     pod_object,
     register_resources,
 )
+from tests._tools import require_tool
+from tests.controller._exposition import Pod, agent_text
+from tests.controller._passes import two_pass_app
 from tests.controller.test_operator_kmock import rfc3339
 from tests.report.conftest import serve
 

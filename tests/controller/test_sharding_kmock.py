@@ -11,9 +11,7 @@ import pytest
 
 from jouleledger.controller.app import OperatorApp
 from jouleledger.core.sharding import ShardSpec, shard_of
-from tests.controller._exposition import Pod, agent_text
-from tests.controller._passes import two_pass_app
-from tests.controller.conftest import (
+from tests._kube_emulator import (
     AGENT_NAMESPACE,
     Emulator,
     FakeAgents,
@@ -24,6 +22,8 @@ from tests.controller.conftest import (
     pod_object,
     register_resources,
 )
+from tests.controller._exposition import Pod, agent_text
+from tests.controller._passes import two_pass_app
 from tests.controller.test_operator_kmock import rfc3339
 
 pytestmark = pytest.mark.slow

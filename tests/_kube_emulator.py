@@ -1,0 +1,316 @@
+"""The Kubernetes side of the operator's tests and benchmarks: a stateful API emulator (kmock with a few gaps
+closed), an indexed variant for load benchmarks, fake agents serving hand-written expositions, and object builders.
+
+Tests get these through fixtures (``tests/controller/conftest.py``); ``bench/`` imports them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+
+AGENT_NAMESPACE = "jouleledger"
+RESOURCES: Mapping[str, tuple[str, bool]] = {
+    "v1/pods": ("Pod", True),
+    "v1/nodes": ("Node", False),
+    "v1/events": ("Event", True),
+    "batch/v1/jobs": ("Job", True),
+    "apps/v1/replicasets": ("ReplicaSet", True),
+    "jouleledger.io/v1alpha1/workloadfootprints": ("WorkloadFootprint", True),
+    # Only discovered, never listed (kopf runs cluster-wide with scanning disabled), but kopf waits for both.
+    "v1/namespaces": ("Namespace", False),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False),
+}
+
+
+@dataclass
+class Fault:
+    """Answer the next ``count`` requests matching ``method`` and ``path`` (a regex) with ``status``."""
+
+    method: str
+    path: str
+    status: int
+    count: int = 1
+    retry_after: str = ""
+
+
+@attrs.define(kw_only=True)
+class Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus what the operator relies on: UIDs and increasing resourceVersions on every write,
+    optimistic concurrency (a stale ``metadata.resourceVersion`` in a patch is 409), injected faults, and
+    ``410 Gone`` in live watch streams."""
+
+    faults: list[Fault] = attrs.field(factory=list)
+    chaos: Callable[[str, str], Fault | None] | None = None
+    """Called with ``(method, path)`` of every request: a Fault to answer it with (its count is ignored), or None."""
+    _versions: Any = attrs.field(factory=lambda: itertools.count(1000))
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        chaotic = None if self.chaos is None else self.chaos(request.method.value, request.url.path)
+        for fault in [chaotic] if chaotic is not None else self.faults:
+            if fault.count > 0 and request.method.value == fault.method and re.search(fault.path, request.url.path):
+                fault.count -= 1
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                return aiohttp.web.json_response(
+                    {"kind": "Status", "code": fault.status, "reason": "Injected", "message": "injected fault"},
+                    status=fault.status,
+                    headers=headers,
+                )
+        if request.resource is not None and isinstance(request.data, dict):
+            metadata = request.data.setdefault("metadata", {})
+            if request.action == kmock.action.CREATE:
+                metadata.setdefault("uid", str(uuid.uuid4()))
+                metadata["resourceVersion"] = str(next(self._versions))
+            elif request.action == kmock.action.UPDATE and request.name is not None:
+                key = (request.resource, request.namespace, request.name)
+                if key in self.objects and not self.objects[key].deleted:
+                    current = self.objects[key].get("metadata", {}).get("resourceVersion")
+                    wanted = metadata.get("resourceVersion")
+                    if wanted is not None and wanted != current:
+                        return aiohttp.web.json_response(
+                            {"kind": "Status", "code": 409, "reason": "Conflict", "message": "stale resourceVersion"},
+                            status=409,
+                        )
+                metadata["resourceVersion"] = str(next(self._versions))
+        return await super()._handle(request)
+
+    @property
+    def requests(self) -> list[kmock.Request]:
+        """Every request served so far, oldest first."""
+        return list(self._requests)
+
+    async def gone(self, resource: str) -> None:
+        """Send ``410 Gone`` to every watch of ``resource`` (kopf then lists again and re-watches)."""
+        await self._buses[kmock.resource(resource)].put(
+            {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}}
+        )
+
+
+def register_resources(emulator: kmock.KubernetesEmulator) -> None:
+    """Declare the resources the operator uses (kmock serves only what it was told exists)."""
+    for name, (kind, namespaced) in RESOURCES.items():
+        emulator.resources[name] = kmock.ResourceInfo(
+            kind=kind,
+            namespaced=namespaced,
+            verbs={"get", "list", "watch", "create", "patch", "delete"},
+            subresources={"status"} if name.endswith(("jobs", "workloadfootprints")) else set(),
+        )
+
+
+@attrs.define(kw_only=True)
+class IndexedEmulator(kmock.KubernetesEmulator):
+    """kmock with O(1) lookups of named objects (its own lookup scans every object) and a hook on Job patches."""
+
+    annotated_at: dict[str, float] = attrs.field(factory=dict)
+    writes: dict[str, int] = attrs.field(factory=dict)
+    watch_events: dict[str, int] = attrs.field(factory=dict)
+
+    def _KubernetesEmulator__get_objs(self, request: Any, strict: bool) -> list[Any]:
+        if request.name is not None and request.resource is not None:
+            key = (request.resource, request.namespace, request.name)
+            return [self.objects[key]] if key in self.objects else []
+        return [
+            obj
+            for (resource, namespace, _), obj in self.objects.items()
+            if resource == request.resource and (request.namespace is None or namespace == request.namespace)
+        ]
+
+    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        method = request.method.value
+        if method in ("POST", "PATCH") and request.resource is not None:
+            key = f"{method} {request.resource.plural}{'/' + request.subresource if request.subresource else ''}"
+            self.writes[key] = self.writes.get(key, 0) + 1
+            if request.resource.plural == "jobs" and request.subresource is None and method == "PATCH":
+                annotations = ((request.data or {}).get("metadata") or {}).get("annotations") or {}
+                if "jouleledger.io/footprint-version" in annotations:
+                    self.annotated_at.setdefault(request.name, time.time())
+        fast = await self._fast(request)
+        return fast if fast is not None else await super()._handle(request)
+
+    async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
+        async for event in super()._serve_watch(request):
+            if (
+                not isinstance(event, dict)
+                or event.get("type") == "BOOKMARK"
+                or _selected(event.get("object") or {}, request.params)
+            ):
+                if isinstance(event, dict):
+                    key = f"{request.resource.plural} {event.get('type')}"
+                    self.watch_events[key] = self.watch_events.get(key, 0) + 1
+                yield event
+
+    async def _fast(self, request: Any) -> aiohttp.web.StreamResponse | None:
+        """Serve get/create/patch/list straight from the object store (kmock's request matching costs ~20 ms per
+        request, which would dominate the benchmark); watches still take kmock's own path and see every change."""
+        action, resource = request.action, request.resource
+        if (
+            resource is None
+            or not resource.plural
+            or request.params.get("watch") == "true"
+            or action not in (kmock.action.FETCH, kmock.action.CREATE, kmock.action.UPDATE, kmock.action.LIST)
+        ):
+            return None
+        if action == kmock.action.LIST:
+            items = [
+                obj.raw
+                for (res, namespace, _), obj in self.objects.items()
+                if res == resource
+                and (request.namespace is None or namespace == request.namespace)
+                and not obj.deleted
+                and _selected(obj.raw, request.params)
+            ]
+            return aiohttp.web.json_response({"metadata": {"resourceVersion": "1"}, "items": items})
+        data = request.data if isinstance(request.data, dict) else {}
+        name = request.name or (data.get("metadata") or {}).get("name")
+        namespace = request.namespace or (data.get("metadata") or {}).get("namespace")
+        key = (resource, namespace, name)
+        exists = key in self.objects and not self.objects[key].deleted
+        if action == kmock.action.FETCH:
+            if not exists:
+                return aiohttp.web.json_response({"kind": "Status", "code": 404, "reason": "NotFound"}, status=404)
+            return aiohttp.web.json_response(self.objects[key].raw)
+        async with self._lock:
+            if action == kmock.action.CREATE:
+                if exists:
+                    return aiohttp.web.json_response(
+                        {"kind": "Status", "code": 409, "reason": "AlreadyExists"}, status=409
+                    )
+                self.objects[key] = data
+                event = "ADDED"
+            else:
+                if not exists:
+                    return aiohttp.web.json_response({"kind": "Status", "code": 404, "reason": "NotFound"}, status=404)
+                self.objects[key].patch(data)
+                event = "MODIFIED"
+            raw = self.objects[key].raw
+            await self._buses[resource].put({"type": event, "object": raw})
+        return aiohttp.web.json_response(raw)
+
+
+async def send_bookmarks(api: IndexedEmulator, stop: asyncio.Event, every_s: float = 30.0) -> None:
+    """BOOKMARK events on every watch, as a real API server sends them (about every minute): without them kopf
+    reconnects after 70 s of silence, and kmock answers a reconnection by re-sending every object."""
+    while not stop.is_set():
+        await asyncio.sleep(every_s)
+        for name, (kind, _) in RESOURCES.items():
+            bookmark = {"kind": kind, "apiVersion": name.rsplit("/", 1)[0], "metadata": {"resourceVersion": "1"}}
+            await api._buses[kmock.resource(name)].put({"type": "BOOKMARK", "object": bookmark})
+
+
+def _selected(obj: dict[str, Any], params: dict[str, str]) -> bool:
+    """Equality label selectors and the ``metadata.namespace`` field selector, as the API server applies them."""
+    metadata = obj.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    for term in filter(None, params.get("labelSelector", "").split(",")):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    for term in filter(None, params.get("fieldSelector", "").split(",")):
+        key, _, value = term.partition("=")
+        if key == "metadata.namespace" and metadata.get("namespace") != value:
+            return False
+    return True
+
+
+# --- fake agents -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeAgents:
+    """Agents on 127.0.0.N:port, one per node, serving ``texts[node]`` (``delay_s``/``status`` per node)."""
+
+    port: int
+    texts: dict[str, str] = field(default_factory=dict)
+    delay_s: dict[str, float] = field(default_factory=dict)
+    status: dict[str, int] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+    ips: dict[str, str] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def serve_fake_agents() -> AsyncIterator[FakeAgents]:
+    """Start the fake agents on 127.0.0.1, .2 and .3 (one port); stopped on exit."""
+    app = aiohttp.web.Application()
+    fake = FakeAgents(port=0)
+
+    async def metrics(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        host = request.transport.get_extra_info("sockname")[0] if request.transport else ""
+        node = next((node for node, ip in fake.ips.items() if ip == host), "")
+        fake.hits[node] = fake.hits.get(node, 0) + 1
+        delay = fake.delay_s.get(node, 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        status = fake.status.get(node, 200)
+        if status != 200:
+            return aiohttp.web.Response(status=status, text="broken")
+        return aiohttp.web.Response(text=fake.texts.get(node, ""), content_type="text/plain")
+
+    app.router.add_get("/metrics", metrics)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    first = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await first.start()
+    fake.port = runner.addresses[0][1]
+    for index in (2, 3):
+        await aiohttp.web.TCPSite(runner, f"127.0.0.{index}", fake.port).start()
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
+
+
+# --- objects -----------------------------------------------------------------------------------------------------
+
+
+def node_object(name: str, zone: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "uid": f"node-{name}", "labels": {"topology.kubernetes.io/zone": zone}}}
+
+
+def agent_pod(node: str, ip: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"agent-{node}",
+            "namespace": AGENT_NAMESPACE,
+            "uid": f"agent-{node}",
+            "labels": {"app.kubernetes.io/component": "agent"},
+        },
+        "spec": {"nodeName": node},
+        "status": {"phase": "Running", "podIP": ip},
+    }
+
+
+def job_object(namespace: str, name: str, uid: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": namespace, "uid": uid, "resourceVersion": "1"}, "status": {}}
+
+
+def pod_object(
+    namespace: str, name: str, uid: str, node: str, *, owner_kind: str, owner_name: str, owner_uid: str
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid,
+            "labels": {"team": "vision"},
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": owner_kind, "name": owner_name, "uid": owner_uid, "controller": True}
+            ],
+        },
+        "spec": {"nodeName": node},
+        "status": {"phase": "Running"},
+    }
+
+
+def completed(when: str, kind: str = "Complete") -> dict[str, Any]:
+    return {"status": {"conditions": [{"type": kind, "status": "True", "lastTransitionTime": when}]}}

@@ -1,0 +1,99 @@
+"""Running the operator in-process against the emulator: kopf settings for tests, a scripted intensity provider,
+the handle of a running operator, and polling until the asynchronous operator has done something."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from jouleledger.controller.app import OperatorApp
+from jouleledger.controller.config import parse_config
+from jouleledger.intensity import FallbackKey, IntensityReading
+
+# --- intensity ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScriptedIntensity:
+    """Readings per zone set by the test; ``fallback`` makes them static-fallback readings with that reason."""
+
+    g_per_kwh: dict[str, float] = field(default_factory=dict)
+    fallback: str | None = None
+    calls: int = 0
+    counts: dict[FallbackKey, int] = field(default_factory=dict)
+
+    async def intensity(self, zone: str, now_unix_s: float) -> IntensityReading:
+        self.calls += 1
+        if self.fallback is not None:
+            key = ("electricitymaps", self.fallback)
+            self.counts[key] = self.counts.get(key, 0) + 1
+            return IntensityReading(self.g_per_kwh.get(zone, 400.0), zone, "static-fallback", now_unix_s, self.fallback)
+        return IntensityReading(self.g_per_kwh.get(zone, 400.0), zone, "static", now_unix_s)
+
+    async def aclose(self) -> None:
+        return None
+
+    @property
+    def fallbacks(self) -> Mapping[FallbackKey, int]:
+        return dict(self.counts)
+
+
+# --- the operator ------------------------------------------------------------------------------------------------
+
+
+def test_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.watching.reconnect_backoff = 0.05
+    settings.networking.error_backoffs = [0.05, 0.1, 0.2, 0.4]
+    settings.queueing.idle_timeout = 1.0
+    settings.queueing.exit_timeout = 1.0
+    return settings
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]
+
+
+@dataclass
+class Running:
+    app: OperatorApp
+    task: asyncio.Task[None]
+
+    @property
+    def accountant(self) -> Any:
+        assert self.app.accountant is not None
+        return self.app.accountant
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10.0, what: str = "") -> None:
+    """Poll ``check`` until it is true (the operator works asynchronously: events, passes)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or check}")
+        await asyncio.sleep(0.02)
+
+
+StartOperator = Callable[..., Awaitable[Running]]
+
+
+async def stop(handle: Running) -> None:
+    """Stop an in-process operator: cancel kopf's task, then make sure the accounting task is gone."""
+    handle.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await handle.task
+    await handle.app.stop_accounting()
+
+
+FIXTURE_CONFIG = parse_config({"maxGpuPowerW": 10_000})
+"""The defaults, but a GPU bound above the round numbers of the hand-written expositions (3600 J in a GPU-second)."""
