@@ -160,21 +160,23 @@ def populate(api: IndexedEmulator, sim: Simulation, pods: int, live_jobs: int, n
         namespace = f"team-{index % 20}"
         if index < pods - live_jobs:
             rs = index // 40
+            # A Deployment's pods spread over the 20 namespaces: one ReplicaSet (its own UID) in each.
+            rs_uid = f"rs-{rs}-{namespace}"
             pod = SimPod(
-                namespace, f"svc-{rs}-{index}", f"pod-{index}", node, "ReplicaSet", f"svc-{rs}-rs", f"rs-{rs}", now_s
+                namespace, f"svc-{rs}-{index}", f"pod-{index}", node, "ReplicaSet", f"svc-{rs}-rs", rs_uid, now_s
             )
             if (namespace, rs) not in {(None, None)}:
                 api.objects["apps/v1/replicasets", namespace, f"svc-{rs}-rs"] = {
                     "metadata": {
                         "name": f"svc-{rs}-rs",
                         "namespace": namespace,
-                        "uid": f"rs-{rs}",
+                        "uid": rs_uid,
                         "ownerReferences": [
                             {
                                 "apiVersion": "apps/v1",
                                 "kind": "Deployment",
                                 "name": f"svc-{rs}",
-                                "uid": f"dep-{rs}",
+                                "uid": f"dep-{rs}-{namespace}",
                                 "controller": True,
                             }
                         ],
