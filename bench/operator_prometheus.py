@@ -148,7 +148,7 @@ class QueryProxy:
                     self.durations_s.append(elapsed)
                     self.wire_bytes.append(len(payload))
                     self.encodings.add(upstream.headers.get("Content-Encoding", "identity"))
-                    self.at.append(time.time())
+                    self.at.append(time.time() - elapsed)  # when the pass asked
                 keep = ("Content-Type", "Content-Encoding")
                 return aiohttp.web.Response(
                     body=payload,
@@ -276,7 +276,7 @@ async def main(args: argparse.Namespace) -> int:
         jobs = populate(api, sim, args.pods, min(live_jobs, args.pods), time.time())
         with (
             tempfile.TemporaryDirectory() as tmp,
-            prometheus(Path(tmp), exporters.target_urls(), args.interval_s) as (
+            prometheus(Path(tmp), exporters.target_urls(), args.scrape_s or args.interval_s) as (
                 prom,
                 prom_url,
             ),
@@ -360,9 +360,9 @@ async def main(args: argparse.Namespace) -> int:
     print(f"  pods live: {args.pods} on {args.nodes} nodes; Job completions: {args.jobs_per_minute:g}/min (real time)")
     print(
         f"  exporters: {args.exporters} servers, {exporters.targets} targets of {args.nodes / exporters.targets:.0f} "
-        "nodes each; Prometheus scrapes and the"
+        f"nodes each; Prometheus scrapes them every {args.scrape_s or interval:g} s (honor_labels)"
     )
-    print(f"  operator accounts every {interval:g} s (production default, no time compression)")
+    print(f"  the operator accounts every {interval:g} s (production default, no time compression)")
     print(f"  Prometheus held every node's series {scraped_after_s:.0f} s after start")
     print(f"  measured window: {wall:.0f} s after {args.warmup_s:g} s warm-up; passes (queries) in window: {passes}")
     print(f"  operator CPU: {100 * cpu_s / wall:.1f} % of one core ({cpu_s / max(passes, 1):.2f} s per pass)")
@@ -377,6 +377,12 @@ async def main(args: argparse.Namespace) -> int:
             f"  query per pass: median {statistics.median(window_q):.2f} s (max {max(window_q):.2f} s), "
             f"{statistics.median(window_b) / 2**20:.1f} MiB on the wire ({'/'.join(sorted(proxy.encodings))}); "
             f"{plain_bytes / 2**20:.1f} MiB of JSON uncompressed ({plain_s:.2f} s without compression)"
+        )
+    gaps = [later - earlier for earlier, later in zip(proxy.at[queries0:], proxy.at[queries0 + 1 :], strict=False)]
+    if gaps:
+        print(
+            f"  time between pass starts: median {statistics.median(gaps):.1f} s, max {max(gaps):.1f} s "
+            f"(the interval, or the pass's wall time when longer)"
         )
     print(
         f"  Prometheus: CPU {100 * (pcpu1 - pcpu0) / wall:.1f} % of one core, RSS {prss / 2**20:.0f} MiB "
@@ -406,7 +412,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--targets", type=int, default=64, help="Prometheus targets (node slices) over them")
     parser.add_argument("--jobs-per-minute", type=float, default=200.0)
     parser.add_argument("--job-minutes", type=float, default=10.0, help="how long a Job's pod runs (live Jobs)")
-    parser.add_argument("--interval-s", type=float, default=15.0, help="Prometheus' scrape and the operator's pass")
+    parser.add_argument("--interval-s", type=float, default=15.0, help="the operator's accounting interval")
+    parser.add_argument(
+        "--scrape-s", type=float, default=0.0, help="Prometheus' scrape interval of the agents (default: --interval-s)"
+    )
     parser.add_argument("--duration-s", type=float, default=180.0)
     parser.add_argument("--warmup-s", type=float, default=60.0)
     parser.add_argument(
