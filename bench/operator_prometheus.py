@@ -254,6 +254,10 @@ def own_metric(url: str, name: str) -> float:
     return float("nan")
 
 
+def directory_bytes(path: Path) -> int:
+    return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file()) if path.exists() else 0
+
+
 def uncompressed_result_bytes(url: str, expr: str) -> tuple[int, float]:
     """The query result's JSON size without compression, and how long Prometheus took to answer it."""
     data = urllib.parse.urlencode({"query": expr}).encode()
@@ -340,6 +344,9 @@ async def main(args: argparse.Namespace) -> int:
                 await operator.wait()
             drainer.cancel()
             head = await asyncio.to_thread(own_metric, prom_url, "prometheus_tsdb_head_series")
+            appended = await asyncio.to_thread(own_metric, prom_url, "prometheus_tsdb_head_samples_appended_total")
+            chunks_bytes = directory_bytes(Path(tmp) / "tsdb" / "chunks_head")
+            wal_bytes = directory_bytes(Path(tmp) / "tsdb" / "wal")
             samples = await asyncio.to_thread(instant, prom_url, f"sum(scrape_samples_scraped{{{JOB}}})")
             scrape_s = await asyncio.to_thread(instant, prom_url, f"max(scrape_duration_seconds{{{JOB}}})")
             plain_bytes, plain_s = await asyncio.to_thread(uncompressed_result_bytes, prom_url, agent_query(JOB))
@@ -390,6 +397,12 @@ async def main(args: argparse.Namespace) -> int:
         f"samples per scrape round {samples[0][1] if samples else float('nan'):.0f}, "
         f"slowest target scrape {scrape_s[0][1] if scrape_s else float('nan'):.2f} s"
     )
+    if appended > 0:
+        print(
+            f"  Prometheus TSDB: {appended:.0f} samples appended; head chunks on disk {chunks_bytes / 2**20:.1f} MiB "
+            f"({chunks_bytes / appended:.2f} bytes per sample, the open chunks still in memory), "
+            f"WAL {wal_bytes / 2**20:.1f} MiB ({wal_bytes / appended:.2f} bytes per sample)"
+        )
     generate = exporters.generate_s[-args.exporters * 4 :]
     print(
         f"  exporters: {exporters.scrapes - scrapes0} scrapes in window, median {statistics.median(generate):.2f} s "
