@@ -16,7 +16,7 @@ import pytest
 
 from jouleledger.controller.app import OperatorApp
 from jouleledger.controller.promsource import PrometheusSource
-from jouleledger.core.promsource import agent_query
+from jouleledger.core.promsource import TARGET_LABELS, agent_query, lean_agent_query, samples_by_node
 from jouleledger.promapi import Connection, PrometheusApi, build_client
 from tests._kube_emulator import (
     AGENT_NAMESPACE,
@@ -180,3 +180,21 @@ async def test_prometheus_source_records_what_direct_scraping_records(
     assert all(annotations.get("jouleledger.io/energy-kwh") for annotations in finished)
     running = reference["job-1"]
     assert running["energyMillijoules"] == 2_000_125 + 500_031  # all of epoch 00, then all of the new epoch 11
+
+
+async def test_the_lean_query_is_the_agents_samples_without_target_labels(agents: FakeAgents, tmp_path: Path) -> None:
+    require_tool("prometheus")
+    agents.ips.update(NODES)
+    expose(agents, 0)
+    with prometheus_scraping(agents.port, tmp_path) as url:
+        await wait_for_prometheus(url, 0)
+        api = PrometheusApi(build_client(Connection(url)))
+        try:
+            lean = api.query(lean_agent_query('job="jouleledger-agent"'), time.time())
+            plain = api.query(agent_query('job="jouleledger-agent"'), time.time())
+        finally:
+            api.close()
+    assert lean
+    assert not [labels for labels, _ in lean if TARGET_LABELS & set(labels)]
+    assert all(TARGET_LABELS & set(labels) for labels, _ in plain)
+    assert samples_by_node(lean) == samples_by_node(plain)

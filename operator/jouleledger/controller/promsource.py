@@ -1,6 +1,8 @@
 """``--source prometheus``: the agents' counters read from the Prometheus HTTP API instead of scraping the agents.
 
-One instant query per pass (:func:`jouleledger.core.promsource.agent_query`) through the same client, with the same
+One instant query per pass (:func:`jouleledger.core.promsource.lean_agent_query`: the agent samples without the
+target labels Prometheus adds; :func:`~jouleledger.core.promsource.agent_query` with them when one agent's series
+are stored under several targets) through the same client, with the same
 authentication, ``X-Scope-OrgID`` and CA options as ``jouleledger report`` (:mod:`jouleledger.promapi`); the result
 is split by node into the samples a direct scrape of each agent gives, and parsed by the same parser. Each agent pod
 the operator sees is one outcome, as in direct mode: ``ok`` when Prometheus holds its node's series, ``error``
@@ -12,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.controller.scrape import ERROR, OK, ScrapeOutcome
 from jouleledger.core.deltas import ScrapeFormatError, parse_agent_samples
-from jouleledger.core.promsource import agent_query, samples_by_node
+from jouleledger.core.promsource import DUPLICATE_SERIES_ERROR, agent_query, lean_agent_query, samples_by_node
 from jouleledger.promapi import PrometheusApi, PrometheusError
 
 __all__ = ["AccountingSource", "PrometheusSource"]
@@ -37,13 +39,27 @@ class PrometheusSource:
 
     def __init__(self, api: PrometheusApi, *, selector: str = "", clock: Callable[[], float] = time.time) -> None:
         self._api = api
-        self.query = agent_query(selector)
+        self.query = lean_agent_query(selector)
+        self._plain_query = agent_query(selector)
         self._clock = clock
+
+    def _query(self, time_s: float) -> list[tuple[Mapping[str, str], float]]:
+        try:
+            return self._api.query(self.query, time_s)
+        except PrometheusError as error:
+            if DUPLICATE_SERIES_ERROR not in str(error) or self.query == self._plain_query:
+                raise
+        log.warning(
+            "some agent series are stored under several targets (two scrape jobs or instances?): querying them with"
+            " their target labels from now on (a larger result); narrow --prometheus-selector to one job"
+        )
+        self.query = self._plain_query
+        return self._api.query(self.query, time_s)
 
     async def scrape_all(self, targets: Sequence[AgentTarget]) -> list[ScrapeOutcome]:
         """One outcome per agent target, all from one query."""
         try:
-            result = await asyncio.to_thread(self._api.query, self.query, self._clock())
+            result = await asyncio.to_thread(self._query, self._clock())
         except PrometheusError as error:
             log.warning("%s", error)
             return [ScrapeOutcome(target, ERROR, error=str(error)) for target in targets]

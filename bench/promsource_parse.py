@@ -1,0 +1,87 @@
+"""CPU the Prometheus accounting source spends per series of its query result, apart from Prometheus and the API.
+
+Builds the instant-query answer Prometheus gives for ``--nodes`` agents of ``bench/operator_load.py``'s simulation
+(8 pods each by default; the agents' own labels plus ``job`` and ``instance``, as a scrape with ``honor_labels``
+stores them), and runs what one pass of ``--source prometheus`` runs on it: the client's JSON decoding (through an
+``httpx.MockTransport``), the regrouping by node (``samples_by_node``) and the agent-sample parser of every node.
+Printed: CPU (process time, so other processes on the machine count less) per pass and per series, median of
+``--repeat`` passes.
+
+    .venv/bin/python -m bench.promsource_parse [--nodes 3000] [--pods-per-node 8] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import httpx
+
+from bench.operator_load import SimPod, Simulation
+from jouleledger.core.deltas import parse_agent_samples
+from jouleledger.core.promsource import samples_by_node
+from jouleledger.metrics.operator_collector import parse_exposition
+from jouleledger.promapi import PrometheusApi
+
+
+def answer(nodes: list[str], pods_per_node: int, now_s: float) -> tuple[bytes, int]:
+    """The JSON body of the source's instant query over ``nodes``, and its number of series."""
+    sim = Simulation(nodes, {})
+    sim.started_s = now_s - 1000
+    for i, node in enumerate(nodes):
+        for k in range(pods_per_node):
+            index = i * pods_per_node + k
+            pod = SimPod(
+                f"team-{index % 20}", f"svc-{index}", f"pod-{index}", node, "ReplicaSet", "svc-rs", "rs-1", now_s - 500
+            )
+            sim.by_node.setdefault(node, {})[pod.uid] = pod
+    result = []
+    for i, node in enumerate(nodes):
+        for name, labels, value in parse_exposition(sim.exposition(node, now_s)):
+            metric = dict(sorted({"__name__": name, **labels, "instance": f"slice-{i % 64}", "job": "agents"}.items()))
+            result.append({"metric": metric, "value": [now_s, repr(value)]})
+    body = {"status": "success", "data": {"resultType": "vector", "result": result}}
+    return json.dumps(body).encode(), len(result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--nodes", type=int, default=3000)
+    parser.add_argument("--pods-per-node", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    nodes = [f"gpu-{i:05d}" for i in range(args.nodes)]
+    now = time.time()
+    body, series = answer(nodes, args.pods_per_node, now)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    api = PrometheusApi(httpx.Client(base_url="http://prometheus", transport=httpx.MockTransport(handler)))
+    phases: dict[str, list[float]] = {"decode": [], "group": [], "parse": [], "total": []}
+    for _ in range(args.repeat):
+        started = time.process_time()
+        result = api.query("q", now)
+        decoded = time.process_time()
+        by_node = samples_by_node(result)
+        grouped = time.process_time()
+        for node in nodes:
+            parse_agent_samples(by_node[node], expected_node=node)
+        parsed = time.process_time()
+        phases["decode"].append(decoded - started)
+        phases["group"].append(grouped - decoded)
+        phases["parse"].append(parsed - grouped)
+        phases["total"].append(parsed - started)
+    print("Joule Ledger Prometheus source: CPU per pass on a synthetic query result (process time, medians)")
+    print(f"  {args.nodes} nodes x {args.pods_per_node} pods: {series} series, {len(body) / 2**20:.1f} MiB of JSON")
+    for phase, values in phases.items():
+        median = statistics.median(values)
+        print(f"  {phase:>6}: {median:.2f} s per pass, {1e6 * median / series:.1f} us per series")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
