@@ -1,9 +1,10 @@
 """CPU the Prometheus accounting source spends per series of its query result, apart from Prometheus and the API.
 
 Builds the instant-query answer Prometheus gives for ``--nodes`` agents of ``bench/operator_load.py``'s simulation
-(8 pods each by default; the agents' own labels plus ``job`` and ``instance``, as a scrape with ``honor_labels``
-stores them), and runs what one pass of ``--source prometheus`` runs on it: the client's JSON decoding (through an
-``httpx.MockTransport``), the regrouping by node (``samples_by_node``) and the agent-sample parser of every node.
+(8 pods each by default; the agents' own labels, plus ``job`` and ``instance`` with ``--with-target-labels`` as
+``agent_query`` returns them), and runs what one pass of ``--source prometheus`` runs on it: the client's JSON
+decoding (through an ``httpx.MockTransport``), the regrouping by node (``samples_by_node``) and the agent-sample
+parser of every node.
 Printed: CPU (process time, so other processes on the machine count less) per pass and per series, median of
 ``--repeat`` passes.
 
@@ -27,8 +28,9 @@ from jouleledger.metrics.operator_collector import parse_exposition
 from jouleledger.promapi import PrometheusApi
 
 
-def answer(nodes: list[str], pods_per_node: int, now_s: float) -> tuple[bytes, int]:
-    """The JSON body of the source's instant query over ``nodes``, and its number of series."""
+def answer(nodes: list[str], pods_per_node: int, now_s: float, *, lean: bool) -> tuple[bytes, int]:
+    """The JSON body of the source's instant query over ``nodes`` (``lean``: without the target labels, as
+    ``lean_agent_query`` asks), and its number of series."""
     sim = Simulation(nodes, {})
     sim.started_s = now_s - 1000
     for i, node in enumerate(nodes):
@@ -41,7 +43,8 @@ def answer(nodes: list[str], pods_per_node: int, now_s: float) -> tuple[bytes, i
     result = []
     for i, node in enumerate(nodes):
         for name, labels, value in parse_exposition(sim.exposition(node, now_s)):
-            metric = dict(sorted({"__name__": name, **labels, "instance": f"slice-{i % 64}", "job": "agents"}.items()))
+            target = {} if lean else {"instance": f"slice-{i % 64}", "job": "agents"}
+            metric = dict(sorted({"__name__": name, **labels, **target}.items()))
             result.append({"metric": metric, "value": [now_s, repr(value)]})
     body = {"status": "success", "data": {"resultType": "vector", "result": result}}
     return json.dumps(body).encode(), len(result)
@@ -52,10 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3000)
     parser.add_argument("--pods-per-node", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--with-target-labels", action="store_true", help="the answer of agent_query (job, instance)")
     args = parser.parse_args(argv)
     nodes = [f"gpu-{i:05d}" for i in range(args.nodes)]
     now = time.time()
-    body, series = answer(nodes, args.pods_per_node, now)
+    body, series = answer(nodes, args.pods_per_node, now, lean=not args.with_target_labels)
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
@@ -76,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         phases["parse"].append(parsed - grouped)
         phases["total"].append(parsed - started)
     print("Joule Ledger Prometheus source: CPU per pass on a synthetic query result (process time, medians)")
-    print(f"  {args.nodes} nodes x {args.pods_per_node} pods: {series} series, {len(body) / 2**20:.1f} MiB of JSON")
+    labels = "with job and instance" if args.with_target_labels else "without target labels (the lean query)"
+    size = f"{len(body) / 2**20:.1f} MiB of JSON {labels}"
+    print(f"  {args.nodes} nodes x {args.pods_per_node} pods: {series} series, {size}")
     for phase, values in phases.items():
         median = statistics.median(values)
         print(f"  {phase:>6}: {median:.2f} s per pass, {1e6 * median / series:.1f} us per series")
