@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from jouleledger.controller.config import ConfigError, load_config
+from jouleledger.core.labels import one_line
 from jouleledger.core.promsource import agent_query
 from jouleledger.core.sharding import ShardSpec, shard_from_pod_name
 from jouleledger.promapi import Connection, PrometheusError, build_client
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         provider = build_provider(config.intensity)
     except (ConfigError, ValueError) as error:
-        print(f"jouleledger operator: {error}", file=sys.stderr)
+        print(f"jouleledger operator: {one_line(str(error))}", file=sys.stderr)
         return 2
     try:
         agent_client = AgentClientConfig(
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         shard = shard_spec(args)
         prometheus = prometheus_connection(args)
     except (ValueError, OSError, ssl.SSLError, PrometheusError) as error:
-        print(f"jouleledger operator: {error}", file=sys.stderr)
+        print(f"jouleledger operator: {one_line(str(error))}", file=sys.stderr)
         return 2
     try:
         options = OperatorOptions(
@@ -200,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         )
         app = OperatorApp(options, config, provider)
     except ValueError as error:
-        print(f"jouleledger operator: {error}", file=sys.stderr)
+        print(f"jouleledger operator: {one_line(str(error))}", file=sys.stderr)
         return 2
     from kopf import LoginError
 

@@ -140,9 +140,16 @@ def _section(where: str, value: object, known: Mapping[str, object]) -> Mapping[
 
 def _number(block: Mapping[str, Any], key: str) -> float:
     value = block.get(key, DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{_ROOT}.{key}: must be a finite number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(_as_float(value)):
+        raise ValueError(f"{_ROOT}.{key}: must be a finite number, got {str(value)[:40]!r}")
     return float(value)
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float64
+        return math.inf
 
 
 def _positive(block: Mapping[str, Any], key: str) -> float:
