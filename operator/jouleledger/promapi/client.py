@@ -98,25 +98,25 @@ def build_client(connection: Connection, transport: httpx.BaseTransport | None =
     )
 
 
-def _value(raw: Any, expr: str) -> float:
+def _value(raw: Any, expr: str, *, finite: bool = True) -> float:
     try:
         value = float(raw)
     except (TypeError, ValueError) as error:
         raise PrometheusError(f"query {expr!r} returned a sample that is not a number: {_shown(raw)}") from error
     except OverflowError:  # an integer beyond float64
         value = math.inf
-    if not math.isfinite(value):
+    if finite and not math.isfinite(value):
         raise PrometheusError(f"query {expr!r} returned a non-finite sample ({_shown(raw)}); refusing to report on it")
     return value
 
 
-def _point(raw: Any, expr: str) -> tuple[float, float]:
+def _point(raw: Any, expr: str, *, finite: bool = True) -> tuple[float, float]:
     if not isinstance(raw, list) or len(raw) != 2:
         raise PrometheusError(f"query {expr!r}: malformed sample {_shown(raw)}")
     stamp = raw[0]
     if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not math.isfinite(_finite_or_inf(stamp)):
         raise PrometheusError(f"query {expr!r}: malformed sample time {_shown(stamp)}")
-    return float(stamp), _value(raw[1], expr)
+    return float(stamp), _value(raw[1], expr, finite=finite)
 
 
 def _finite_or_inf(number: float) -> float:
@@ -217,13 +217,14 @@ class PrometheusApi:
             series.append(RangeSeries(labels, tuple(_point(raw, expr) for raw in values)))
         return series
 
-    def query(self, expr: str, time_s: float) -> list[tuple[Mapping[str, str], float]]:
-        """``expr`` at one instant (a vector)."""
+    def query(self, expr: str, time_s: float, *, finite: bool = True) -> list[tuple[Mapping[str, str], float]]:
+        """``expr`` at one instant (a vector). A NaN or infinite sample is an error unless ``finite`` is False
+        (the operator's source: it rejects and counts each such sample as a direct scrape does)."""
         data = self._get("/api/v1/query", {"query": expr, "time": repr(float(time_s))}, expr)
         if data.get("resultType") != "vector":
             raise PrometheusError(f"query {expr!r}: expected a vector, got {_shown(data.get('resultType'))}")
         result: list[tuple[Mapping[str, str], float]] = []
         for item in data["result"]:
             labels = _labels(item, expr)
-            result.append((labels, _point(item.get("value"), expr)[1]))
+            result.append((labels, _point(item.get("value"), expr, finite=finite)[1]))
         return result
