@@ -25,7 +25,9 @@ import yaml
 
 from jouleledger.core.carbon import MAX_PUE
 from jouleledger.core.deltas import DEFAULT_MAX_GPU_POWER_W
+from jouleledger.core.footprints import IntervalRates, method_of, power_method_of
 from jouleledger.core.units import InvalidValueError, checked_float
+from jouleledger.intensity.reading import IntensityReading
 
 __all__ = ["ConfigError", "OperatorConfig", "load_config", "parse_config"]
 
@@ -62,6 +64,33 @@ class OperatorConfig:
 
     def price_of(self, zone: str) -> float:
         return self.price_per_kwh.get(zone, self.default_price_per_kwh)
+
+    def interval_rates(
+        self,
+        start_unix_s: float,
+        end_unix_s: float,
+        zone: str,
+        reading: IntensityReading,
+        *,
+        backend: str,
+        simulated: bool,
+    ) -> IntervalRates:
+        """What applies to one node's interval: ``reading`` of its zone's grid, this configuration's PUE, price of
+        ``zone`` and embodied rates, and how the agent's ``backend`` measured the energy."""
+        return IntervalRates(
+            start_unix_s=start_unix_s,
+            end_unix_s=end_unix_s,
+            zone=reading.zone,
+            intensity_g_per_kwh=reading.g_per_kwh,
+            intensity_source=reading.source,
+            pue=self.pue,
+            price_per_kwh=self.price_of(zone),
+            currency=self.currency,
+            method=method_of(backend, simulated),
+            power_method=power_method_of(backend, simulated),
+            embodied_g_per_gpu_hour=self.embodied_g_per_gpu_hour,
+            default_embodied_g_per_gpu_hour=self.default_embodied_g_per_gpu_hour,
+        )
 
     def zone_of(self, node_labels: Mapping[str, str]) -> str:
         """The first of ``zone_labels`` the node carries, else ``default_zone`` (may be ``""``)."""
