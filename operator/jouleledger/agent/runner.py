@@ -24,9 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 from jouleledger import __version__
 from jouleledger.agent.persistence import CounterStore, new_epoch
 from jouleledger.agent.pipeline import Pipeline
-from jouleledger.agent.status import AgentStatus, ExportView
 from jouleledger.core.accounting import IntervalResult
-from jouleledger.core.snapshot import LedgerSnapshot
+from jouleledger.core.snapshot import AgentStatus, ExportView, LedgerSnapshot
 from jouleledger.hardware.base import NodeSource
 
 __all__ = ["AgentRunner", "HealthReporting", "SourceHealth"]
