@@ -25,6 +25,8 @@ from jouleledger import __version__
 from jouleledger.agent.persistence import CounterStore, new_epoch
 from jouleledger.agent.pipeline import Pipeline
 from jouleledger.core.accounting import IntervalResult
+from jouleledger.core.contract import AGENT_INTERVAL_S
+from jouleledger.core.ledger import DEFAULT_RETENTION_S
 from jouleledger.core.snapshot import AgentStatus, ExportView, LedgerSnapshot
 from jouleledger.hardware.base import NodeSource
 
@@ -60,8 +62,8 @@ class AgentRunner:
         source: NodeSource,
         *,
         backend: str,
-        interval_s: float = 1.0,
-        retention_s: float = 3600.0,
+        interval_s: float = AGENT_INTERVAL_S,
+        retention_s: float = DEFAULT_RETENTION_S,
         checkpoint_path: Path | None = None,
         label_allowlist: tuple[str, ...] = (),
         wall_clock: Callable[[], float] = time.time,

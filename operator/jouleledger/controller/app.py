@@ -29,6 +29,7 @@ from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.promsource import AccountingSource, PrometheusSource
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.controller.serving import ServingAccounting
+from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, OPERATOR_PORT, SCRAPE_INTERVAL_S
 from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.core.sharding import UNSHARDED, ShardSpec
 from jouleledger.intensity import IntensityProvider
@@ -64,11 +65,11 @@ class OperatorOptions:
     """The command-line options of ``jouleledger operator``."""
 
     listen_address: str = "0.0.0.0"
-    port: int = 9471
+    port: int = OPERATOR_PORT
     agent_namespace: str = ""
-    agent_selector: str = "app.kubernetes.io/component=agent"
-    agent_port: int = 9470
-    scrape_interval_s: float = 15.0
+    agent_selector: str = AGENT_SELECTOR
+    agent_port: int = AGENT_PORT
+    scrape_interval_s: float = SCRAPE_INTERVAL_S
     standalone: bool = False
     peering: str | None = None
     dry_run: bool = False
