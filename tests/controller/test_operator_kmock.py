@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import time
 from typing import Any
 
@@ -31,6 +30,7 @@ from tests._kube_emulator import (
     job_object,
     node_object,
     pod_object,
+    rfc3339,
 )
 from tests._tools import REPO_ROOT
 from tests.controller._exposition import Pod, agent_text
@@ -48,10 +48,6 @@ pytestmark = pytest.mark.slow
 
 JOB_PATH = "/apis/batch/v1/namespaces/ml/jobs/train"
 CRD = REPO_ROOT / "charts" / "jouleledger" / "crds" / "workloadfootprints.jouleledger.io.yaml"
-
-
-def rfc3339(unix_s: float) -> str:
-    return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def train_pod(energy_j: float, gpu_seconds: float, *, uid: str = "pod-1") -> Pod:

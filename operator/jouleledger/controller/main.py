@@ -28,13 +28,17 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from jouleledger.controller.config import ConfigError, load_config
+from jouleledger.controller.config import load_config
 from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, OPERATOR_PORT, SCRAPE_INTERVAL_S
 from jouleledger.core.flags import non_negative_int, port_number, positive_float
 from jouleledger.core.promsource import agent_query
 from jouleledger.core.sharding import ShardSpec, shard_from_pod_name
 from jouleledger.promapi import Connection, PrometheusError, build_client
+
+if TYPE_CHECKING:
+    from jouleledger.controller.app import OperatorApp
 
 __all__ = ["add_arguments", "run"]
 
@@ -131,58 +135,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     agents.add_argument("--agent-bearer-token-file", type=Path, default=None, help="read at every pass")
 
 
-def run(args: argparse.Namespace) -> int:
-    import ssl
-
+def _app(args: argparse.Namespace) -> OperatorApp:
+    """The operator the flags describe. Every file they name and every connection setting is checked now, not at
+    the first pass: ValueError (ConfigError, a bad web config), OSError (ssl.SSLError), PrometheusError."""
     from jouleledger.controller.app import OperatorApp, OperatorOptions
     from jouleledger.controller.scrape import AgentClientConfig
     from jouleledger.intensity import build_provider
     from jouleledger.metrics.webconfig import load_web_config
 
+    config = load_config(args.config)
+    provider = build_provider(config.intensity)
+    agent_client = AgentClientConfig(
+        scheme=args.agent_scheme,
+        ca_file=args.agent_ca_file,
+        cert_file=args.agent_cert_file,
+        key_file=args.agent_key_file,
+        server_name=args.agent_server_name,
+        username=args.agent_basic_auth_username,
+        password_file=args.agent_basic_auth_password_file,
+        bearer_token_file=args.agent_bearer_token_file,
+    )
+    agent_client.ssl_context()  # a bad CA or client certificate
+    options = OperatorOptions(
+        listen_address=args.listen_address,
+        port=args.port,
+        agent_namespace=args.agent_namespace,
+        agent_selector=args.agent_selector,
+        agent_port=args.agent_port,
+        scrape_interval_s=args.scrape_interval_s,
+        standalone=args.standalone,
+        peering=args.peering,
+        dry_run=args.dry_run,
+        serve_metrics=not args.once,
+        web_config=None if args.web_config_file is None else load_web_config(args.web_config_file),
+        agent_client=agent_client,
+        shard=shard_spec(args),
+        prometheus=prometheus_connection(args),
+        prometheus_selector=args.prometheus_selector,
+    )
+    return OperatorApp(options, config, provider)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
-        provider = build_provider(config.intensity)
-    except (ConfigError, ValueError) as error:
-        print(f"jouleledger operator: {error}", file=sys.stderr)
-        return 2
-    try:
-        agent_client = AgentClientConfig(
-            scheme=args.agent_scheme,
-            ca_file=args.agent_ca_file,
-            cert_file=args.agent_cert_file,
-            key_file=args.agent_key_file,
-            server_name=args.agent_server_name,
-            username=args.agent_basic_auth_username,
-            password_file=args.agent_basic_auth_password_file,
-            bearer_token_file=args.agent_bearer_token_file,
-        )
-        agent_client.ssl_context()  # a bad CA or client certificate is an error now, not at the first pass
-        web_config = None if args.web_config_file is None else load_web_config(args.web_config_file)
-        shard = shard_spec(args)
-        prometheus = prometheus_connection(args)
-    except (ValueError, OSError, ssl.SSLError, PrometheusError) as error:
-        print(f"jouleledger operator: {error}", file=sys.stderr)
-        return 2
-    try:
-        options = OperatorOptions(
-            listen_address=args.listen_address,
-            port=args.port,
-            agent_namespace=args.agent_namespace,
-            agent_selector=args.agent_selector,
-            agent_port=args.agent_port,
-            scrape_interval_s=args.scrape_interval_s,
-            standalone=args.standalone,
-            peering=args.peering,
-            dry_run=args.dry_run,
-            serve_metrics=not args.once,
-            web_config=web_config,
-            agent_client=agent_client,
-            shard=shard,
-            prometheus=prometheus,
-            prometheus_selector=args.prometheus_selector,
-        )
-        app = OperatorApp(options, config, provider)
-    except ValueError as error:
+        app = _app(args)
+    except (ValueError, OSError, PrometheusError) as error:
         print(f"jouleledger operator: {error}", file=sys.stderr)
         return 2
     from kopf import LoginError
