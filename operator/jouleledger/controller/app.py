@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,7 @@ class OperatorApp:
         write_interval_s: float | None = None,
         finalize_deadline_s: float | None = None,
         clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
+        api_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.options = options
         self.config = config
@@ -116,6 +117,7 @@ class OperatorApp:
         self._write_interval_s = write_interval_s
         self._finalize_deadline_s = finalize_deadline_s
         self._clock_skew_s = clock_skew_s
+        self._api_sleep = api_sleep  # how the API client waits before a retry
         self.cluster = ClusterState(
             team_label=config.team_label,
             agent_namespace=options.agent_namespace,
@@ -165,7 +167,7 @@ class OperatorApp:
         self.accountant = Accountant(
             config=self.config,
             provider=self.provider,
-            api=KubeApi(self._api_client),
+            api=KubeApi(self._api_client, sleep=self._api_sleep),
             scraper=scraper,
             cluster=self.cluster,
             scrape_interval_s=self.options.scrape_interval_s,
