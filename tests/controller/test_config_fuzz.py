@@ -129,6 +129,7 @@ yaml_texts = st.one_of(
             "pue: .nan",
             "pue: -.inf",
             "scrape: {concurrency: 1e3}",
+            "teamLabel: \udcff",  # written with surrogatepass: a file that is not UTF-8
         ]
     ),
 )
