@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -195,3 +196,20 @@ def test_each_hostile_value_is_rejected_counted_and_spares_the_rest() -> None:
 
     run()
     figure(f"hostile pod energy values: {counted.total()} examples, outcome by reason {dict(sorted(counted.items()))}")
+
+
+@pytest.mark.parametrize("value", ["NaN", "+Inf", "-1", "9" * 4300])
+def test_a_hostile_tick_count_is_rejected_and_counted(value: str) -> None:
+    """Regression: a non-finite or negative ``jouleledger_agent_ticks_total`` was silently read as 0, uncounted."""
+    text = bad_text(2)
+    body = text.replace(
+        'jouleledger_agent_ticks_total{node="bad"} 20.0', f'jouleledger_agent_ticks_total{{node="bad"}} {value}'
+    )
+    assert body != text
+    ledger = FoldedLedger()
+    steps = [(_answer(good_text(1)), _answer(bad_text(1))), (_answer(good_text(2)), Answer(body.encode()))]
+    [_, outcome] = asyncio.run(_passes(Agents(), steps, ledger))
+    assert outcome.scrape is not None
+    assert outcome.scrape.ticks == 0
+    assert ledger.stats.rejected == {_expected_reason(value): 1}
+    assert ledger.energy_mj("uid-p") == 40_000_000  # the agent's counters are still accounted

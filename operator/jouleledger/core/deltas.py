@@ -275,7 +275,10 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
                 raise ScrapeFormatError(f"{name}: {rejection.reason} ({raw!r})")
             last_tick = value
         elif name == AGENT_TICKS_SAMPLE:
-            ticks = raw if math.isfinite(raw) and raw >= 0 else 0.0
+            tick_count, rejection = _value(name, labels, raw)
+            if rejection is not None:
+                rejected.append(rejection)  # counted; the tick count is then unknown (0)
+            ticks = tick_count or 0.0
         elif name in _PENDING:
             pending.append((name, labels, raw))
     if agent_info is None:
