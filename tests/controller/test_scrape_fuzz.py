@@ -213,3 +213,30 @@ def test_a_hostile_tick_count_is_rejected_and_counted(value: str) -> None:
     assert outcome.scrape.ticks == 0
     assert ledger.stats.rejected == {_expected_reason(value): 1}
     assert ledger.energy_mj("uid-p") == 40_000_000  # the agent's counters are still accounted
+
+
+@pytest.mark.parametrize("value", ["40000.0", "1e9", "0", "NaN"])
+def test_a_duplicate_series_with_another_value_is_rejected_and_counted(value: str) -> None:
+    """Regression: a counter series given twice silently took the last value (an agent could pick the one it liked;
+    Prometheus refuses such a scrape). A copy with another value is now ``duplicate_series``, the series held; an
+    identical copy (two Prometheus jobs reading one agent) is harmless."""
+    text = bad_text(2)
+    energy = next(line for line in text.splitlines() if line.startswith("jouleledger_pod_gpu_energy_joules_total{"))
+    idle = next(line for line in text.splitlines() if line.startswith("jouleledger_gpu_unallocated_energy_joules"))
+    assert 'pod="p"' in energy
+    idle_value = "6000.0" if value == "40000.0" else value
+    copies = f"{energy}\n{energy.rpartition(' ')[0]} {value}\n{idle}\n{idle.rpartition(' ')[0]} {idle_value}\n"
+    body = text.replace(f"{energy}\n", "").replace(f"{idle}\n", "") + copies
+    ledger = FoldedLedger()
+    steps = [(_answer(good_text(1)), _answer(bad_text(1))), (_answer(good_text(2)), Answer(body.encode()))]
+    [_, outcome] = asyncio.run(_passes(Agents(), steps, ledger))
+    assert outcome.scrape is not None
+    assert ledger.energy_mj("uid-q") == 10_000_000
+    if value == "40000.0":  # the same value twice: counted once, nothing rejected
+        assert ledger.stats.rejected == {}
+        assert ledger.energy_mj("uid-p") == 40_000_000
+        assert outcome.scrape.unallocated_mj == {"GPU-a": 6_000_000}
+    else:
+        assert ledger.stats.rejected == {"duplicate_series": 2}
+        assert ledger.energy_mj("uid-p") == 20_000_000  # held: its baseline stays
+        assert outcome.scrape.unallocated_mj == {}
