@@ -192,6 +192,8 @@ def test_watt_time_answers_give_a_reading_or_a_counted_fallback() -> None:
 
     @settings(max_examples=300, deadline=None)
     @example(_ok(WT_LOGIN), _ok(WT_FORECAST))
+    @example(_ok({"token": "\ud800"}), _ok(WT_FORECAST))  # a token no header can carry: was internal_error
+    @example(_ok({"token": "jwt\u00e9"}), _ok(WT_FORECAST))  # not ASCII: likewise
     @given(
         st.one_of(st.just(_ok(WT_LOGIN)), answers(WT_LOGIN, [("token",)])),
         st.one_of(st.just(_ok(WT_FORECAST)), answers(WT_FORECAST, forecast_times)),

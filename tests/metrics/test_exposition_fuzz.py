@@ -51,7 +51,9 @@ def _parse(text: str, outcomes: Counter[str]) -> None:
         assert isinstance(value, float)
         assert all(isinstance(key, str) and isinstance(item, str) for key, item in labels.items())
     fast = _parse_simple(text)
-    reference = _reference(text)
+    # The fast path reads sample names as written (as Prometheus does); prometheus_client renames samples after a
+    # conflicting TYPE line, so the two are compared on the samples alone (the fast path ignores comments anyway).
+    reference = _reference("\n".join(line for line in text.split("\n") if not line.lstrip().startswith("#")))
     if fast is not None and reference is not None:
         outcomes["both_parsers"] += 1
         assert [(name, dict(labels)) for name, labels, _ in fast] == [(name, labels) for name, labels, _ in reference]
@@ -73,6 +75,7 @@ def test_mutated_agent_expositions_raise_only_exposition_errors() -> None:
 
 
 @settings(max_examples=300, deadline=None)
+@example("# TYPE x counter\nx 1\n")  # prometheus_client reads the sample as x_total
 @given(st.text(alphabet=st.sampled_from('ab_{}="\\, \t\n#+-.0123456789eEInfNa'), max_size=80))
 @example('x{a="1"} 1')
 @example('x{a="1",} 1 2')
