@@ -340,7 +340,9 @@ class FaultyEmulator(Emulator):
     drops: int = 0
     hangs: int = 0
     swallowed: int = 0
+    held: int = 0
     _hung: dict[str, int] = attrs.field(factory=dict)
+    _gates: dict[str, asyncio.Event] = attrs.field(factory=dict)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if self.on_write is None or request.resource is None or request.method.value not in WRITE_METHODS:
@@ -363,17 +365,28 @@ class FaultyEmulator(Emulator):
         self.hangs += 1
         self._hung[resource] = self._hung.get(resource, 0) + 1
 
+    def hold(self, resource: str) -> None:
+        """Watch streams of ``resource`` started from now on wait (sending nothing) until :meth:`release`."""
+        self._gates.setdefault(resource, asyncio.Event())
+
+    def release(self, resource: str) -> None:
+        self._gates.pop(resource).set()
+
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
         assert request.resource is not None
         name = f"{request.resource.group}/{request.resource.version}/{request.resource.plural}".lstrip("/")
         bus = self._buses[request.resource]
         yield b""
+        gate = self._gates.get(name)
+        if gate is not None:
+            self.held += 1
+            await gate.wait()
+        hung_at = self._hung.get(name, 0)  # with the gate check, no await between: held, or hung by a hang() now
         async with self._lock:
             marker = await bus.mark()
             objs = [obj for obj in self._KubernetesEmulator__get_objs(request, strict=False) if not obj.deleted]
             snapshot = [{"type": "ADDED", "object": obj.raw} for obj in objs]
         self.watches_started[name] = self.watches_started.get(name, 0) + 1
-        hung_at = self._hung.get(name, 0)
         try:
             for event in snapshot:
                 yield event

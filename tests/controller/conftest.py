@@ -53,6 +53,7 @@ async def start_operator(api: Emulator, agents: FakeAgents) -> AsyncIterator[Sta
         clock: Callable[[], float] | None = None,
         finalize_deadline_s: float | None = None,
         write_interval_s: float | None = None,
+        settings: kopf.OperatorSettings | None = None,
     ) -> Running:
         options = OperatorOptions(
             listen_address="127.0.0.1",
@@ -74,7 +75,7 @@ async def start_operator(api: Emulator, agents: FakeAgents) -> AsyncIterator[Sta
             clock_skew_s=0.0,  # the fake agents stamp their ticks with this process's own clock
             **extra,
         )
-        task = asyncio.create_task(app.operate(settings=test_settings()))
+        task = asyncio.create_task(app.operate(settings=settings or test_settings()))
         handle = Running(app, task)
         running.append(handle)
         await eventually(lambda: app.accountant is not None and app.accountant.passes >= 1, what="first pass")
