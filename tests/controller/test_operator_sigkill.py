@@ -134,7 +134,6 @@ class Operator:
     server: kmock.Server
     port: int
     writes: Counter[str] = field(default_factory=Counter)
-    unexpected: list[str] = field(default_factory=list)  # writes of a kind this test does not know
 
 
 @dataclass
@@ -150,6 +149,7 @@ class Run:
     applied_annotations: Counter[str] = field(default_factory=Counter)
     unanswered_annotations: set[str] = field(default_factory=set)
     writes: Counter[str] = field(default_factory=Counter)
+    unexpected: list[str] = field(default_factory=list)  # writes of a kind this test does not know
 
     @property
     def current(self) -> Operator:
