@@ -338,9 +338,12 @@ class FaultyEmulator(Emulator):
     on_write: WriteHook | None = None
     watches_started: dict[str, int] = attrs.field(factory=dict)
     drops: int = 0
+    dropped_streams: int = 0
     hangs: int = 0
     swallowed: int = 0
     held: int = 0
+    abandoned: int = 0
+    live: dict[str, int] = attrs.field(factory=dict)
     _hung: dict[str, int] = attrs.field(factory=dict)
     _gates: dict[str, asyncio.Event] = attrs.field(factory=dict)
 
@@ -359,11 +362,12 @@ class FaultyEmulator(Emulator):
         self.drops += 1
         await self._buses[kmock.resource(resource)].put(_DROP)
 
-    def hang(self, resource: str) -> None:
-        """Every watch stream of ``resource`` open now stays open but delivers nothing more, ever; streams started
-        afterwards are served normally."""
+    def hang(self, resource: str) -> int:
+        """Every watch stream of ``resource`` open now stays open but delivers nothing more, ever (until its client
+        gives up: counted in ``abandoned``); streams started afterwards are served normally. Returns how many."""
         self.hangs += 1
         self._hung[resource] = self._hung.get(resource, 0) + 1
+        return self.live.get(resource, 0)
 
     def hold(self, resource: str) -> None:
         """Watch streams of ``resource`` started from now on wait (sending nothing) until :meth:`release`."""
@@ -382,24 +386,31 @@ class FaultyEmulator(Emulator):
             self.held += 1
             await gate.wait()
         hung_at = self._hung.get(name, 0)  # with the gate check, no await between: held, or hung by a hang() now
-        async with self._lock:
-            marker = await bus.mark()
-            objs = [obj for obj in self._KubernetesEmulator__get_objs(request, strict=False) if not obj.deleted]
-            snapshot = [{"type": "ADDED", "object": obj.raw} for obj in objs]
-        self.watches_started[name] = self.watches_started.get(name, 0) + 1
+        self.live[name] = self.live.get(name, 0) + 1
         try:
-            for event in snapshot:
-                yield event
-            async for event in bus.stream(since=marker):
-                if event is _DROP:
-                    return
-                if self._hung.get(name, 0) != hung_at:
-                    self.swallowed += 1
-                    continue
-                metadata = (event.get("object") or {}).get("metadata") or {}
-                if event.get("type") == "ERROR" or self._KubernetesEmulator__check(
-                    request, request.resource, metadata.get("namespace"), metadata.get("name"), strict=False
-                ):
+            async with self._lock:
+                marker = await bus.mark()
+                objs = [obj for obj in self._KubernetesEmulator__get_objs(request, strict=False) if not obj.deleted]
+                snapshot = [{"type": "ADDED", "object": obj.raw} for obj in objs]
+            self.watches_started[name] = self.watches_started.get(name, 0) + 1
+            try:
+                for event in snapshot:
                     yield event
+                async for event in bus.stream(since=marker):
+                    if self._hung.get(name, 0) != hung_at:
+                        self.swallowed += 1  # a hung stream sends nothing and is never closed by the server
+                        continue
+                    if event is _DROP:
+                        self.dropped_streams += 1
+                        return
+                    metadata = (event.get("object") or {}).get("metadata") or {}
+                    if event.get("type") == "ERROR" or self._KubernetesEmulator__check(
+                        request, request.resource, metadata.get("namespace"), metadata.get("name"), strict=False
+                    ):
+                        yield event
+            finally:
+                await bus.unmark(marker)
         finally:
-            await bus.unmark(marker)
+            self.live[name] -= 1
+            if self._hung.get(name, 0) != hung_at:
+                self.abandoned += 1  # only its client can have ended a hung stream (it timed out)

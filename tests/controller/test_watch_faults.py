@@ -164,7 +164,8 @@ async def test_dropped_watches_and_410_gone_while_jobs_complete_lose_no_job(
     for index, (name, uid) in enumerate(jobs):
         check_recorded(api, name, uid, energy_j[index])
     figure(
-        f"watch faults (dropped/410): {dict(faults)}, watches started {sum(api.watches_started.values())}, "
+        f"watch faults (dropped/410): {dict(faults)}, live streams closed {api.dropped_streams}, "
+        f"watches started {sum(api.watches_started.values())}, "
         f"Jobs {len(jobs)} each annotated once, mJ lost or doubled 0"
     )
 
@@ -188,22 +189,32 @@ async def test_a_hung_watch_is_abandoned_by_the_client_timeout_and_the_job_compl
     await running.accountant.run_pass()
     await rewatched(api, JOBS_RESOURCE, 0)
 
-    api.hold(JOBS_RESOURCE)
-    api.hang(JOBS_RESOURCE)
-    started = api.watches_started.get(JOBS_RESOURCE, 0)
+    hung: list[int] = []
+
+    def hang_the_live_stream() -> bool:  # in one step: the stream the operator has open now hangs, new ones wait
+        if api.live.get(JOBS_RESOURCE, 0) < 1:
+            return False
+        api.hold(JOBS_RESOURCE)
+        hung.append(api.hang(JOBS_RESOURCE))
+        return True
+
+    await eventually(hang_the_live_stream, what="a live watch of Jobs")
+    started = api.watches_started[JOBS_RESOURCE]
     await complete(api, name, tick_s + 0.5)
-    await eventually(lambda: api.swallowed >= 1, what="the completion swallowed by the hung stream")
-    assert not seen_finished(running, uid)
+    await eventually(lambda: api.abandoned >= 1, what="the operator giving up on the hung watch (its client timeout)")
     await eventually(lambda: api.held >= 1, what="the operator watching again (held)")
+    assert not seen_finished(running, uid)  # no stream could deliver the completion
     api.release(JOBS_RESOURCE)
     await eventually(lambda: seen_finished(running, uid), what="the completion seen through a new watch")
     assert api.watches_started[JOBS_RESOURCE] > started
+    assert hung[0] >= 1  # the operator's live stream was hung
 
     tick_s += 1.0
     publish(agents, tick_s, [5000])
     await running.accountant.run_pass()
     check_recorded(api, name, uid, 5000)
     figure(
-        f"watch faults (hung): hangs {api.hangs}, events swallowed {api.swallowed}, reconnects held {api.held}, "
+        f"watch faults (hung): hangs {api.hangs}, hung streams abandoned by the client {api.abandoned}, "
+        f"events swallowed {api.swallowed}, reconnects held {api.held}, "
         f"Job recorded once after the client timeout ({settings.watching.client_timeout:g} s in the test)"
     )
