@@ -19,7 +19,6 @@ answer the killed process never saw is not repeated by the next one), with exact
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import random
 import re
@@ -39,12 +38,12 @@ from tests._kube_emulator import (
     AGENT_NAMESPACE,
     FakeAgents,
     FaultyEmulator,
-    agent_pod,
     completed,
     job_object,
-    node_object,
+    place_agents,
     pod_object,
     register_resources,
+    rfc3339,
     serve_fake_agents,
 )
 from tests.controller._exposition import Pod, agent_text
@@ -91,10 +90,6 @@ def schedule(seed: int, kills: int) -> list[Kill]:
     rng.shuffle(plan)
     plan += [(rng.choice(KINDS), rng.choice(PHASES)) for _ in range(kills - len(plan))]
     return [Kill(kind, phase, rng.randint(1, 3)) for kind, phase in plan]
-
-
-def rfc3339(unix_s: float) -> str:
-    return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -302,10 +297,7 @@ async def _drive(run: Run) -> list[Job]:
     """Rounds: the running pods draw energy, a new Job starts, the Job started two rounds ago completes; each
     round waits until that Job is recorded (restarting the operator after every kill meanwhile)."""
     api, agents = run.api, run.agents
-    for node, ip in NODES.items():
-        agents.ips[node] = ip
-        api.objects["v1/nodes", None, node] = node_object(node, "z1")
-        api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = agent_pod(node, ip)
+    place_agents(api, agents, NODES)
     base = time.time()
     jobs: list[Job] = []
 

@@ -30,10 +30,10 @@ from tests._kube_emulator import (
     node_object,
     pod_object,
     register_resources,
+    rfc3339,
 )
 from tests.controller._exposition import Pod, agent_text
 from tests.controller._operator import Running, ScriptedIntensity, StartOperator, eventually, test_settings
-from tests.controller.test_operator_kmock import rfc3339
 
 JOBS_RESOURCE = "batch/v1/jobs"
 WATCHED = (JOBS_RESOURCE, "v1/pods", "v1/nodes", "apps/v1/replicasets")

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.promsource import AccountingSource, PrometheusSource
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.controller.serving import ServingAccounting
+from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, OPERATOR_PORT, SCRAPE_INTERVAL_S
 from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.core.sharding import UNSHARDED, ShardSpec
 from jouleledger.intensity import IntensityProvider
@@ -64,11 +65,11 @@ class OperatorOptions:
     """The command-line options of ``jouleledger operator``."""
 
     listen_address: str = "0.0.0.0"
-    port: int = 9471
+    port: int = OPERATOR_PORT
     agent_namespace: str = ""
-    agent_selector: str = "app.kubernetes.io/component=agent"
-    agent_port: int = 9470
-    scrape_interval_s: float = 15.0
+    agent_selector: str = AGENT_SELECTOR
+    agent_port: int = AGENT_PORT
+    scrape_interval_s: float = SCRAPE_INTERVAL_S
     standalone: bool = False
     peering: str | None = None
     dry_run: bool = False
@@ -123,6 +124,7 @@ class OperatorApp:
         write_interval_s: float | None = None,
         finalize_deadline_s: float | None = None,
         clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
+        api_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.options = options
         self.config = config
@@ -133,6 +135,7 @@ class OperatorApp:
         self._write_interval_s = write_interval_s
         self._finalize_deadline_s = finalize_deadline_s
         self._clock_skew_s = clock_skew_s
+        self._api_sleep = api_sleep  # how the API client waits before a retry
         self.cluster = ClusterState(
             team_label=config.team_label,
             agent_namespace=options.agent_namespace,
@@ -182,7 +185,7 @@ class OperatorApp:
         self.accountant = Accountant(
             config=self.config,
             provider=self.provider,
-            api=KubeApi(self._api_client),
+            api=KubeApi(self._api_client, sleep=self._api_sleep),
             scraper=scraper,
             cluster=self.cluster,
             scrape_interval_s=self.options.scrape_interval_s,
