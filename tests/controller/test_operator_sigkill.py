@@ -1,8 +1,9 @@
 """kill -9 of the real operator process in the middle of its writes, again and again: nothing lost, nothing counted
 twice, each Job annotated by exactly one successful PATCH.
 
-The operator runs as in a cluster (``python -m jouleledger operator --standalone``, kopf watching, its own
-accounting loop) in a subprocess whose kubeconfig points at the kmock emulator; fake agents serve expositions the
+The operator runs as in a cluster (``jouleledger operator --standalone`` through the CLI's ``main``, kopf watching,
+its own accounting loop) in a subprocess whose kubeconfig points at the kmock emulator (the next process is started
+ahead, imported and waiting for its turn on stdin); fake agents serve expositions the
 test writes. Jobs start (their pod appears in an agent's exposition) and complete, one per round, while the pods'
 counters grow. A seeded schedule names where each kill lands: the k-th write of a kind (footprint create, footprint
 status patch, Job annotation patch, Event) that one operator process sends, either *before* the emulator applies it
@@ -127,8 +128,19 @@ class Operator:
 
     process: asyncio.subprocess.Process
     server: kmock.Server
-    port: int
+    generation: int
     writes: Counter[str] = field(default_factory=Counter)
+
+
+SPARE = (
+    "import sys\n"
+    "import kopf, httpx, jouleledger.controller.app, jouleledger.controller.main  # the operator's imports\n"
+    "from jouleledger.cli import main\n"
+    "if sys.stdin.readline() == 'go\\n':\n"
+    "    sys.exit(main(sys.argv[1:]))\n"
+)
+"""``python -m jouleledger`` (the same ``main``), started ahead of time: it imports everything, then waits for
+``go`` on stdin, so that a restart does not wait for Python's imports (seconds on a busy machine)."""
 
 
 @dataclass
@@ -138,6 +150,8 @@ class Run:
     workdir: Path
     plan: list[Kill]
     operators: list[Operator] = field(default_factory=list)
+    spare: Operator | None = None
+    servers: list[kmock.Server] = field(default_factory=list)
     by_port: dict[int, Operator] = field(default_factory=dict)
     killed: list[tuple[Kill, str]] = field(default_factory=list)
     pending_restart: bool = False
@@ -150,35 +164,53 @@ class Run:
     def current(self) -> Operator:
         return self.operators[-1]
 
-    async def start(self) -> None:
-        if self.operators:
-            await self.current.process.wait()  # killed: gone before the next one starts
+    async def _spawn(self) -> Operator:
         server = kmock.Server(self.api)
         await server.__aenter__()
-        url = str(server.url).rstrip("/")
-        generation = len(self.operators)
+        self.servers.append(server)
+        generation = len(self.servers) - 1
         kubeconfig = self.workdir / f"kubeconfig-{generation}"
         kubeconfig.write_text(
             "apiVersion: v1\nkind: Config\ncurrent-context: kill\n"
-            f"clusters: [{{name: kill, cluster: {{server: '{url}'}}}}]\n"
+            f"clusters: [{{name: kill, cluster: {{server: '{str(server.url).rstrip('/')}'}}}}]\n"
             "users: [{name: kill, user: {}}]\n"
             "contexts: [{name: kill, context: {cluster: kill, user: kill}}]\n"
         )
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         env.pop("KUBERNETES_SERVICE_HOST", None)
-        command = [sys.executable, "-m", "jouleledger", "--log-level", "INFO", "operator"]
+        command = [sys.executable, "-c", SPARE, "--log-level", "INFO", "operator"]
         command += ["--config", str(self.workdir / "config.yaml"), "--listen-address", "127.0.0.1", "--port", "0"]
         command += ["--agent-namespace", AGENT_NAMESPACE, "--agent-port", str(self.agents.port), "--standalone"]
         command += ["--scrape-interval-s", "0.2"]
-        log = (self.workdir / f"operator-{generation}.log").open("wb")
-        process = await asyncio.create_subprocess_exec(
-            *command, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
-        )
-        log.close()
-        operator = Operator(process, server, server.port)
+        with (self.workdir / f"operator-{generation}.log").open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                *command, env=env, stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log
+            )
+        return Operator(process, server, generation)
+
+    async def start(self) -> None:
+        """Start the next operator (once the killed one is gone), and the spare after it while kills remain."""
+        if self.operators:
+            await self.current.process.wait()
+        operator, self.spare = self.spare or await self._spawn(), None
+        stdin = operator.process.stdin
+        assert stdin is not None
+        stdin.write(b"go\n")
+        await stdin.drain()
+        stdin.close()
         self.operators.append(operator)
-        self.by_port[server.port] = operator
+        self.by_port[operator.server.port] = operator
         self.pending_restart = False
+        if len(self.killed) < len(self.plan):
+            self.spare = await self._spawn()
+
+    async def close(self) -> None:
+        for operator in [*self.operators, *([self.spare] if self.spare else [])]:
+            if operator.process.returncode is None:
+                operator.process.send_signal(signal.SIGKILL)
+                await operator.process.wait()
+        for server in reversed(self.servers):  # kmock's servers chain their resolvers: last in, first out
+            await server.__aexit__(None, None, None)
 
     async def on_write(self, request: kmock.Request, phase: str) -> bool:
         path = request.url.path
@@ -216,8 +248,9 @@ class Run:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- operator {index}:\n" + (self.workdir / f"operator-{index}.log").read_text(errors="replace")[-4000:]
-            for index in range(len(self.operators))
+            f"--- operator {op.generation}:\n"
+            + (self.workdir / f"operator-{op.generation}.log").read_text(errors="replace")[-4000:]
+            for op in self.operators
         )
 
 
@@ -263,12 +296,7 @@ async def test_an_operator_killed_mid_write_again_and_again_loses_nothing_and_an
         try:
             jobs = await _drive(run)
         finally:
-            for operator in run.operators:
-                if operator.process.returncode is None:
-                    operator.process.send_signal(signal.SIGKILL)
-                    await operator.process.wait()
-            for operator in reversed(run.operators):  # kmock's servers chain their resolvers: last in, first out
-                await operator.server.__aexit__(None, None, None)
+            await run.close()
 
         for job in jobs:
             footprint = footprint_of(api, job)
