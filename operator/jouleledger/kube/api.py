@@ -38,6 +38,7 @@ __all__ = [
     "RotatingToken",
     "build_api_client",
     "format_time",
+    "load_api_client",
     "object_path",
     "parse_time",
 ]
@@ -327,6 +328,26 @@ def build_api_client(
     if info.token and not (info.username and info.password) and _file_holds(token_path, info.token):
         hook: Any = RotatingToken(token_path, info.token, info.scheme or "Bearer")  # typed None by the client
         configuration.refresh_api_key_hook = hook
+    return client.ApiClient(configuration)
+
+
+def load_api_client(kubeconfig: Path | None = None, *, concurrency: int = DEFAULT_CONCURRENCY) -> ApiClient:
+    """A ``kubernetes.client.ApiClient`` from the client's own loaders, for the commands that are not the operator
+    (``jouleledger report``): ``kubeconfig`` when given, else the in-cluster service account, else the default
+    kubeconfig (``$KUBECONFIG``, ``~/.kube/config``). The library's global default configuration is left alone.
+    Raises ``kubernetes.config.ConfigException`` or ``OSError`` when there is no usable configuration."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    if kubeconfig is not None:
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.retries = False
+    configuration.connection_pool_maxsize = concurrency
     return client.ApiClient(configuration)
 
 
