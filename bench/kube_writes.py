@@ -28,9 +28,8 @@ import httpx
 import kmock
 import kopf
 from kubernetes.aio import client as aio_client
-from tests._kube_emulator import register_resources
+from tests._kube_emulator import IndexedEmulator, register_resources
 
-from bench.operator_load import BenchEmulator
 from jouleledger.kube.api import MERGE_PATCH, KubeApi, build_api_client
 
 GROUP, VERSION, PLURAL = "jouleledger.io", "v1alpha1", "workloadfootprints"
@@ -108,7 +107,7 @@ async def main(args: argparse.Namespace) -> int:
         "kubernetes.aio (aiohttp), reference": with_aio,
     }
     rates: dict[str, list[float]] = {name: [] for name in variants}
-    async with BenchEmulator() as emulator, kmock.Server(emulator):
+    async with IndexedEmulator() as emulator, kmock.Server(emulator):
         register_resources(emulator)
         server = str(emulator.url).rstrip("/")
         async with KubeApi(build_api_client(kopf.ConnectionInfo(server=server))) as api:
