@@ -112,6 +112,7 @@ class OperatorApp:
         self.provider = provider
         self.connection = connection
         self._login = login
+        self._relogin = connection is None  # credentials given to the constructor are final
         self._clock = clock
         self._write_interval_s = write_interval_s
         self._finalize_deadline_s = finalize_deadline_s
@@ -137,9 +138,12 @@ class OperatorApp:
 
     # --- wiring ------------------------------------------------------------------------------------------------
 
-    def _connect(self, **login_kwargs: Any) -> kopf.ConnectionInfo:
-        if self.connection is None:
-            self.connection = self._login(**login_kwargs)
+    def _connect(self, *, again: bool = False, **login_kwargs: Any) -> kopf.ConnectionInfo:
+        """kopf's credentials, which :class:`KubeApi` is built from too. kopf asks again (``again``) after a 401,
+        when a rotated token's predecessor was refused: the login then runs anew (the service-account token is read
+        from its file again) rather than handing kopf back what the server refused."""
+        if self.connection is None or (again and self._relogin):
+            self.connection = self._login(**login_kwargs) or self.connection
         if self.connection is None:
             raise kopf.PermanentError("no Kubernetes credentials: neither a service account nor a kubeconfig")
         return self.connection
@@ -241,7 +245,7 @@ class OperatorApp:
 
         @kopf.on.login(registry=registry)
         def login(**kwargs: Any) -> kopf.ConnectionInfo:
-            return app._connect(**kwargs)
+            return app._connect(again=True, **kwargs)
 
         @kopf.on.startup(registry=registry)
         async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
