@@ -10,7 +10,6 @@ obeyed is shown on its own below (with this much concurrency a sleep cannot be p
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 import time
 from collections import Counter
@@ -20,23 +19,21 @@ import kopf
 import pytest
 
 from jouleledger.controller.accountant import Accountant
-from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.scrape import AgentScraper
 from jouleledger.kube.api import KubeApi, build_api_client
 from tests._figures import figure
 from tests._kube_emulator import (
-    AGENT_NAMESPACE,
     Emulator,
     FakeAgents,
     Fault,
-    agent_pod,
     completed,
     job_object,
     node_object,
     pod_object,
+    rfc3339,
 )
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity
+from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity, no_sleep, one_node_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -73,21 +70,9 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
         faulted[(method, path)] += 1
         return Fault(method, ".", status, 1, str(rng.randint(1, 3)) if status == 429 else "")
 
-    async def sleep(delay_s: float) -> None:
-        return None
-
-    agents.ips["n1"] = "127.0.0.1"
     api.objects["v1/nodes", None, "n1"] = node_object("n1", "z1")
     base = time.time()
-    cluster = ClusterState(
-        team_label="team",
-        agent_namespace=AGENT_NAMESPACE,
-        agent_selector={"app.kubernetes.io/component": "agent"},
-        agent_port=agents.port,
-        zone_of=FIXTURE_CONFIG.zone_of,
-    )
-    cluster.apply("nodes", None, node_object("n1", "z1"))
-    cluster.apply("pods", None, agent_pod("n1", "127.0.0.1"))
+    cluster = one_node_cluster(agents)
     pods = []
     for index in range(JOBS):
         name, uid = f"train-{index}", f"job-{index}"
@@ -101,7 +86,8 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
     clock = {"now": base}
 
     def build() -> Accountant:
-        kube = KubeApi(build_api_client(kopf.ConnectionInfo(server=str(api.url).rstrip("/"))), attempts=4, sleep=sleep)
+        info = kopf.ConnectionInfo(server=str(api.url).rstrip("/"))
+        kube = KubeApi(build_api_client(info), attempts=4, sleep=no_sleep)
         scraper_client = httpx.AsyncClient(trust_env=False)
         clients.append(scraper_client)
         kubes.append(kube)
@@ -145,7 +131,7 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
     def finish(index: int) -> None:
         done.add(index)
         key = ("batch/v1/jobs", "ml", f"train-{index}")
-        job = {**api.objects[key].raw, **completed(dt_string(base + tick + 0.2))}
+        job = {**api.objects[key].raw, **completed(rfc3339(base + tick + 0.2))}
         api.objects[key] = job
         cluster.apply("jobs", "MODIFIED", job)
 
@@ -180,10 +166,6 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
         patches = sum(1 for r in api.requests if r.method.value == "PATCH" and r.url.path == path)
         assert patches - faulted[("PATCH", path)] == 1, index
     return {"faults": sum(injected.values()), **injected, "passes": tick}
-
-
-def dt_string(unix_s: float) -> str:
-    return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def test_retry_after_is_obeyed_and_backoff_grows(api: Emulator) -> None:

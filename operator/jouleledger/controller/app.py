@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.promsource import AccountingSource, PrometheusSource
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.controller.serving import ServingAccounting
+from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, OPERATOR_PORT, SCRAPE_INTERVAL_S
 from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.core.sharding import UNSHARDED, ShardSpec
 from jouleledger.intensity import IntensityProvider
@@ -65,11 +66,11 @@ class OperatorOptions:
     """The command-line options of ``jouleledger operator``."""
 
     listen_address: str = "0.0.0.0"
-    port: int = 9471
+    port: int = OPERATOR_PORT
     agent_namespace: str = ""
-    agent_selector: str = "app.kubernetes.io/component=agent"
-    agent_port: int = 9470
-    scrape_interval_s: float = 15.0
+    agent_selector: str = AGENT_SELECTOR
+    agent_port: int = AGENT_PORT
+    scrape_interval_s: float = SCRAPE_INTERVAL_S
     standalone: bool = False
     peering: str | None = None
     dry_run: bool = False
@@ -106,6 +107,7 @@ class OperatorApp:
         write_interval_s: float | None = None,
         finalize_deadline_s: float | None = None,
         clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
+        api_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.options = options
         self.config = config
@@ -117,6 +119,7 @@ class OperatorApp:
         self._write_interval_s = write_interval_s
         self._finalize_deadline_s = finalize_deadline_s
         self._clock_skew_s = clock_skew_s
+        self._api_sleep = api_sleep  # how the API client waits before a retry
         self.cluster = ClusterState(
             team_label=config.team_label,
             agent_namespace=options.agent_namespace,
@@ -149,7 +152,7 @@ class OperatorApp:
         return self.connection
 
     def _build(self, connection: kopf.ConnectionInfo) -> Accountant:
-        self._kube = KubeApi(build_api_client(connection))
+        self._kube = KubeApi(build_api_client(connection), sleep=self._api_sleep)
         self._agent_client = build_agent_client(self.options.agent_client, concurrency=self.config.scrape_concurrency)
         scraper: AccountingSource = AgentScraper(
             self._agent_client,
