@@ -141,6 +141,11 @@ class ServingCounters:
     output_tokens: float | None = None
 
 
+MAX_COUNT: Final = float(2**53)
+"""The largest request or token count read from a server (float64 counts every integer up to it exactly): a larger
+one is refused, so that a tenant's exposition cannot overflow a sum (``math.fsum`` raises ``OverflowError``)."""
+
+
 def _sum(samples: Mapping[str, list[float]], names: tuple[str, ...]) -> float | None:
     for name in names:
         values = samples.get(name)
@@ -152,13 +157,16 @@ def _sum(samples: Mapping[str, list[float]], names: tuple[str, ...]) -> float | 
 def read_counters(samples: Iterable[tuple[str, Mapping[str, str], float]], profile: ServingProfile) -> ServingCounters:
     """The counters of ``profile`` in an exposition's ``(name, labels, value)`` samples.
 
-    ValueError when the request counter is missing or a value is not finite and non-negative."""
+    ValueError when the request counter is missing or a value is not finite, non-negative and at most
+    :data:`MAX_COUNT` (sums of such values never overflow)."""
     wanted = {*profile.requests, *profile.prompt_tokens, *profile.output_tokens}
     found: dict[str, list[float]] = {}
     for name, _, value in samples:
         if name in wanted:
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} = {value!r}: not a finite non-negative number")
+            if value > MAX_COUNT:
+                raise ValueError(f"{name} = {value!r}: more than any server counts (at most 2**53)")
             found.setdefault(name, []).append(value)
     requests = _sum(found, profile.requests)
     if requests is None:
