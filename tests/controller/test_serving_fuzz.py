@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -38,11 +39,11 @@ def vllm_text(requests: float, prompt: float, output: float) -> str:
     )
 
 
-def _pod(name: str, ip: str) -> dict[str, Any]:
+def _pod(name: str, ip: str, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
         "metadata": {
             "name": name, "namespace": "serving", "uid": f"uid-{name}",
-            "labels": {"jouleledger.io/serving": "vllm"}, "annotations": {},
+            "labels": {"jouleledger.io/serving": "vllm"}, "annotations": dict(annotations or {}),
             "ownerReferences": [{"kind": "ReplicaSet", "name": f"{name}-rs", "controller": True}],
         },
         "status": {"podIP": ip, "phase": "Running"},
@@ -50,10 +51,13 @@ def _pod(name: str, ip: str) -> dict[str, Any]:
 
 
 class Pods:
-    """The API's pod list (what ``ServingAccounting.refresh`` reads)."""
+    """The API's pod list (what ``ServingAccounting.refresh`` reads); the bad pod carries ``annotations``."""
+
+    def __init__(self, annotations: Mapping[str, str] | None = None) -> None:
+        self.annotations = annotations
 
     async def list(self, path: str, *, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-        return [_pod("good", GOOD_IP), _pod("bad", BAD_IP)]
+        return [_pod("good", GOOD_IP), _pod("bad", BAD_IP, self.annotations)]
 
 
 def _delta(name: str, energy_mj: int) -> PodDelta:
@@ -61,7 +65,7 @@ def _delta(name: str, energy_mj: int) -> PodDelta:
     return PodDelta(key, PodIdentity("serving", name, f"uid-{name}"), energy_mj, 15.0, "counter", energy_mj, 15.0)
 
 
-async def _passes(bodies: list[bytes]) -> tuple[ServingAccounting, str]:
+async def _passes(bodies: list[bytes], annotations: Mapping[str, str] | None = None) -> tuple[ServingAccounting, str]:
     """Three reads: the good pod serves 10 more requests each time, the bad one ``bodies`` (its second hostile)."""
     step = 0
 
@@ -75,7 +79,7 @@ async def _passes(bodies: list[bytes]) -> tuple[ServingAccounting, str]:
         for step in range(len(bodies)):
             if step:
                 serving.add_deltas(ScrapeDeltas("n1", False, (_delta("good", 11_000), _delta("bad", 5_000)), {}), RATES)
-            await serving.run_pass(Pods(), 15.0 * step)  # type: ignore[arg-type]
+            await serving.run_pass(Pods(annotations), 15.0 * step)  # type: ignore[arg-type]
         registry = CollectorRegistry()
         registry.register(ServingCollector(serving.view))
         return serving, generate_latest(registry).decode()
@@ -117,3 +121,41 @@ def test_read_counters_refuses_what_no_server_counts(value: str) -> None:
     samples = [("vllm:request_success_total", {"a": "1"}, float(value)), ("vllm:request_success_total", {}, 1e308)]
     with pytest.raises(ValueError, match="vllm:request_success_total"):
         read_counters(samples, PROFILES["vllm"])
+
+
+ANNOTATION_KEYS = [
+    "jouleledger.io/serving",
+    "jouleledger.io/serving-port",
+    "jouleledger.io/serving-path",
+    "jouleledger.io/serving-requests-metric",
+    "jouleledger.io/serving-prompt-tokens-metric",
+    "jouleledger.io/serving-output-tokens-metric",
+]
+ANNOTATION_VALUES = [
+    "", " ", "custom", "vllm", "TGI", "0", "65536", "8000", "\u00b2", "\u0661\u0662", "9" * 5000, "-1", "/",
+    "/metrics\n", "/\x00", "/a b", "metrics", "/" + "a" * 70_000, "//evil.example/x", "/@evil", "/?q=1#f",
+    "a,,b", ",", "x" * 10_000, "\ud800", "/\u00e9",
+]  # fmt: skip
+
+
+def test_hostile_serving_annotations_never_fail_the_pass_nor_the_other_pod() -> None:
+    """A tenant writes any annotation on its pod. Before: a superscript-two port raised ValueError out of the pod
+    list (int() refuses what isdigit() accepts) and a path ending in a newline raised httpx.InvalidURL out of the
+    read: either aborted the operator's whole pass."""
+    reads: Counter[str] = Counter()
+    valid = [vllm_text(100.0 * step, 1000.0 * step, 500.0 * step).encode() for step in range(3)]
+
+    @settings(max_examples=150, deadline=None)
+    @example({"jouleledger.io/serving-port": "\u00b2"})
+    @example({"jouleledger.io/serving-port": "9" * 5000})
+    @example({"jouleledger.io/serving-path": "/metrics\n"})
+    @example({"jouleledger.io/serving-path": "/" + "a" * 70_000})
+    @given(st.dictionaries(st.sampled_from(ANNOTATION_KEYS), st.sampled_from(ANNOTATION_VALUES) | st.text()))
+    def run(annotations: dict[str, str]) -> None:
+        serving, text = asyncio.run(_passes(valid, annotations))
+        values = _check(text)
+        assert values["jouleledger_workload_serving_requests_total", "good-rs"] == pytest.approx(220.0)
+        reads.update(serving.reads)
+
+    run()
+    figure(f"serving annotation fuzz: {reads.total()} reads and pod settings, by result {dict(sorted(reads.items()))}")
