@@ -28,10 +28,10 @@ from tests._kube_emulator import (
     register_resources,
     rfc3339,
 )
+from tests._prometheus import serve
 from tests._tools import require_tool
 from tests.controller._exposition import Pod, agent_text
 from tests.controller._passes import two_pass_app
-from tests.report.conftest import serve
 
 pytestmark = pytest.mark.slow
 
