@@ -16,7 +16,7 @@ import pytest
 from tests._tools import require_tool
 from tests.report import _dataset
 
-__all__ = ["LoadedPrometheus", "backfill", "serve"]
+__all__ = ["LoadedPrometheus", "backfill", "logged_process", "serve"]
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -67,20 +67,29 @@ def serve(tsdb: Path, log: Path, config_text: str = "global: {}\n") -> Iterator[
         f"--web.listen-address=127.0.0.1:{port}",
     ]
     url = f"http://127.0.0.1:{port}"
+    with logged_process(command, log) as process:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"prometheus exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+                if response.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"prometheus not ready within {STARTUP_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+
+
+@contextlib.contextmanager
+def logged_process(
+    command: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` running with its output in ``log``; terminated (then killed) on exit."""
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"prometheus exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-                with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        break
-                if time.monotonic() > deadline:
-                    pytest.fail(f"prometheus not ready within {STARTUP_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}")
-                time.sleep(0.2)
-            yield url
+            yield process
         finally:
             process.terminate()
             try:
