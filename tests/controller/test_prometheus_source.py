@@ -21,12 +21,9 @@ from jouleledger.promapi import Connection, PrometheusApi, build_client
 from tests._kube_emulator import (
     Emulator,
     FakeAgents,
-    completed,
-    job_object,
     place_agents,
-    pod_object,
+    place_job,
     register_resources,
-    rfc3339,
 )
 from tests._prometheus import serve
 from tests._tools import require_tool
@@ -58,13 +55,7 @@ def populate(api: Emulator, agents: FakeAgents) -> None:
     """Two nodes; six Jobs, one pod each on alternating nodes; the even ones finished before the first pass."""
     place_agents(api, agents, NODES)
     for index in range(JOBS):
-        node = "n1" if index % 2 == 0 else "n2"
-        name = f"train-{index}"
-        job = job_object("ml", name, f"job-{index}")
-        api.objects["batch/v1/jobs", "ml", name] = {**job, **completed(rfc3339(BASE - 10))} if index % 2 == 0 else job
-        api.objects["v1/pods", "ml", f"{name}-x"] = pod_object(
-            "ml", f"{name}-x", f"pod-{index}", node, owner_kind="Job", owner_name=name, owner_uid=f"job-{index}"
-        )
+        place_job(api, index, "n1" if index % 2 == 0 else "n2", completed_at=BASE - 10 if index % 2 == 0 else None)
 
 
 def expose(agents: FakeAgents, stage: int) -> None:

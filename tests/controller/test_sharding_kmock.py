@@ -14,12 +14,9 @@ from jouleledger.core.sharding import ShardSpec, shard_of
 from tests._kube_emulator import (
     Emulator,
     FakeAgents,
-    completed,
-    job_object,
     place_agents,
-    pod_object,
+    place_job,
     register_resources,
-    rfc3339,
 )
 from tests.controller._exposition import Pod, agent_text
 from tests.controller._passes import two_pass_app
@@ -36,12 +33,7 @@ def populate(api: Emulator, agents: FakeAgents, base: float) -> None:
     """Two nodes; twelve finished Jobs, one pod each, alternating nodes; unallocated energy on both nodes."""
     place_agents(api, agents, NODES)
     for index in range(JOBS):
-        node = "n1" if index % 2 == 0 else "n2"
-        name, uid, pod_uid = f"train-{index}", f"job-{index}", f"pod-{index}"
-        api.objects["batch/v1/jobs", "ml", name] = {**job_object("ml", name, uid), **completed(rfc3339(base - 10))}
-        api.objects["v1/pods", "ml", f"{name}-x"] = pod_object(
-            "ml", f"{name}-x", pod_uid, node, owner_kind="Job", owner_name=name, owner_uid=uid
-        )
+        place_job(api, index, "n1" if index % 2 == 0 else "n2", completed_at=base - 10)
     expose(agents, base)
 
 
