@@ -14,7 +14,6 @@ from typing import Any
 import kmock
 import pytest
 
-from jouleledger.controller.app import OperatorApp
 from jouleledger.controller.promsource import PrometheusSource
 from jouleledger.core.promsource import agent_query
 from jouleledger.promapi import Connection, PrometheusApi, build_client
@@ -28,7 +27,7 @@ from tests._kube_emulator import (
 from tests._prometheus import serve
 from tests._tools import require_tool
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._passes import two_pass_app
+from tests.controller._passes import TwoPasses, two_pass_app
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +91,7 @@ def expose(agents: FakeAgents, stage: int) -> None:
 
 def app_for(
     api: Emulator, agents: FakeAgents, between: Callable[[], Awaitable[None]], prometheus: str | None
-) -> OperatorApp:
+) -> TwoPasses:
     """An operator whose ``once()`` runs two passes, each reading both agents, ``between`` awaited between them."""
     connection = None if prometheus is None else Connection(prometheus)
     return two_pass_app(api, agents, between, scraped_ok=len(NODES), prometheus=connection)

@@ -9,7 +9,6 @@ from typing import Any
 import kmock
 import pytest
 
-from jouleledger.controller.app import OperatorApp
 from jouleledger.core.sharding import ShardSpec, shard_of
 from tests._kube_emulator import (
     Emulator,
@@ -19,7 +18,7 @@ from tests._kube_emulator import (
     register_resources,
 )
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._passes import two_pass_app
+from tests.controller._passes import TwoPasses, two_pass_app
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +51,7 @@ def expose(agents: FakeAgents, base: float, idle_j: float = 0.0, ticks: float = 
         )
 
 
-def app_for(api: Emulator, agents: FakeAgents, shard: ShardSpec) -> OperatorApp:
+def app_for(api: Emulator, agents: FakeAgents, shard: ShardSpec) -> TwoPasses:
     """An operator whose ``once()`` runs two passes; between them the agents' idle energy grows by 250 J (a node's
     unallocated energy counts from a process's second scrape on)."""
 
