@@ -35,6 +35,7 @@ from jouleledger.core.footprints import (
 )
 from jouleledger.core.operator_stats import NodeIntensity, OperatorStats, OperatorView
 from jouleledger.core.sharding import UNSHARDED, ShardSpec, owned_deltas
+from jouleledger.core.units import positive
 from jouleledger.intensity import IntensityProvider, IntensityReading, read_zones
 from jouleledger.kube.api import ApiError, KubeApi
 from jouleledger.kube.footprints import FootprintStore
@@ -84,8 +85,7 @@ class Accountant:
         serving: ServingAccounting | None = None,
         shard: ShardSpec = UNSHARDED,
     ) -> None:
-        if scrape_interval_s <= 0:
-            raise ValueError(f"scrape_interval_s must be positive, got {scrape_interval_s}")
+        positive("scrape_interval_s", scrape_interval_s)
         self.config = config
         self.provider = provider
         self.api = api
