@@ -15,11 +15,12 @@ import time
 from collections import Counter
 
 import httpx
+import kopf
 import pytest
 
 from jouleledger.controller.accountant import Accountant
 from jouleledger.controller.scrape import AgentScraper
-from jouleledger.kube.api import KubeApi
+from jouleledger.kube.api import KubeApi, build_api_client
 from tests._figures import figure
 from tests._kube_emulator import (
     Emulator,
@@ -85,14 +86,16 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
     clock = {"now": base}
 
     def build() -> Accountant:
-        client = httpx.AsyncClient(base_url=str(api.url).rstrip("/"))
+        info = kopf.ConnectionInfo(server=str(api.url).rstrip("/"))
+        kube = KubeApi(build_api_client(info), attempts=4, sleep=no_sleep)
         scraper_client = httpx.AsyncClient(trust_env=False)
-        clients.extend([client, scraper_client])
+        clients.append(scraper_client)
+        kubes.append(kube)
         scraper = AgentScraper(scraper_client, timeout_s=5, concurrency=4, backoff_base_s=0.0, backoff_max_s=0.0)
         return Accountant(
             config=FIXTURE_CONFIG,
             provider=ScriptedIntensity(),
-            api=KubeApi(client, attempts=4, sleep=no_sleep),
+            api=kube,
             scraper=scraper,
             cluster=cluster,
             scrape_interval_s=15.0,
@@ -103,6 +106,7 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
         )
 
     clients: list[httpx.AsyncClient] = []
+    kubes: list[KubeApi] = []
     api.chaos = chaos
     accountant = build()
     tick = 0
@@ -150,6 +154,8 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
         api.chaos = None
         for client in clients:
             await client.aclose()
+        for kube in kubes:
+            await kube.aclose()
 
     for index in range(JOBS):
         path = f"/apis/batch/v1/namespaces/ml/jobs/train-{index}"
@@ -172,8 +178,11 @@ async def test_retry_after_is_obeyed_and_backoff_grows(api: Emulator) -> None:
 
     path = "/apis/jouleledger.io/v1alpha1/namespaces/ml/workloadfootprints"
     api.faults += [Fault("GET", path, 429, 1, "2"), Fault("GET", path, 429, 1, "7"), Fault("GET", path, 503, 1)]
-    async with httpx.AsyncClient(base_url=str(api.url).rstrip("/")) as client:
-        kube = KubeApi(client, attempts=5, backoff_s=0.2, max_backoff_s=10.0, sleep=sleep)
+    client = build_api_client(kopf.ConnectionInfo(server=str(api.url).rstrip("/")))
+    kube = KubeApi(client, attempts=5, backoff_s=0.2, max_backoff_s=10.0, sleep=sleep)
+    try:
         assert await kube.list(path) == []
+    finally:
+        await kube.aclose()
     assert slept == [2.0, 7.0, 10.0]
     assert kube.retries == 3

@@ -8,10 +8,11 @@ import copy
 import time
 
 import httpx
+import kopf
 
 from jouleledger.controller.accountant import Accountant
 from jouleledger.controller.scrape import AgentScraper
-from jouleledger.kube.api import KubeApi
+from jouleledger.kube.api import KubeApi, build_api_client
 from tests._kube_emulator import Emulator, FakeAgents, job_object, pod_object
 from tests.controller._exposition import Pod, agent_text
 from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity, no_sleep, one_node_cluster
@@ -34,13 +35,15 @@ async def test_a_status_write_over_a_changed_footprint_gets_409_and_merges_the_o
     )
     clock = {"now": base}
     async with (
-        httpx.AsyncClient(base_url=str(api.url).rstrip("/")) as client,
+        KubeApi(
+            build_api_client(kopf.ConnectionInfo(server=str(api.url).rstrip("/"))), attempts=2, sleep=no_sleep
+        ) as kube,
         httpx.AsyncClient(trust_env=False) as scraper_client,
     ):
         accountant = Accountant(
             config=FIXTURE_CONFIG,
             provider=ScriptedIntensity(),
-            api=KubeApi(client, attempts=2, sleep=no_sleep),
+            api=kube,
             scraper=AgentScraper(scraper_client, timeout_s=5, concurrency=1, backoff_base_s=0.0, backoff_max_s=0.0),
             cluster=cluster,
             scrape_interval_s=15.0,

@@ -487,3 +487,44 @@ async def test_forged_and_edited_annotations_never_block_and_are_restored_counte
     patches = requests_to(api, "PATCH", JOB_PATH)
     await running.accountant.run_pass()  # restored: nothing more to write
     assert requests_to(api, "PATCH", JOB_PATH) == patches
+
+
+async def test_a_401_makes_kopf_log_in_again_and_get_fresh_credentials(api: Emulator, agents: FakeAgents) -> None:
+    """A rotated service-account token: the API server refuses the old one (401) on kopf's watch; kopf asks the
+    login handler again, which logs in anew (reading the token file again) instead of handing back the refused
+    credentials, and the watches go on."""
+    setup_cluster(api, agents, {"n1": "127.0.0.1"})
+    agents.texts["n1"] = agent_text("n1", time.time())
+    logins: list[str] = []
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        logins.append(f"token-{len(logins)}")
+        return kopf.ConnectionInfo(server=str(api.url).rstrip("/"), token=logins[-1])
+
+    options = OperatorOptions(
+        agent_namespace=AGENT_NAMESPACE,
+        agent_port=agents.port,
+        scrape_interval_s=3600.0,
+        standalone=True,
+        serve_metrics=False,
+    )
+    app = OperatorApp(options, FIXTURE_CONFIG, ScriptedIntensity(), login=login, clock_skew_s=0.0)
+    stop_flag = asyncio.Event()
+    task = asyncio.create_task(app.operate(stop_flag=stop_flag, settings=test_settings()))
+    try:
+        await eventually(lambda: app.accountant is not None and app.accountant.passes >= 1, what="first pass")
+        api.faults.append(Fault("GET", r"^/apis/batch/v1/jobs$", 401))
+        await api.gone("batch/v1/jobs")  # kopf lists and watches the Jobs again: that request is refused
+        await eventually(lambda: len(logins) >= 2, what="a second login")
+        job = {**job_object("ml", "late", "job-late"), **completed(rfc3339(time.time()))}
+        api.objects["batch/v1/jobs", "ml", "late"] = job
+        await eventually(lambda: "job-late" in app.cluster.jobs, what="a Job seen through the renewed watch")
+        assert not task.done()
+        used = [r.headers.get("Authorization") for r in api.requests if r.url.path == "/apis/batch/v1/jobs"]
+        assert used[-1] == f"Bearer {logins[-1]}" != used[0]
+        stop_flag.set()
+        await asyncio.wait_for(task, timeout=30)
+    finally:
+        if not task.done():
+            task.cancel()
+        await app.stop_accounting()
