@@ -226,15 +226,9 @@ class Accountant:
             reading = readings.get(zones[scrape.node])
             if reading is None:
                 continue
-            for rejection in scrape.rejected:
-                self.stats.count_rejected(rejection.reason)
-                log.warning(
-                    "agent on %s: rejected %s %s (%s)",
-                    scrape.node,
-                    rejection.sample,
-                    rejection.labels,
-                    rejection.reason,
-                )
+            for bad in scrape.rejected:
+                self.stats.count_rejected(bad.reason)
+                log.warning("agent on %s: rejected %s %s (%s)", scrape.node, bad.sample, bad.labels, bad.reason)
             identities = [identity for group in scrape.pods.values() for identity in group]
             if not await self.owners.check(identities):
                 continue  # the API cannot say who owns its pods yet: the node's counters wait for the next pass
