@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import kopf
@@ -41,7 +41,7 @@ from jouleledger.metrics.serving import ServingCollector
 from jouleledger.metrics.webconfig import WebConfig
 from jouleledger.promapi import Connection, PrometheusApi, build_client
 
-__all__ = ["OperatorApp", "OperatorOptions", "default_login"]
+__all__ = ["OperatorApp", "OperatorOptions", "configure_watching", "default_login"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,24 @@ class OperatorOptions:
     shard: ShardSpec = UNSHARDED  # --shard/--total-shards: the workloads this process owns (core/sharding.py)
     prometheus: Connection | None = None  # --source prometheus: read the agents' counters there (promsource.py)
     prometheus_selector: str = ""  # extra label matchers of the agents' series in Prometheus
+
+
+WATCH_SERVER_TIMEOUT_S: Final = 300.0
+"""Each watch asks the API server to end it after this (``timeoutSeconds``); kopf then watches again."""
+WATCH_CLIENT_TIMEOUT_S: Final = 330.0
+"""A watch still open after this is dropped by the operator itself and watched again: a connection that hangs (the
+server neither sends nor closes it, a half-open TCP connection through a dead load balancer) costs at most this."""
+
+
+def configure_watching(settings: kopf.OperatorSettings) -> None:
+    """Finite watch timeouts (kopf's defaults wait on a silent connection for ever): the production values, except
+    where ``settings`` already set one (tests hang a watch and set a short client timeout). kopf's own inactivity
+    timeout (70 s without an event or a bookmark) stays as it is."""
+    watching = settings.watching
+    if watching.server_timeout is None:
+        watching.server_timeout = WATCH_SERVER_TIMEOUT_S
+    if watching.client_timeout is None:
+        watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
 
 
 def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -254,8 +272,7 @@ class OperatorApp:
         async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
             settings.posting.enabled = False  # the operator posts its own Events, on Jobs only
             settings.scanning.disabled = True
-            settings.watching.server_timeout = 300
-            settings.watching.client_timeout = 330
+            configure_watching(settings)
             # Only agent pods are watched (server-side selectors): 10,000 workload pods cost kopf nothing.
             settings.watching.label_selectors["pods"] = app.options.agent_selector
             if app.options.agent_namespace:
