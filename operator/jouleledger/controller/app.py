@@ -3,8 +3,9 @@
 kopf watches Jobs, ReplicaSets, nodes and the agent pods (server-side label and field selectors: workload pods are
 not watched, the agents report them) with ``@kopf.on.event`` handlers only (no finalizers, no patches of user
 objects: they feed :class:`ClusterState`). The accounting loop is one asyncio task, started by a startup
-handler and stopped by a cleanup handler; it talks to the API with its own small client built from the same
-credentials kopf logs in with. ``/metrics`` and ``/healthz`` are served on a background thread.
+handler and stopped by a cleanup handler; it reads and writes through :class:`KubeApi` (the official
+``kubernetes`` client) built from the same credentials kopf logs in with. ``/metrics`` and ``/healthz`` are
+served on a background thread.
 
 ``--once`` does not start kopf: it lists the same objects, runs one pass and exits.
 """
@@ -15,9 +16,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import kopf
@@ -29,17 +30,18 @@ from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.promsource import AccountingSource, PrometheusSource
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.controller.serving import ServingAccounting
+from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, OPERATOR_PORT, SCRAPE_INTERVAL_S
 from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.core.sharding import UNSHARDED, ShardSpec
 from jouleledger.intensity import IntensityProvider
-from jouleledger.kube.api import ApiError, KubeApi, build_http_client
+from jouleledger.kube.api import ApiError, KubeApi, build_api_client
 from jouleledger.metrics.operator_collector import OperatorCollector
 from jouleledger.metrics.server import MetricsServer
 from jouleledger.metrics.serving import ServingCollector
 from jouleledger.metrics.webconfig import WebConfig
 from jouleledger.promapi import Connection, PrometheusApi, build_client
 
-__all__ = ["OperatorApp", "OperatorOptions", "default_login"]
+__all__ = ["OperatorApp", "OperatorOptions", "configure_watching", "default_login"]
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +66,11 @@ class OperatorOptions:
     """The command-line options of ``jouleledger operator``."""
 
     listen_address: str = "0.0.0.0"
-    port: int = 9471
+    port: int = OPERATOR_PORT
     agent_namespace: str = ""
-    agent_selector: str = "app.kubernetes.io/component=agent"
-    agent_port: int = 9470
-    scrape_interval_s: float = 15.0
+    agent_selector: str = AGENT_SELECTOR
+    agent_port: int = AGENT_PORT
+    scrape_interval_s: float = SCRAPE_INTERVAL_S
     standalone: bool = False
     peering: str | None = None
     dry_run: bool = False
@@ -78,6 +80,26 @@ class OperatorOptions:
     shard: ShardSpec = UNSHARDED  # --shard/--total-shards: the workloads this process owns (core/sharding.py)
     prometheus: Connection | None = None  # --source prometheus: read the agents' counters there (promsource.py)
     prometheus_selector: str = ""  # extra label matchers of the agents' series in Prometheus
+
+
+WATCH_SERVER_TIMEOUT_S: Final = 300.0
+"""Each watch asks the API server to end it after this (``timeoutSeconds``); kopf then watches again."""
+WATCH_CLIENT_TIMEOUT_S: Final = 330.0
+KOPF_RESTART_BACKOFF_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Waits before starting kopf again after it stopped with an error nobody asked for (then 30 s each time)."""
+"""A watch still open after this is dropped by the operator itself and watched again: a connection that hangs (the
+server neither sends nor closes it, a half-open TCP connection through a dead load balancer) costs at most this."""
+
+
+def configure_watching(settings: kopf.OperatorSettings) -> None:
+    """Finite watch timeouts (kopf's defaults wait on a silent connection for ever): the production values, except
+    where ``settings`` already set one (tests hang a watch and set a short client timeout). kopf's own inactivity
+    timeout (70 s without an event or a bookmark) stays as it is."""
+    watching = settings.watching
+    if watching.server_timeout is None:
+        watching.server_timeout = WATCH_SERVER_TIMEOUT_S
+    if watching.client_timeout is None:
+        watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
 
 
 def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -105,16 +127,22 @@ class OperatorApp:
         write_interval_s: float | None = None,
         finalize_deadline_s: float | None = None,
         clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
+        api_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        restart_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.options = options
         self.config = config
         self.provider = provider
         self.connection = connection
         self._login = login
+        self._relogin = connection is None  # credentials given to the constructor are final
         self._clock = clock
         self._write_interval_s = write_interval_s
         self._finalize_deadline_s = finalize_deadline_s
         self._clock_skew_s = clock_skew_s
+        self._api_sleep = api_sleep  # how the API client waits before a retry
+        self._restart_sleep = restart_sleep  # how operate() waits before starting kopf again
+        self.kopf_restarts = 0
         self.cluster = ClusterState(
             team_label=config.team_label,
             agent_namespace=options.agent_namespace,
@@ -126,7 +154,7 @@ class OperatorApp:
         self.serving = ServingAccounting()
         self.accountant: Accountant | None = None
         self.metrics_port: int | None = None
-        self._api_client: httpx.AsyncClient | None = None
+        self._kube: KubeApi | None = None
         self._agent_client: httpx.AsyncClient | None = None
         self._source: PrometheusSource | None = None
         self._stop = asyncio.Event()
@@ -136,15 +164,18 @@ class OperatorApp:
 
     # --- wiring ------------------------------------------------------------------------------------------------
 
-    def _connect(self, **login_kwargs: Any) -> kopf.ConnectionInfo:
-        if self.connection is None:
-            self.connection = self._login(**login_kwargs)
+    def _connect(self, *, again: bool = False, **login_kwargs: Any) -> kopf.ConnectionInfo:
+        """kopf's credentials, which :class:`KubeApi` is built from too. kopf asks again (``again``) after a 401,
+        when a rotated token's predecessor was refused: the login then runs anew (the service-account token is read
+        from its file again) rather than handing kopf back what the server refused."""
+        if self.connection is None or (again and self._relogin):
+            self.connection = self._login(**login_kwargs) or self.connection
         if self.connection is None:
             raise kopf.PermanentError("no Kubernetes credentials: neither a service account nor a kubeconfig")
         return self.connection
 
     def _build(self, connection: kopf.ConnectionInfo) -> Accountant:
-        self._api_client = build_http_client(connection)
+        self._kube = KubeApi(build_api_client(connection), sleep=self._api_sleep)
         self._agent_client = build_agent_client(self.options.agent_client, concurrency=self.config.scrape_concurrency)
         scraper: AccountingSource = AgentScraper(
             self._agent_client,
@@ -164,7 +195,7 @@ class OperatorApp:
         self.accountant = Accountant(
             config=self.config,
             provider=self.provider,
-            api=KubeApi(self._api_client),
+            api=self._kube,
             scraper=scraper,
             cluster=self.cluster,
             scrape_interval_s=self.options.scrape_interval_s,
@@ -219,10 +250,11 @@ class OperatorApp:
         await self._close_clients()
 
     async def _close_clients(self) -> None:
-        for client in (self._api_client, self._agent_client):
-            if client is not None:
-                await client.aclose()
-        self._api_client = self._agent_client = None
+        if self._kube is not None:
+            await self._kube.aclose()
+        if self._agent_client is not None:
+            await self._agent_client.aclose()
+        self._kube = self._agent_client = None
         if self._source is not None:
             await self._source.aclose()
             self._source = None
@@ -239,14 +271,13 @@ class OperatorApp:
 
         @kopf.on.login(registry=registry)
         def login(**kwargs: Any) -> kopf.ConnectionInfo:
-            return app._connect(**kwargs)
+            return app._connect(again=True, **kwargs)
 
         @kopf.on.startup(registry=registry)
         async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
             settings.posting.enabled = False  # the operator posts its own Events, on Jobs only
             settings.scanning.disabled = True
-            settings.watching.server_timeout = 300
-            settings.watching.client_timeout = 330
+            configure_watching(settings)
             # Only agent pods are watched (server-side selectors): 10,000 workload pods cost kopf nothing.
             settings.watching.label_selectors["pods"] = app.options.agent_selector
             if app.options.agent_namespace:
@@ -269,21 +300,48 @@ class OperatorApp:
         ready_flag: asyncio.Event | None = None,
         settings: kopf.OperatorSettings | None = None,
     ) -> None:
-        """Run kopf (cluster-wide) with the operator's handlers until stopped or cancelled."""
-        await kopf.operator(
-            registry=self.kopf_registry(),
-            settings=settings,
-            clusterwide=True,
-            standalone=True if self.options.standalone else None,
-            peering_name=self.options.peering,
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
+        """Run kopf (cluster-wide) with the operator's handlers until stopped or cancelled.
+
+        kopf stops with an error when one of its watch streams fails in a way it does not retry (seen: a 401 makes
+        kopf close the session of the refused credentials, and another watch still reading from it gets aiohttp's
+        ``RuntimeError: Connection closed``); it then skips its cleanup handlers. Unless a stop was asked for, the
+        accounting is stopped and flushed and kopf is started again after a backoff (the new start restores the
+        footprints from the API, as after any restart)."""
+        while True:
+            try:
+                await kopf.operator(
+                    registry=self.kopf_registry(),
+                    settings=settings,
+                    clusterwide=True,
+                    standalone=True if self.options.standalone else None,
+                    peering_name=self.options.peering,
+                    stop_flag=stop_flag,
+                    ready_flag=ready_flag,
+                )
+                return
+            except kopf.LoginError:
+                raise  # no cluster to talk to: the command says so
+            except Exception as error:  # kopf's own failure, whatever its type: never exit without a flush
+                await self.stop_accounting()
+                if stop_flag is not None and stop_flag.is_set():
+                    log.warning("kopf stopped with an error while shutting down: %r", error)
+                    return
+                delay_s = KOPF_RESTART_BACKOFF_S[min(self.kopf_restarts, len(KOPF_RESTART_BACKOFF_S) - 1)]
+                self.kopf_restarts += 1
+                log.error("kopf stopped with an error (%r); starting it again in %.0f s", error, delay_s)
+                await self._restart_sleep(delay_s)
 
     # --- --once ------------------------------------------------------------------------------------------------
 
     async def once(self) -> PassSummary:
         """List what kopf would watch, run one accounting pass (writing every change), close everything."""
+        async with self.listed() as accountant:
+            return await accountant.run_pass()
+
+    @contextlib.asynccontextmanager
+    async def listed(self) -> AsyncIterator[Accountant]:
+        """The accountant of ``--once``: connected, the cluster listed once as kopf would watch it, every change
+        written at each pass; its clients closed on exit."""
         accountant = self._build(self._connect(settings=kopf.OperatorSettings(), logger=log))
         accountant.write_interval_s = 0.0
         try:
@@ -300,7 +358,7 @@ class OperatorApp:
                     continue
                 for obj in objects:
                     self.cluster.apply(plural, None, obj)
-            return await accountant.run_pass()
+            yield accountant
         finally:
             await self._close_clients()
 

@@ -44,8 +44,9 @@ class PrometheusSource:
         self._clock = clock
 
     def _query(self, time_s: float) -> list[tuple[Mapping[str, str], float]]:
+        # One agent's NaN must not fail the query of every node: parse_agent_samples rejects and counts it.
         try:
-            return self._api.query(self.query, time_s)
+            return self._api.query(self.query, time_s, finite=False)
         except PrometheusError as error:
             if DUPLICATE_SERIES_ERROR not in str(error) or self.query == self._plain_query:
                 raise
@@ -54,7 +55,7 @@ class PrometheusSource:
             " their target labels from now on (a larger result); narrow --prometheus-selector to one job"
         )
         self.query = self._plain_query
-        return self._api.query(self.query, time_s)
+        return self._api.query(self.query, time_s, finite=False)
 
     async def scrape_all(self, targets: Sequence[AgentTarget]) -> list[ScrapeOutcome]:
         """One outcome per agent target, all from one query."""

@@ -11,6 +11,7 @@ __all__ = [
     "MAX_COUNTER_MJ",
     "MJ_PER_J",
     "MJ_PER_KWH",
+    "PID_MAX",
     "S_PER_HOUR",
     "InvalidValueError",
     "checked_float",
@@ -19,6 +20,7 @@ __all__ = [
     "kwh_to_mj",
     "mj_to_j",
     "mj_to_kwh",
+    "positive",
     "power_limit_mj",
 ]
 
@@ -26,23 +28,36 @@ MJ_PER_J = 1_000
 MJ_PER_KWH = 3_600_000_000  # 1 kWh = 3.6 MJ(mega) = 3.6e9 mJ(milli)
 S_PER_HOUR = 3_600
 MAX_COUNTER_MJ = 2**63 - 1  # the largest energy reading or total accepted (int64; ~10^15 J, GPU-millennia)
+PID_MAX = 4_194_304  # the largest pid Linux can hand out (PID_MAX_LIMIT on 64-bit kernels; 2**22)
 
 
 class InvalidValueError(ValueError):
     """A number that crossed a boundary and cannot be trusted (non-finite, negative, out of physical bounds)."""
 
     def __init__(self, what: str, value: object, reason: str) -> None:
-        super().__init__(f"{what}: {reason} (got {value!r})")
+        super().__init__(f"{what}: {reason} (got {_shown(value)})")
         self.what = what
         self.value = value
         self.reason = reason
+
+
+def positive(what: str, value: float) -> float:
+    """``value`` when it is greater than 0 (NaN is not); ``ValueError("<what> must be positive, got <value>")``
+    otherwise. For settings passed in code; numbers read from outside go through :func:`checked_float`."""
+    if not value > 0:
+        raise ValueError(f"{what} must be positive, got {value!r}")
+    return value
 
 
 def checked_float(what: str, value: object, *, minimum: float = 0.0, maximum: float = math.inf) -> float:
     """Return ``value`` as a float if it is a real, finite number within ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidValueError(what, value, "not a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float64 (YAML and JSON integers are unbounded)
+        reason = f"below {minimum:g}" if value < 0 else f"above {maximum:g}"
+        raise InvalidValueError(what, value, reason) from None
     if not math.isfinite(number):
         raise InvalidValueError(what, value, "not finite")
     if number < minimum:
@@ -50,6 +65,14 @@ def checked_float(what: str, value: object, *, minimum: float = 0.0, maximum: fl
     if number > maximum:
         raise InvalidValueError(what, value, f"above {maximum:g}")
     return number
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an input can be a 10 kB string or a 4,000-digit integer)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"an integer of more than {limit} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def checked_int(what: str, value: object, *, minimum: int = 0, maximum: int | None = None) -> int:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from jouleledger import __version__
+from jouleledger.core.units import InvalidValueError, checked_float
 from jouleledger.intensity.credentials import MissingSecretError
 from jouleledger.intensity.reading import (
     FALLBACK_REASONS,
@@ -130,7 +131,7 @@ def json_object(response: httpx.Response) -> Mapping[str, object]:
     """The response body as a JSON object, or :class:`FetchError` ``malformed_response``."""
     try:
         body = response.json()
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError; nesting thousands deep
         raise FetchError("malformed_response", f"body is not JSON ({type(error).__name__})") from None
     if not isinstance(body, dict):
         raise FetchError("malformed_response", f"body is a JSON {type(body).__name__}, not an object")
@@ -141,7 +142,10 @@ def raw_number(what: str, value: object) -> float:
     """``value`` as a float if it is a JSON number; NaN/infinity give ``not_finite`` (range is checked later)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FetchError("malformed_response", f"{what} is not a number (got {type(value).__name__})")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float64 (JSON integers are unbounded)
+        raise FetchError("out_of_range", f"{what} is an integer beyond float64") from None
     if not math.isfinite(number):
         raise FetchError("not_finite", f"{what} is {value!r}")
     return number
@@ -355,9 +359,10 @@ def _describe(error: BaseException, timeout_s: float) -> str:
 
 
 def _positive(what: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number <= 0:
+    try:
+        number = checked_float(what, value)
+    except InvalidValueError as error:
+        raise ValueError(f"{what} must be finite and positive, got {value!r}") from error
+    if number <= 0:
         raise ValueError(f"{what} must be finite and positive, got {value!r}")
     return number

@@ -85,8 +85,8 @@ class WattTimeIntensity(HttpIntensityProvider):
         **options: Unpack[HttpOptions],
     ) -> None:
         super().__init__(base_url=base_url, fallback=fallback, zone_map=zone_map, **options)
-        self._username = username if isinstance(username, Secret) else Secret.literal(username)
-        self._password = password if isinstance(password, Secret) else Secret.literal(password)
+        self._username = Secret.of(username)
+        self._password = Secret.of(password)
         self._token: str | None = None
         self._token_obtained_unix_s = 0.0
         self._login_lock = asyncio.Lock()
@@ -137,7 +137,8 @@ class WattTimeIntensity(HttpIntensityProvider):
         except FetchError as error:
             raise FetchError(error.reason, f"login: {error.detail}", retry_after_s=error.retry_after_s) from None
         token = body.get("token")
-        if not isinstance(token, str) or not token or any(ch.isspace() for ch in token):
+        if not isinstance(token, str) or not token or not token.isascii() or not token.isprintable() or " " in token:
+            # a JWT is printable ASCII: anything else cannot even be sent back in a header
             raise FetchError("malformed_response", "login: answer has no usable 'token'")
         return token
 

@@ -11,6 +11,7 @@ over the version of the footprint they were merged with (optimistic concurrency:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -147,9 +148,16 @@ def footprint_status(account: WorkloadAccount) -> dict[str, Any]:
     return status
 
 
+MAX_RESTORED: Final = 1e18
+"""The largest GPU-seconds, grams or cost a restored footprint may hold (far beyond any real one): more cannot be
+trusted, and sums of trusted values never overflow."""
+MAX_RESTORED_INTEGER: Final = 9.2e18
+"""The largest millijoules or count a restored footprint may hold: within int64, as the CRD's schema says."""
+
+
 def _number(where: str, value: object, *, integer: bool = False) -> float:
     try:
-        number = checked_float(where, value)
+        number = checked_float(where, value, maximum=MAX_RESTORED_INTEGER if integer else MAX_RESTORED)
     except InvalidValueError as error:
         raise RecordError(str(error)) from error
     if integer and not number.is_integer():
@@ -166,8 +174,8 @@ def _strings(value: object) -> list[str]:
 
 
 def _read_totals(where: str, obj: Mapping[str, Any]) -> Totals:
-    carbon = obj.get("carbon") or {}
-    cost = obj.get("cost") or {}
+    carbon = _mapping(f"{where}: carbon", obj.get("carbon"))
+    cost = _mapping(f"{where}: cost", obj.get("cost"))
     totals = Totals(
         energy_mj=int(_number(f"{where}: energyMillijoules", obj.get("energyMillijoules", 0), integer=True)),
         gpu_seconds=_number(f"{where}: gpuSeconds", obj.get("gpuSeconds", 0.0)),
@@ -181,13 +189,22 @@ def _read_totals(where: str, obj: Mapping[str, Any]) -> Totals:
     return totals
 
 
+def _mapping(where: str, value: object) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise RecordError(f"{KIND}: {where} is not an object")
+    return value
+
+
 def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAccount:
     """Read an account back from a ``WorkloadFootprint`` (RecordError for anything that does not add up)."""
-    metadata = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    workload = spec.get("workload") or {}
-    parent = spec.get("parent") or {}
-    status = obj.get("status") or {}
+    obj = _mapping("the object", obj)
+    metadata = _mapping("metadata", obj.get("metadata"))
+    spec = _mapping("spec", obj.get("spec"))
+    workload = _mapping("spec.workload", spec.get("workload"))
+    parent = _mapping("spec.parent", spec.get("parent"))
+    status = _mapping("status", obj.get("status"))
     name = str(metadata.get("name", ""))
     uid = str(workload.get("uid", ""))
     if not uid or uid != name:
@@ -201,7 +218,7 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
         parent_kind=str(parent.get("kind", "")),
         parent_name=str(parent.get("name", "")),
     )
-    cost = status.get("cost") or {}
+    cost = _mapping("status.cost", status.get("cost"))
     account = WorkloadAccount(ref=ref, team=str(status.get("team", "")), currency=str(cost.get("currency", currency)))
     where = f"{KIND} {ref.namespace}/{name}"
     account.totals = _read_totals(where, status)
@@ -240,7 +257,7 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
     account.pods_before = max(0, pods - len(account.pods))
     final = status.get("final")
     if status.get("finalized") and isinstance(final, Mapping):
-        final_cost = final.get("cost") or {}
+        final_cost = _mapping("status.final.cost", final.get("cost"))
         account.final = FinalRecord(
             totals=_read_totals(f"{where}: final", final),
             currency=str(final_cost.get("currency", account.currency)),
@@ -288,8 +305,9 @@ class FootprintStore:
     again, merged by the series watermarks and written again (at most ``CONFLICT_RETRIES`` times).
     """
 
-    def __init__(self, api: KubeApi) -> None:
+    def __init__(self, api: KubeApi, *, concurrency: int = 16) -> None:
         self.api = api
+        self._slots = asyncio.Semaphore(concurrency)  # writes in flight at once
         self.known: set[str] = set()
         self._versions: dict[tuple[str, str], str] = {}
 
@@ -321,6 +339,17 @@ class FootprintStore:
                 unreadable += 1
         return accounts, unreadable
 
+    async def load(self, *, currency: str, missing_ok: bool = False) -> tuple[list[WorkloadAccount], int]:
+        """:meth:`read_all` of every footprint; with ``missing_ok`` a CRD that is not installed reads as none."""
+        try:
+            objects = await self.list_all()
+        except NotFoundError:
+            if not missing_ok:
+                raise
+            log.warning("the WorkloadFootprint CRD is not installed; starting from an empty ledger")
+            objects = []
+        return self.read_all(objects, currency=currency)
+
     def _merge(self, account: WorkloadAccount, existing: Mapping[str, Any], currency: str, merge: Merge) -> None:
         try:
             previous = account_from_object(existing, currency=currency)
@@ -333,7 +362,12 @@ class FootprintStore:
         """Create the footprint where it is not known to exist (merging one found there: forgotten, or written by
         another instance), then write its status over the version it was merged with; on a 409 read, ``merge``
         (default :meth:`WorkloadAccount.merge`) and write again. A footprint deleted meanwhile is created again
-        next time (NotFoundError). Returns how many 409s were merged (ConflictError after ``CONFLICT_RETRIES``)."""
+        next time (NotFoundError). Returns how many 409s were merged (ConflictError after ``CONFLICT_RETRIES``).
+        At most ``concurrency`` saves run at once."""
+        async with self._slots:
+            return await self._save(account, currency, merge)
+
+    async def _save(self, account: WorkloadAccount, currency: str, merge: Merge | None) -> int:
         merge_into: Merge = merge or (lambda mine, theirs: mine.merge(theirs))
         ref = account.ref
         if ref.uid not in self.known:

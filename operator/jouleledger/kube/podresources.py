@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 
+from jouleledger.core.units import positive
 from jouleledger.hardware.base import PodSourceError
+from jouleledger.kube import KUBELET_SOCKET
 from jouleledger.kube._podresources import podresources_v1_pb2 as pb
 
 __all__ = [
-    "DEFAULT_SOCKET",
     "GPU_RESOURCE",
     "MAX_MESSAGE_BYTES",
     "MIG_RESOURCE_PREFIX",
@@ -41,7 +42,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOCKET = "unix:///var/lib/kubelet/pod-resources/kubelet.sock"
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the kubelet's own limit for PodResources answers
@@ -103,7 +103,7 @@ class PodResourcesClient:
 
     def __init__(
         self,
-        socket: str = DEFAULT_SOCKET,
+        socket: str = KUBELET_SOCKET,
         *,
         timeout_s: float = 5.0,
         extra_resources: Iterable[str] = (),
@@ -111,10 +111,8 @@ class PodResourcesClient:
     ) -> None:
         if not socket:
             raise ValueError("the PodResources socket must not be empty")
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
-        if max_message_bytes <= 0:
-            raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes!r}")
+        positive("timeout_s", timeout_s)
+        positive("max_message_bytes", max_message_bytes)
         path = socket_path(socket)
         self.target = f"unix://{path}" if path is not None else socket
         self.path = path
