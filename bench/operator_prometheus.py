@@ -246,12 +246,15 @@ async def wait_scraped(url: str, nodes: int, deadline_s: float) -> float:
 
 
 def own_metric(url: str, name: str) -> float:
-    """One of Prometheus' own gauges, read from its /metrics (it does not scrape itself here)."""
+    """One of Prometheus' own metrics, read from its /metrics (it does not scrape itself here), summed over its
+    labels (``prometheus_tsdb_head_samples_appended_total{type="float"}``)."""
+    total, found = 0.0, False
     with urllib.request.urlopen(f"{url}/metrics", timeout=60) as response:
         for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return float("nan")
+            if line.startswith((name + " ", name + "{")):
+                total += float(line.rsplit(" ", 1)[1])
+                found = True
+    return total if found else float("nan")
 
 
 def directory_bytes(path: Path) -> int:
