@@ -322,6 +322,19 @@ def rfc3339(unix_s: float) -> str:
     return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def place_job(api: kmock.KubernetesEmulator, index: int, node: str, *, completed_at: float | None = None) -> None:
+    """Job ``ml/train-<index>`` (uid ``job-<index>``), complete at ``completed_at`` (None: running), and its one pod
+    ``train-<index>-x`` (uid ``pod-<index>``) on ``node``."""
+    name = f"train-{index}"
+    job = job_object("ml", name, f"job-{index}")
+    api.objects["batch/v1/jobs", "ml", name] = (
+        job if completed_at is None else {**job, **completed(rfc3339(completed_at))}
+    )
+    api.objects["v1/pods", "ml", f"{name}-x"] = pod_object(
+        "ml", f"{name}-x", f"pod-{index}", node, owner_kind="Job", owner_name=name, owner_uid=f"job-{index}"
+    )
+
+
 def place_agents(api: kmock.KubernetesEmulator, agents: FakeAgents, nodes: Mapping[str, str]) -> None:
     """Each node of ``nodes`` (name -> agent IP) in zone ``z1``, ``z2``..., with its agent pod, served by ``agents``."""
     for index, (node, ip) in enumerate(nodes.items()):

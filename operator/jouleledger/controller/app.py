@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -304,6 +304,13 @@ class OperatorApp:
 
     async def once(self) -> PassSummary:
         """List what kopf would watch, run one accounting pass (writing every change), close everything."""
+        async with self.listed() as accountant:
+            return await accountant.run_pass()
+
+    @contextlib.asynccontextmanager
+    async def listed(self) -> AsyncIterator[Accountant]:
+        """The accountant of ``--once``: connected, the cluster listed once as kopf would watch it, every change
+        written at each pass; its clients closed on exit."""
         accountant = self._build(self._connect(settings=kopf.OperatorSettings(), logger=log))
         accountant.write_interval_s = 0.0
         try:
@@ -316,7 +323,7 @@ class OperatorApp:
                     continue
                 for obj in objects:
                     self.cluster.apply(plural, None, obj)
-            return await accountant.run_pass()
+            yield accountant
         finally:
             await self._close_clients()
 

@@ -28,6 +28,7 @@ import httpx
 
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.core.deltas import AgentScrape, ScrapeFormatError, parse_agent_samples
+from jouleledger.core.units import positive
 from jouleledger.metrics.operator_collector import ExpositionError, parse_exposition
 
 __all__ = [
@@ -196,8 +197,7 @@ class AgentScraper:
         max_body_bytes: int = MAX_BODY_BYTES,
         agent_client: AgentClientConfig | None = None,
     ) -> None:
-        if not timeout_s > 0:
-            raise ValueError(f"scrape timeout must be positive, got {timeout_s!r}")
+        positive("scrape timeout", timeout_s)
         self._client = client
         self._timeout_s = timeout_s
         self._semaphore = asyncio.Semaphore(concurrency)
