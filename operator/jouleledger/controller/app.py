@@ -79,6 +79,8 @@ class OperatorOptions:
 WATCH_SERVER_TIMEOUT_S: Final = 300.0
 """Each watch asks the API server to end it after this (``timeoutSeconds``); kopf then watches again."""
 WATCH_CLIENT_TIMEOUT_S: Final = 330.0
+KOPF_RESTART_BACKOFF_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Waits before starting kopf again after it stopped with an error nobody asked for (then 30 s each time)."""
 """A watch still open after this is dropped by the operator itself and watched again: a connection that hangs (the
 server neither sends nor closes it, a half-open TCP connection through a dead load balancer) costs at most this."""
 
@@ -120,6 +122,7 @@ class OperatorApp:
         finalize_deadline_s: float | None = None,
         clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
         api_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        restart_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.options = options
         self.config = config
@@ -132,6 +135,8 @@ class OperatorApp:
         self._finalize_deadline_s = finalize_deadline_s
         self._clock_skew_s = clock_skew_s
         self._api_sleep = api_sleep  # how the API client waits before a retry
+        self._restart_sleep = restart_sleep  # how operate() waits before starting kopf again
+        self.kopf_restarts = 0
         self.cluster = ClusterState(
             team_label=config.team_label,
             agent_namespace=options.agent_namespace,
@@ -289,16 +294,36 @@ class OperatorApp:
         ready_flag: asyncio.Event | None = None,
         settings: kopf.OperatorSettings | None = None,
     ) -> None:
-        """Run kopf (cluster-wide) with the operator's handlers until stopped or cancelled."""
-        await kopf.operator(
-            registry=self.kopf_registry(),
-            settings=settings,
-            clusterwide=True,
-            standalone=True if self.options.standalone else None,
-            peering_name=self.options.peering,
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
+        """Run kopf (cluster-wide) with the operator's handlers until stopped or cancelled.
+
+        kopf stops with an error when one of its watch streams fails in a way it does not retry (seen: a 401 makes
+        kopf close the session of the refused credentials, and another watch still reading from it gets aiohttp's
+        ``RuntimeError: Connection closed``); it then skips its cleanup handlers. Unless a stop was asked for, the
+        accounting is stopped and flushed and kopf is started again after a backoff (the new start restores the
+        footprints from the API, as after any restart)."""
+        while True:
+            try:
+                await kopf.operator(
+                    registry=self.kopf_registry(),
+                    settings=settings,
+                    clusterwide=True,
+                    standalone=True if self.options.standalone else None,
+                    peering_name=self.options.peering,
+                    stop_flag=stop_flag,
+                    ready_flag=ready_flag,
+                )
+                return
+            except kopf.LoginError:
+                raise  # no cluster to talk to: the command says so
+            except Exception as error:  # kopf's own failure, whatever its type: never exit without a flush
+                await self.stop_accounting()
+                if stop_flag is not None and stop_flag.is_set():
+                    log.warning("kopf stopped with an error while shutting down: %r", error)
+                    return
+                delay_s = KOPF_RESTART_BACKOFF_S[min(self.kopf_restarts, len(KOPF_RESTART_BACKOFF_S) - 1)]
+                self.kopf_restarts += 1
+                log.error("kopf stopped with an error (%r); starting it again in %.0f s", error, delay_s)
+                await self._restart_sleep(delay_s)
 
     # --- --once ------------------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from jouleledger.controller.relist import DEFAULT_RELIST_INTERVAL_S
 from jouleledger.core.carbon import MAX_PUE
 from jouleledger.core.deltas import DEFAULT_MAX_GPU_POWER_W
 from jouleledger.core.footprints import IntervalRates, method_of, power_method_of
+from jouleledger.core.labels import one_line
 from jouleledger.core.units import InvalidValueError, checked_float
 from jouleledger.intensity.reading import IntensityReading
 
@@ -54,7 +55,10 @@ _SCRAPE_KEYS: Final = frozenset({"timeoutSeconds", "concurrency"})
 
 
 class ConfigError(ValueError):
-    """The configuration file is invalid; the message names the key."""
+    """The configuration file is invalid; the message (one printable line) names the key."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,10 +218,14 @@ def load_config(path: str | Path | None) -> OperatorConfig:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not valid YAML: not UTF-8 text (byte {error.start})") from None
     try:
         document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    except (yaml.YAMLError, ValueError) as error:  # ValueError: an integer of more than 4,300 digits
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     try:
         return parse_config(document)
     except ConfigError as error:

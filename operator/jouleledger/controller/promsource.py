@@ -43,7 +43,8 @@ class PrometheusSource:
     async def scrape_all(self, targets: Sequence[AgentTarget]) -> list[ScrapeOutcome]:
         """One outcome per agent target, all from one query."""
         try:
-            result = await asyncio.to_thread(self._api.query, self.query, self._clock())
+            # One agent's NaN must not fail the query of every node: parse_agent_samples rejects and counts it.
+            result = await asyncio.to_thread(self._api.query, self.query, self._clock(), finite=False)
         except PrometheusError as error:
             log.warning("%s", error)
             return [ScrapeOutcome(target, ERROR, error=str(error)) for target in targets]

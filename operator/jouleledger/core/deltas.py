@@ -93,6 +93,11 @@ _PENDING: Final = frozenset(
     }
 )
 
+_POD_COUNTERS: Final = frozenset({POD_ENERGY_SAMPLE, POD_GPU_SECONDS_SAMPLE, POD_FROM_POWER_SAMPLE})
+_COUNTERS: Final = _POD_COUNTERS | {GPU_UNALLOCATED_SAMPLE}
+"""Counter series that may appear once: a copy with another value is rejected (``duplicate_series``) and the series
+held; an identical copy (the same agent read through two Prometheus jobs or replicas) is harmless."""
+
 Sample = tuple[str, Mapping[str, str], float]
 """``(sample name, labels, value)`` as the Prometheus text parser yields them."""
 
@@ -249,7 +254,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
 
     ``expected_node`` (the node the operator found the agent pod on) must match the agent's own ``node``
     label when given; per-pod and per-GPU series of another node are rejected, and so is a value no counter can
-    hold (``out_of_range``); a pod series with a rejected sample is *held* (neither counted nor missing). Raises
+    hold (``out_of_range``) and a counter series given twice with different values (``duplicate_series``); a pod
+    series with a rejected sample is *held* (neither counted nor missing). Raises
     :class:`ScrapeFormatError` when the exposition lacks the agent's info or last-tick series.
     """
     agent_info: Mapping[str, str] | None = None
@@ -264,6 +270,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
     models: dict[str, str] = {}
     limits: dict[str, float] = {}
     held: set[SeriesKey] = set()
+    seen: dict[tuple[str, object], float] = {}
+    duplicated_gpus: set[str] = set()
     rejected: list[Rejection] = []
     pending: list[Sample] = []
     for name, labels, raw in samples:
@@ -275,7 +283,10 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
                 raise ScrapeFormatError(f"{name}: {rejection.reason} ({raw!r})")
             last_tick = value
         elif name == AGENT_TICKS_SAMPLE:
-            ticks = raw if math.isfinite(raw) and raw >= 0 else 0.0
+            tick_count, rejection = _value(name, labels, raw)
+            if rejection is not None:
+                rejected.append(rejection)  # counted; the tick count is then unknown (0)
+            ticks = tick_count or 0.0
         elif name in _PENDING:
             pending.append((name, labels, raw))
     if agent_info is None:
@@ -305,6 +316,17 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
                 continue
             pods.setdefault((identity.namespace, identity.name), []).append(identity)
             continue
+        if name in _COUNTERS:
+            seen_key = (name, _series_key(node, labels) if name in _POD_COUNTERS else labels.get("gpu", ""))
+            first = seen.setdefault(seen_key, raw)
+            if first is not raw and not (first == raw or (math.isnan(first) and math.isnan(raw))):
+                # one series with two values: which is true? Neither is counted; its baseline stays
+                rejected.append(Rejection(name, labels, "duplicate_series"))
+                if name in _POD_COUNTERS:
+                    held.add(_series_key(node, labels))
+                else:
+                    duplicated_gpus.add(labels.get("gpu", ""))
+                continue
         value, rejection = _value(name, labels, raw)
         if rejection is not None or value is None:
             rejected.append(rejection or Rejection(name, labels, "invalid"))
@@ -330,6 +352,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
             else:
                 seconds[key] = value
 
+    for gpu in duplicated_gpus:
+        unallocated.pop(gpu, None)  # its baseline stays as it is
     series: dict[SeriesKey, SeriesValue] = {}
     for key in sorted(set(energy) | set(seconds)):
         if key in held:

@@ -11,6 +11,7 @@ tuples for :func:`jouleledger.core.deltas.parse_agent_samples`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator
 
@@ -73,12 +74,21 @@ def parse_exposition(text: str) -> list[Sample]:
         return simple
     try:
         return [
-            (sample.name, dict(sample.labels), float(sample.value))
+            (sample.name, dict(sample.labels), _float(sample.value))
             for family in text_string_to_metric_families(text)
             for sample in family.samples
         ]
     except (ValueError, TypeError, IndexError, KeyError) as error:
         raise ExpositionError(f"invalid exposition: {error}") from error
+
+
+def _float(value: float) -> float:
+    """A sample value as a float; an integer beyond float64 is infinite, as the fast path reads its digits (the
+    value is then rejected as not finite downstream, like any other, instead of raising)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 _HELP = names.HELP
