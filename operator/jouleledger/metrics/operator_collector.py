@@ -182,6 +182,9 @@ def _families(view: OperatorView) -> list[Metric]:
     )
     for reason, count in sorted(view.rejected_samples.items()):
         rejected.add_metric([reason], count)
+    pruned = CounterMetricFamily(names.OPERATOR_STALE_PRUNED, _HELP[names.OPERATOR_STALE_PRUNED], labels=("kind",))
+    for kind, count in sorted(view.pruned.items()):
+        pruned.add_metric([kind], count)
     cumulative = 0
     buckets: list[tuple[str, float]] = []
     for bound, count in zip((*DELAY_BUCKETS_S, float("inf")), view.delay_bucket_counts, strict=True):
@@ -207,6 +210,7 @@ def _families(view: OperatorView) -> list[Metric]:
         errors,
         fallbacks,
         rejected,
+        pruned,
         delay,
     ]
 
