@@ -35,6 +35,7 @@ from jouleledger.controller.scrape import OK, ScrapeOutcome
 from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.contract import sanitize_label
 from jouleledger.core.deltas import AgentScrape, DeltaTracker, PodIdentity
+from jouleledger.core.folded import FoldedUntil
 from jouleledger.core.footprints import (
     CLOCK_SKEW_ALLOWANCE_S,
     UNASSIGNED_TEAM,
@@ -118,6 +119,7 @@ class Accountant:
         self._write_slots = asyncio.Semaphore(write_concurrency)
         self.ledger = FootprintBook(config.currency)
         self.tracker = DeltaTracker(max_gpu_power_w=config.max_gpu_power_w)
+        self.folded = FoldedUntil()  # per node, the finished pods agents may leave out (core/folded.py)
         self.stats = OperatorStats()
         self.restored = False
         self._folded_tick: dict[str, float] = {}
@@ -181,6 +183,7 @@ class Accountant:
             if not self.shard.owns(account.ref.uid):
                 continue  # another shard's footprint: it restores and writes it
             self.ledger.restore(account)
+            self.folded.restored_from(account.folded_until)
         watermarks = 0
         for key, pod_uid, value in self.ledger.watermarks():
             self.tracker.restore(key, pod_uid, value)
@@ -204,7 +207,7 @@ class Accountant:
         started = self._monotonic()
         targets = self.cluster.agent_targets()
         self.stats.agents = len(targets)
-        outcomes = await self.scraper.scrape_all(targets)
+        outcomes = await self.scraper.scrape_all(targets, self.folded.values())
         scraped = self._monotonic()
         now = self._clock()
         folded_mj, scraped_ok = await self._fold(outcomes, now)
@@ -213,6 +216,7 @@ class Accountant:
         finalized = self.recorder.finalize(now, self._folded_tick, self._scrape_ok)
         folded = self._monotonic()
         written, write_errors = await self._persist(now)
+        self.folded.advance(self.ledger.persisted)
         annotated = await self.recorder.annotate(now)
         self._collect_garbage(now)
         self.passes += 1
@@ -309,6 +313,7 @@ class Accountant:
             self.serving.add_deltas(deltas, rates)
         self._last_end[scrape.node] = now
         self._folded_tick[scrape.node] = scrape.last_tick_unix_s
+        self.folded.folded(scrape)
         self.stats.node_intensity[scrape.node] = NodeIntensity(reading.zone, reading.source, reading.g_per_kwh)
         return summary.energy_mj
 
@@ -354,6 +359,7 @@ class Accountant:
             log.debug("dry run: would write footprint %s/%s (%s %s)", ref.namespace, ref.uid, ref.kind, ref.name)
             account.written(now)
             return True
+        account.folded_until.update(self.folded.persisted_for(account.nodes))
         async with self._write_slots:
             try:
                 conflicts = await self.footprints.save(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from jouleledger.controller.cluster import AgentTarget
@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 class AccountingSource(Protocol):
     """Where a pass reads the agents' counters: the direct scraper, or :class:`PrometheusSource`."""
 
-    async def scrape_all(self, targets: Sequence[AgentTarget]) -> list[ScrapeOutcome]: ...
+    async def scrape_all(
+        self, targets: Sequence[AgentTarget], folded_until: Mapping[str, float] | None = None
+    ) -> list[ScrapeOutcome]: ...
 
 
 class PrometheusSource:
@@ -40,8 +42,11 @@ class PrometheusSource:
         self.query = agent_query(selector)
         self._clock = clock
 
-    async def scrape_all(self, targets: Sequence[AgentTarget]) -> list[ScrapeOutcome]:
-        """One outcome per agent target, all from one query."""
+    async def scrape_all(
+        self, targets: Sequence[AgentTarget], folded_until: Mapping[str, float] | None = None
+    ) -> list[ScrapeOutcome]:
+        """One outcome per agent target, all from one query (``folded_until`` does not apply: Prometheus holds
+        what it scraped, finished pods included)."""
         try:
             result = await asyncio.to_thread(self._api.query, self.query, self._clock())
         except PrometheusError as error:

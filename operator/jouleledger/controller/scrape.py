@@ -19,7 +19,8 @@ import base64
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -27,6 +28,7 @@ from typing import Final
 import httpx
 
 from jouleledger.controller.cluster import AgentTarget
+from jouleledger.core.contract import FOLDED_UNTIL_PARAM
 from jouleledger.core.deltas import AgentScrape, ScrapeFormatError, parse_agent_samples
 from jouleledger.metrics.operator_collector import ExpositionError, parse_exposition
 
@@ -215,8 +217,12 @@ class AgentScraper:
         wait_s = min(self._max_s, self._base_s * float(2 ** min(state.failures - 1, 30) - 1))
         return now_s - state.last_failure_s >= wait_s
 
-    async def scrape_all(self, targets: Sequence[AgentTarget]) -> list[ScrapeOutcome]:
-        """One scrape of every agent that is not backing off, concurrently (bounded)."""
+    async def scrape_all(
+        self, targets: Sequence[AgentTarget], folded_until: Mapping[str, float] | None = None
+    ) -> list[ScrapeOutcome]:
+        """One scrape of every agent that is not backing off, concurrently (bounded); an agent whose node has a
+        ``folded_until`` value (:mod:`jouleledger.core.folded`) is asked to leave out the pods finished by then."""
+        until = folded_until or {}
         now_s = self._monotonic()
         due = [target for target in targets if self._due(target.node, now_s)]
         skipped = [ScrapeOutcome(target, BACKOFF) for target in targets if not self._due(target.node, now_s)]
@@ -226,7 +232,7 @@ class AgentScraper:
             log.error("cannot read the agents' scrape credentials: %s", error)
             outcomes = [ScrapeOutcome(target, ERROR, error=f"credentials: {error}") for target in due]
         else:
-            outcomes = await asyncio.gather(*(self._scrape(target, headers) for target in due))
+            outcomes = await asyncio.gather(*(self._scrape(target, headers, until.get(target.node)) for target in due))
         for outcome in outcomes:
             state = self._backoff.setdefault(outcome.target.node, _Backoff())
             if outcome.result == OK:
@@ -239,17 +245,23 @@ class AgentScraper:
             del self._backoff[node]
         return [*outcomes, *skipped]
 
-    def _url(self, target: AgentTarget) -> str:
+    def _url(self, target: AgentTarget, folded_until_s: float | None = None) -> str:
         host = f"[{target.ip}]" if ":" in target.ip else target.ip
-        return f"{self._agent_client.scheme}://{host}:{target.port}/metrics"
+        url = f"{self._agent_client.scheme}://{host}:{target.port}/metrics"
+        if folded_until_s is None:
+            return url
+        # repr() is the shortest text that reads back as the same float: the agent compares finish times exactly.
+        return f"{url}?{FOLDED_UNTIL_PARAM}={urllib.parse.quote(repr(float(folded_until_s)))}"
 
-    async def _scrape(self, target: AgentTarget, headers: dict[str, str]) -> ScrapeOutcome:
+    async def _scrape(
+        self, target: AgentTarget, headers: dict[str, str], folded_until_s: float | None = None
+    ) -> ScrapeOutcome:
         async with self._semaphore:
             try:
                 server_name = self._agent_client.server_name
                 status, body = await fetch_bounded(
                     self._client,
-                    self._url(target),
+                    self._url(target, folded_until_s),
                     timeout_s=self._timeout_s,
                     max_body_bytes=self._max_body_bytes,
                     headers=headers,
