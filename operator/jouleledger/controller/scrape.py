@@ -30,7 +30,7 @@ import httpx
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.core.contract import FOLDED_UNTIL_PARAM
 from jouleledger.core.deltas import AgentScrape, ScrapeFormatError, parse_agent_samples
-from jouleledger.metrics.operator_collector import ExpositionError, parse_exposition
+from jouleledger.metrics.operator_collector import ExpositionError, LabelsCache, parse_exposition
 
 __all__ = [
     "AgentClientConfig",
@@ -209,6 +209,7 @@ class AgentScraper:
         self._max_body_bytes = max_body_bytes
         self._agent_client = agent_client if agent_client is not None else AgentClientConfig()
         self._backoff: dict[str, _Backoff] = {}
+        self._labels: dict[str, LabelsCache] = {}  # per node: its agent's label sets, parsed once
 
     def _due(self, node: str, now_s: float) -> bool:
         state = self._backoff.get(node)
@@ -243,6 +244,8 @@ class AgentScraper:
         live = {target.node for target in targets}
         for node in [node for node in self._backoff if node not in live]:
             del self._backoff[node]
+        for node in [node for node in self._labels if node not in live]:
+            del self._labels[node]
         return [*outcomes, *skipped]
 
     def _url(self, target: AgentTarget, folded_until_s: float | None = None) -> str:
@@ -287,7 +290,8 @@ class AgentScraper:
             return ScrapeOutcome(target, ERROR, error=f"HTTP {status}")
         try:
             text = body.decode("utf-8")
-            scrape = parse_agent_samples(parse_exposition(text), expected_node=target.node)
+            samples = parse_exposition(text, self._labels.setdefault(target.node, {}))
+            scrape = parse_agent_samples(samples, expected_node=target.node)
         except (UnicodeDecodeError, ExpositionError, ScrapeFormatError) as error:
             log.warning("agent %s on %s: %s", target.pod, target.node, error)
             return ScrapeOutcome(target, ERROR, error=str(error))
