@@ -166,10 +166,11 @@ def populate(api: IndexedEmulator, sim: Simulation, pods: int, live_jobs: int, n
         namespace = f"team-{index % 20}"
         if index < pods - live_jobs:
             rs = index // 40
+            namespace = f"team-{rs % 20}"  # a Deployment's pods share its namespace (its ReplicaSet is found there)
             pod = SimPod(
                 namespace, f"svc-{rs}-{index}", f"pod-{index}", node, "ReplicaSet", f"svc-{rs}-rs", f"rs-{rs}", now_s
             )
-            if (namespace, rs) not in {(None, None)}:
+            if index % 40 == 0:
                 api.objects["apps/v1/replicasets", namespace, f"svc-{rs}-rs"] = {
                     "metadata": {
                         "name": f"svc-{rs}-rs",
