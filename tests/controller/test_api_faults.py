@@ -15,12 +15,13 @@ import random
 import time
 from collections import Counter
 
+import aiohttp
 import httpx
 import pytest
 
 from jouleledger.controller.accountant import Accountant
 from jouleledger.controller.cluster import ClusterState
-from jouleledger.controller.scrape import AgentScraper
+from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.kube.api import KubeApi
 from tests._figures import figure
 from tests._kube_emulator import (
@@ -101,8 +102,9 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
 
     def build() -> Accountant:
         client = httpx.AsyncClient(base_url=str(api.url).rstrip("/"))
-        scraper_client = httpx.AsyncClient(trust_env=False)
-        clients.extend([client, scraper_client])
+        scraper_client = build_agent_client(AgentClientConfig(), concurrency=4)
+        clients.append(client)
+        scraper_clients.append(scraper_client)
         scraper = AgentScraper(scraper_client, timeout_s=5, concurrency=4, backoff_base_s=0.0, backoff_max_s=0.0)
         return Accountant(
             config=FIXTURE_CONFIG,
@@ -118,6 +120,7 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
         )
 
     clients: list[httpx.AsyncClient] = []
+    scraper_clients: list[aiohttp.ClientSession] = []
     api.chaos = chaos
     accountant = build()
     tick = 0
@@ -165,6 +168,8 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
         api.chaos = None
         for client in clients:
             await client.aclose()
+        for scraper_client in scraper_clients:
+            await scraper_client.close()
 
     for index in range(JOBS):
         path = f"/apis/batch/v1/namespaces/ml/jobs/train-{index}"

@@ -11,7 +11,7 @@ import httpx
 
 from jouleledger.controller.accountant import Accountant
 from jouleledger.controller.cluster import ClusterState
-from jouleledger.controller.scrape import AgentScraper
+from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.kube.api import KubeApi
 from tests._kube_emulator import AGENT_NAMESPACE, Emulator, FakeAgents, agent_pod, job_object, node_object, pod_object
 from tests.controller._exposition import Pod, agent_text
@@ -49,7 +49,7 @@ async def test_a_status_write_over_a_changed_footprint_gets_409_and_merges_the_o
     clock = {"now": base}
     async with (
         httpx.AsyncClient(base_url=str(api.url).rstrip("/")) as client,
-        httpx.AsyncClient(trust_env=False) as scraper_client,
+        build_agent_client(AgentClientConfig(), concurrency=1) as scraper_client,
     ):
         accountant = Accountant(
             config=FIXTURE_CONFIG,

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 import kopf
 from prometheus_client import CollectorRegistry
@@ -127,7 +128,7 @@ class OperatorApp:
         self.accountant: Accountant | None = None
         self.metrics_port: int | None = None
         self._api_client: httpx.AsyncClient | None = None
-        self._agent_client: httpx.AsyncClient | None = None
+        self._agent_client: aiohttp.ClientSession | None = None
         self._source: PrometheusSource | None = None
         self._stop = asyncio.Event()
         self._flushed = True  # nothing to flush before accounting started
@@ -219,9 +220,10 @@ class OperatorApp:
         await self._close_clients()
 
     async def _close_clients(self) -> None:
-        for client in (self._api_client, self._agent_client):
-            if client is not None:
-                await client.aclose()
+        if self._api_client is not None:
+            await self._api_client.aclose()
+        if self._agent_client is not None:
+            await self._agent_client.close()
         self._api_client = self._agent_client = None
         if self._source is not None:
             await self._source.aclose()
