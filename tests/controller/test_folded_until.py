@@ -3,6 +3,7 @@ those: a pod whose final footprint is not written yet stays in the exposition, a
 same from its first scrape on (the value is stored in the footprints), so a left-out pod is never counted again.
 
 The fake agents honour the parameter as real agents do (tests/_kube_emulator.py); passes are driven by the test.
+Last, the order of a pass's writes: a Job's final footprint and annotation never wait behind running workloads'.
 """
 
 from __future__ import annotations
@@ -148,3 +149,23 @@ async def test_a_pod_whose_final_footprint_is_not_written_stays_in_the_expositio
     assert agents.folded_until["n1"][-1] == finished_s
     assert footprint(api)["status"]["final"]["energyMillijoules"] == 7_200_000
     assert footprint(api)["status"]["lateEnergyMillijoules"] == 0
+
+
+async def test_a_final_footprint_and_its_annotation_come_before_the_writes_of_running_workloads(
+    api: Emulator, agents: FakeAgents, start_operator: StartOperator
+) -> None:
+    running, base = await job_finished(api, agents, start_operator, web_j=100.0)
+    accountant = running.accountant
+    accountant.write_interval_s = 0.0  # the service pod's footprint is due at every pass
+    agents.texts["n1"] = text(base + 2, finished_s=base + 1.75, web_j=200.0)
+    first = len(api.requests)
+    await accountant.run_pass()
+    writes = [
+        f"{request.method.value} {request.url.path}"
+        for request in api.requests[first:]
+        if request.method.value in ("POST", "PATCH") and "/events" not in request.url.path
+    ]
+    annotation = writes.index("PATCH /apis/batch/v1/namespaces/ml/jobs/train")
+    final = writes.index("PATCH /apis/jouleledger.io/v1alpha1/namespaces/ml/workloadfootprints/job-1/status")
+    service = writes.index("PATCH /apis/jouleledger.io/v1alpha1/namespaces/ml/workloadfootprints/pod-w/status")
+    assert final < annotation < service

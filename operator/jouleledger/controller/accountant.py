@@ -215,9 +215,13 @@ class Accountant:
             await self.serving.run_pass(self.api, now)
         finalized = self.recorder.finalize(now, self._folded_tick, self._scrape_ok)
         folded = self._monotonic()
-        written, write_errors = await self._persist(now)
-        self.folded.advance(self.ledger.persisted)
+        # Final footprints first and their Jobs annotated at once; then the running ones (a Job's annotation never
+        # waits behind the periodic writes of thousands of running workloads).
+        written, write_errors = await self._persist(now, finals_only=True)
         annotated = await self.recorder.annotate(now)
+        more, more_errors = await self._persist(now, budget=self.writes_per_pass - written - write_errors)
+        written, write_errors = written + more, write_errors + more_errors
+        self.folded.advance(self.ledger.persisted)
         self._collect_garbage(now)
         self.passes += 1
         self._last_pass_s = self._monotonic()
@@ -332,10 +336,13 @@ class Accountant:
 
     # --- persistence -------------------------------------------------------------------------------------------
 
-    async def _persist(self, now: float) -> tuple[int, int]:
+    async def _persist(self, now: float, *, finals_only: bool = False, budget: int | None = None) -> tuple[int, int]:
         # Final footprints first (a Job waits for its annotation), then the least recently written; the rest waits
         # for the next pass. Restarts lose nothing by writing less often: the watermarks make recounting exact.
-        due = self.ledger.due_for_write(now, self.write_interval_s, self.writes_per_pass)
+        limit = self.writes_per_pass if budget is None else max(0, budget)
+        due = self.ledger.due_for_write(now, self.write_interval_s, limit)
+        if finals_only:
+            due = [account for account in due if account.final is not None and not account.final_written]
         if not due:
             return 0, 0
         results = await asyncio.gather(*(self._write(account, now) for account in due))
