@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import os
 import random
 import statistics
@@ -37,6 +36,7 @@ from tests._kube_emulator import (
     agent_pod,
     node_object,
     register_resources,
+    rfc3339,
     send_bookmarks,
 )
 
@@ -124,10 +124,6 @@ class Simulation:
                     f'pod="{pod.name}"}} {float(int(pod.finished_s))}'
                 )
         return "\n".join(lines) + "\n"
-
-
-def rfc3339(unix_s: float) -> str:
-    return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def pod_object(pod: SimPod) -> dict[str, Any]:

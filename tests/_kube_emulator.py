@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import re
 import time
@@ -349,3 +350,16 @@ def pod_object(
 
 def completed(when: str, kind: str = "Complete") -> dict[str, Any]:
     return {"status": {"conditions": [{"type": kind, "status": "True", "lastTransitionTime": when}]}}
+
+
+def rfc3339(unix_s: float) -> str:
+    """A Kubernetes timestamp (UTC, ``Z``)."""
+    return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def place_agents(api: kmock.KubernetesEmulator, agents: FakeAgents, nodes: Mapping[str, str]) -> None:
+    """Each node of ``nodes`` (name -> agent IP) in zone ``z1``, ``z2``..., with its agent pod, served by ``agents``."""
+    for index, (node, ip) in enumerate(nodes.items()):
+        agents.ips[node] = ip
+        api.objects["v1/nodes", None, node] = node_object(node, f"z{index + 1}")
+        api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = agent_pod(node, ip)

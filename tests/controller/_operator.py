@@ -12,8 +12,10 @@ from typing import Any
 import kopf
 
 from jouleledger.controller.app import OperatorApp
+from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.config import parse_config
 from jouleledger.intensity import FallbackKey, IntensityReading
+from tests._kube_emulator import AGENT_NAMESPACE, FakeAgents, agent_pod, node_object
 
 # --- intensity ---------------------------------------------------------------------------------------------------
 
@@ -56,6 +58,25 @@ def test_settings() -> kopf.OperatorSettings:
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]
+
+
+def one_node_cluster(agents: FakeAgents, node: str = "n1", ip: str = "127.0.0.1") -> ClusterState:
+    """The operator's cluster view of one node (zone ``z1``) and its agent at ``ip``, served by ``agents``."""
+    agents.ips[node] = ip
+    cluster = ClusterState(
+        team_label="team",
+        agent_namespace=AGENT_NAMESPACE,
+        agent_selector={"app.kubernetes.io/component": "agent"},
+        agent_port=agents.port,
+        zone_of=FIXTURE_CONFIG.zone_of,
+    )
+    cluster.apply("nodes", None, node_object(node, "z1"))
+    cluster.apply("pods", None, agent_pod(node, ip))
+    return cluster
+
+
+async def no_sleep(delay_s: float) -> None:
+    """An injected ``sleep`` that returns at once."""
 
 
 @dataclass

@@ -4,7 +4,7 @@ parts themselves live in ``tests/_kube_emulator.py`` and ``tests/controller/_ope
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import kmock
@@ -53,6 +53,7 @@ async def start_operator(api: Emulator, agents: FakeAgents) -> AsyncIterator[Sta
         clock: Callable[[], float] | None = None,
         finalize_deadline_s: float | None = None,
         write_interval_s: float | None = None,
+        api_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> Running:
         options = OperatorOptions(
             listen_address="127.0.0.1",
@@ -72,6 +73,7 @@ async def start_operator(api: Emulator, agents: FakeAgents) -> AsyncIterator[Sta
             finalize_deadline_s=finalize_deadline_s,
             write_interval_s=write_interval_s,
             clock_skew_s=0.0,  # the fake agents stamp their ticks with this process's own clock
+            api_sleep=api_sleep,
             **extra,
         )
         task = asyncio.create_task(app.operate(settings=test_settings()))

@@ -10,33 +10,30 @@ obeyed is shown on its own below (with this much concurrency a sleep cannot be p
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 import time
 from collections import Counter
 
 import aiohttp
-import httpx
+import kopf
 import pytest
 
 from jouleledger.controller.accountant import Accountant
-from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
-from jouleledger.kube.api import KubeApi
+from jouleledger.kube.api import KubeApi, build_api_client
 from tests._figures import figure
 from tests._kube_emulator import (
-    AGENT_NAMESPACE,
     Emulator,
     FakeAgents,
     Fault,
-    agent_pod,
     completed,
     job_object,
     node_object,
     pod_object,
+    rfc3339,
 )
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity
+from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity, no_sleep, one_node_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -73,21 +70,9 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
         faulted[(method, path)] += 1
         return Fault(method, ".", status, 1, str(rng.randint(1, 3)) if status == 429 else "")
 
-    async def sleep(delay_s: float) -> None:
-        return None
-
-    agents.ips["n1"] = "127.0.0.1"
     api.objects["v1/nodes", None, "n1"] = node_object("n1", "z1")
     base = time.time()
-    cluster = ClusterState(
-        team_label="team",
-        agent_namespace=AGENT_NAMESPACE,
-        agent_selector={"app.kubernetes.io/component": "agent"},
-        agent_port=agents.port,
-        zone_of=FIXTURE_CONFIG.zone_of,
-    )
-    cluster.apply("nodes", None, node_object("n1", "z1"))
-    cluster.apply("pods", None, agent_pod("n1", "127.0.0.1"))
+    cluster = one_node_cluster(agents)
     pods = []
     for index in range(JOBS):
         name, uid = f"train-{index}", f"job-{index}"
@@ -101,15 +86,16 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
     clock = {"now": base}
 
     def build() -> Accountant:
-        client = httpx.AsyncClient(base_url=str(api.url).rstrip("/"))
+        info = kopf.ConnectionInfo(server=str(api.url).rstrip("/"))
+        kube = KubeApi(build_api_client(info), attempts=4, sleep=no_sleep)
         scraper_client = build_agent_client(AgentClientConfig(), concurrency=4)
-        clients.append(client)
-        scraper_clients.append(scraper_client)
+        clients.append(scraper_client)
+        kubes.append(kube)
         scraper = AgentScraper(scraper_client, timeout_s=5, concurrency=4, backoff_base_s=0.0, backoff_max_s=0.0)
         return Accountant(
             config=FIXTURE_CONFIG,
             provider=ScriptedIntensity(),
-            api=KubeApi(client, attempts=4, sleep=sleep),
+            api=kube,
             scraper=scraper,
             cluster=cluster,
             scrape_interval_s=15.0,
@@ -119,8 +105,8 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
             clock_skew_s=0.0,
         )
 
-    clients: list[httpx.AsyncClient] = []
-    scraper_clients: list[aiohttp.ClientSession] = []
+    clients: list[aiohttp.ClientSession] = []
+    kubes: list[KubeApi] = []
     api.chaos = chaos
     accountant = build()
     tick = 0
@@ -145,7 +131,7 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
     def finish(index: int) -> None:
         done.add(index)
         key = ("batch/v1/jobs", "ml", f"train-{index}")
-        job = {**api.objects[key].raw, **completed(dt_string(base + tick + 0.2))}
+        job = {**api.objects[key].raw, **completed(rfc3339(base + tick + 0.2))}
         api.objects[key] = job
         cluster.apply("jobs", "MODIFIED", job)
 
@@ -167,9 +153,9 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
     finally:
         api.chaos = None
         for client in clients:
-            await client.aclose()
-        for scraper_client in scraper_clients:
-            await scraper_client.close()
+            await client.close()
+        for kube in kubes:
+            await kube.aclose()
 
     for index in range(JOBS):
         path = f"/apis/batch/v1/namespaces/ml/jobs/train-{index}"
@@ -182,10 +168,6 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
     return {"faults": sum(injected.values()), **injected, "passes": tick}
 
 
-def dt_string(unix_s: float) -> str:
-    return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 async def test_retry_after_is_obeyed_and_backoff_grows(api: Emulator) -> None:
     """429 with ``Retry-After: 2`` then ``7`` (above the doubled backoff), 503, then the answer: the client sleeps
     2 s, 7 s, then the doubled backoff (capped at 10 s)."""
@@ -196,8 +178,11 @@ async def test_retry_after_is_obeyed_and_backoff_grows(api: Emulator) -> None:
 
     path = "/apis/jouleledger.io/v1alpha1/namespaces/ml/workloadfootprints"
     api.faults += [Fault("GET", path, 429, 1, "2"), Fault("GET", path, 429, 1, "7"), Fault("GET", path, 503, 1)]
-    async with httpx.AsyncClient(base_url=str(api.url).rstrip("/")) as client:
-        kube = KubeApi(client, attempts=5, backoff_s=0.2, max_backoff_s=10.0, sleep=sleep)
+    client = build_api_client(kopf.ConnectionInfo(server=str(api.url).rstrip("/")))
+    kube = KubeApi(client, attempts=5, backoff_s=0.2, max_backoff_s=10.0, sleep=sleep)
+    try:
         assert await kube.list(path) == []
+    finally:
+        await kube.aclose()
     assert slept == [2.0, 7.0, 10.0]
     assert kube.retries == 3

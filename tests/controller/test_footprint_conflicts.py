@@ -7,37 +7,23 @@ from __future__ import annotations
 import copy
 import time
 
-import httpx
+import kopf
 
 from jouleledger.controller.accountant import Accountant
-from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
-from jouleledger.kube.api import KubeApi
-from tests._kube_emulator import AGENT_NAMESPACE, Emulator, FakeAgents, agent_pod, job_object, node_object, pod_object
+from jouleledger.kube.api import KubeApi, build_api_client
+from tests._kube_emulator import Emulator, FakeAgents, job_object, pod_object
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity
+from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity, no_sleep, one_node_cluster
 
 FOOTPRINT = ("jouleledger.io/v1alpha1/workloadfootprints", "ml", "job-1")
-
-
-async def _noop_sleep(delay_s: float) -> None:
-    return None
 
 
 async def test_a_status_write_over_a_changed_footprint_gets_409_and_merges_the_other_writers_energy(
     api: Emulator, agents: FakeAgents
 ) -> None:
-    agents.ips["n1"] = "127.0.0.1"
     base = time.time()
-    cluster = ClusterState(
-        team_label="team",
-        agent_namespace=AGENT_NAMESPACE,
-        agent_selector={"app.kubernetes.io/component": "agent"},
-        agent_port=agents.port,
-        zone_of=FIXTURE_CONFIG.zone_of,
-    )
-    cluster.apply("nodes", None, node_object("n1", "z1"))
-    cluster.apply("pods", None, agent_pod("n1", "127.0.0.1"))
+    cluster = one_node_cluster(agents)
     job = job_object("ml", "train", "job-1")
     api.objects["batch/v1/jobs", "ml", "train"] = job
     cluster.apply("jobs", None, job)
@@ -48,13 +34,15 @@ async def test_a_status_write_over_a_changed_footprint_gets_409_and_merges_the_o
     )
     clock = {"now": base}
     async with (
-        httpx.AsyncClient(base_url=str(api.url).rstrip("/")) as client,
+        KubeApi(
+            build_api_client(kopf.ConnectionInfo(server=str(api.url).rstrip("/"))), attempts=2, sleep=no_sleep
+        ) as kube,
         build_agent_client(AgentClientConfig(), concurrency=1) as scraper_client,
     ):
         accountant = Accountant(
             config=FIXTURE_CONFIG,
             provider=ScriptedIntensity(),
-            api=KubeApi(client, attempts=2, sleep=_noop_sleep),
+            api=kube,
             scraper=AgentScraper(scraper_client, timeout_s=5, concurrency=1, backoff_base_s=0.0, backoff_max_s=0.0),
             cluster=cluster,
             scrape_interval_s=15.0,

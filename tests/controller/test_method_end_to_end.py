@@ -18,7 +18,7 @@ from jouleledger.core.footprints import KEY_METHOD, FootprintBook, job_annotatio
 from jouleledger.hardware.replay import ReplaySource
 from jouleledger.metrics.agent import AgentCollector
 from jouleledger.metrics.operator_collector import parse_exposition
-from tests.controller.test_footprint_core import by_owner, rates
+from tests.core._footprints import by_owner, rates
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "mixed-node.jsonl"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import time
 from typing import Any
 
@@ -26,11 +25,11 @@ from tests._kube_emulator import (
     Emulator,
     FakeAgents,
     Fault,
-    agent_pod,
     completed,
     job_object,
-    node_object,
+    place_agents,
     pod_object,
+    rfc3339,
 )
 from tests._tools import REPO_ROOT
 from tests.controller._exposition import Pod, agent_text
@@ -40,6 +39,7 @@ from tests.controller._operator import (
     ScriptedIntensity,
     StartOperator,
     eventually,
+    no_sleep,
     stop,
     test_settings,
 )
@@ -50,20 +50,13 @@ JOB_PATH = "/apis/batch/v1/namespaces/ml/jobs/train"
 CRD = REPO_ROOT / "charts" / "jouleledger" / "crds" / "workloadfootprints.jouleledger.io.yaml"
 
 
-def rfc3339(unix_s: float) -> str:
-    return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 def train_pod(energy_j: float, gpu_seconds: float, *, uid: str = "pod-1") -> Pod:
     return Pod("ml", "train-x", uid, energy_j, gpu_seconds, "Job", "train", "job-1", "vision")
 
 
 def setup_cluster(api: Emulator, agents: FakeAgents, nodes: dict[str, str], job_node: str = "n1") -> None:
     """Nodes (name -> loopback IP), their agents, and Job ``ml/train`` (uid job-1) with one pod on ``job_node``."""
-    for index, (node, ip) in enumerate(nodes.items()):
-        agents.ips[node] = ip
-        api.objects["v1/nodes", None, node] = node_object(node, f"z{index + 1}")
-        api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = agent_pod(node, ip)
+    place_agents(api, agents, nodes)
     api.objects["batch/v1/jobs", "ml", "train"] = job_object("ml", "train", "job-1")
     api.objects["v1/pods", "ml", "train-x"] = pod_object(
         "ml", "train-x", "pod-1", job_node, owner_kind="Job", owner_name="train", owner_uid="job-1"
@@ -229,8 +222,7 @@ async def test_api_errors_and_relists_are_retried_and_still_write_once(
     setup_cluster(api, agents, {"n1": "127.0.0.1"})
     base = time.time()
     agents.texts["n1"] = agent_text("n1", base)
-    running = await start_operator(ScriptedIntensity())
-    running.accountant.api._sleep = _no_sleep  # retries back off without waiting
+    running = await start_operator(ScriptedIntensity(), api_sleep=no_sleep)  # retries back off without waiting
     footprints = "/apis/jouleledger.io/v1alpha1/namespaces/ml/workloadfootprints"
     api.faults += [
         Fault("POST", footprints + "$", 500, count=2),
@@ -253,10 +245,6 @@ async def test_api_errors_and_relists_are_retried_and_still_write_once(
     assert requests_to(api, "PATCH", JOB_PATH) == 3  # two 500s, then the one write
     await running.accountant.run_pass()
     assert requests_to(api, "PATCH", JOB_PATH) == 3
-
-
-async def _no_sleep(_: float) -> None:
-    return None
 
 
 async def test_agent_timeout_backs_off_and_the_job_is_recorded_incomplete_at_the_deadline(
@@ -504,3 +492,44 @@ async def test_forged_and_edited_annotations_never_block_and_are_restored_counte
     patches = requests_to(api, "PATCH", JOB_PATH)
     await running.accountant.run_pass()  # restored: nothing more to write
     assert requests_to(api, "PATCH", JOB_PATH) == patches
+
+
+async def test_a_401_makes_kopf_log_in_again_and_get_fresh_credentials(api: Emulator, agents: FakeAgents) -> None:
+    """A rotated service-account token: the API server refuses the old one (401) on kopf's watch; kopf asks the
+    login handler again, which logs in anew (reading the token file again) instead of handing back the refused
+    credentials, and the watches go on."""
+    setup_cluster(api, agents, {"n1": "127.0.0.1"})
+    agents.texts["n1"] = agent_text("n1", time.time())
+    logins: list[str] = []
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        logins.append(f"token-{len(logins)}")
+        return kopf.ConnectionInfo(server=str(api.url).rstrip("/"), token=logins[-1])
+
+    options = OperatorOptions(
+        agent_namespace=AGENT_NAMESPACE,
+        agent_port=agents.port,
+        scrape_interval_s=3600.0,
+        standalone=True,
+        serve_metrics=False,
+    )
+    app = OperatorApp(options, FIXTURE_CONFIG, ScriptedIntensity(), login=login, clock_skew_s=0.0)
+    stop_flag = asyncio.Event()
+    task = asyncio.create_task(app.operate(stop_flag=stop_flag, settings=test_settings()))
+    try:
+        await eventually(lambda: app.accountant is not None and app.accountant.passes >= 1, what="first pass")
+        api.faults.append(Fault("GET", r"^/apis/batch/v1/jobs$", 401))
+        await api.gone("batch/v1/jobs")  # kopf lists and watches the Jobs again: that request is refused
+        await eventually(lambda: len(logins) >= 2, what="a second login")
+        job = {**job_object("ml", "late", "job-late"), **completed(rfc3339(time.time()))}
+        api.objects["batch/v1/jobs", "ml", "late"] = job
+        await eventually(lambda: "job-late" in app.cluster.jobs, what="a Job seen through the renewed watch")
+        assert not task.done()
+        used = [r.headers.get("Authorization") for r in api.requests if r.url.path == "/apis/batch/v1/jobs"]
+        assert used[-1] == f"Bearer {logins[-1]}" != used[0]
+        stop_flag.set()
+        await asyncio.wait_for(task, timeout=30)
+    finally:
+        if not task.done():
+            task.cancel()
+        await app.stop_accounting()

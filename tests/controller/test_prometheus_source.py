@@ -19,20 +19,18 @@ from jouleledger.controller.promsource import PrometheusSource
 from jouleledger.core.promsource import agent_query
 from jouleledger.promapi import Connection, PrometheusApi, build_client
 from tests._kube_emulator import (
-    AGENT_NAMESPACE,
     Emulator,
     FakeAgents,
-    agent_pod,
     completed,
     job_object,
-    node_object,
+    place_agents,
     pod_object,
     register_resources,
+    rfc3339,
 )
 from tests._tools import require_tool
 from tests.controller._exposition import Pod, agent_text
 from tests.controller._passes import two_pass_app
-from tests.controller.test_operator_kmock import rfc3339
 from tests.report.conftest import serve
 
 pytestmark = pytest.mark.slow
@@ -58,10 +56,7 @@ def prometheus_scraping(port: int, where: Path) -> contextlib.AbstractContextMan
 
 def populate(api: Emulator, agents: FakeAgents) -> None:
     """Two nodes; six Jobs, one pod each on alternating nodes; the even ones finished before the first pass."""
-    for index, (node, ip) in enumerate(NODES.items()):
-        agents.ips[node] = ip
-        api.objects["v1/nodes", None, node] = node_object(node, f"z{index + 1}")
-        api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = agent_pod(node, ip)
+    place_agents(api, agents, NODES)
     for index in range(JOBS):
         node = "n1" if index % 2 == 0 else "n2"
         name = f"train-{index}"

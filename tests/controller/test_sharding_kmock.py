@@ -12,19 +12,17 @@ import pytest
 from jouleledger.controller.app import OperatorApp
 from jouleledger.core.sharding import ShardSpec, shard_of
 from tests._kube_emulator import (
-    AGENT_NAMESPACE,
     Emulator,
     FakeAgents,
-    agent_pod,
     completed,
     job_object,
-    node_object,
+    place_agents,
     pod_object,
     register_resources,
+    rfc3339,
 )
 from tests.controller._exposition import Pod, agent_text
 from tests.controller._passes import two_pass_app
-from tests.controller.test_operator_kmock import rfc3339
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +34,7 @@ BASE = time.time()
 
 def populate(api: Emulator, agents: FakeAgents, base: float) -> None:
     """Two nodes; twelve finished Jobs, one pod each, alternating nodes; unallocated energy on both nodes."""
-    for index, (node, ip) in enumerate(NODES.items()):
-        agents.ips[node] = ip
-        api.objects["v1/nodes", None, node] = node_object(node, f"z{index + 1}")
-        api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = agent_pod(node, ip)
+    place_agents(api, agents, NODES)
     for index in range(JOBS):
         node = "n1" if index % 2 == 0 else "n2"
         name, uid, pod_uid = f"train-{index}", f"job-{index}", f"pod-{index}"

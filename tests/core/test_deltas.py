@@ -11,7 +11,7 @@ from jouleledger.core.footprints import FootprintBook
 from jouleledger.kube.footprints import account_from_object, footprint_object
 from jouleledger.metrics.operator_collector import parse_exposition
 from tests.controller._exposition import agent_text
-from tests.controller.test_footprint_core import by_owner, job_pod, rates
+from tests.core._footprints import by_owner, job_pod, rates
 
 A = "00000000000000aa"
 B = "00000000000000bb"

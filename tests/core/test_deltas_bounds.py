@@ -9,7 +9,7 @@ from jouleledger.core.deltas import AgentScrape, DeltaTracker, parse_agent_sampl
 from jouleledger.core.footprints import FootprintBook
 from jouleledger.metrics.operator_collector import parse_exposition
 from tests.controller._exposition import Pod, agent_text
-from tests.controller.test_footprint_core import by_owner, job_pod, rates
+from tests.core._footprints import by_owner, job_pod, rates
 
 
 def scrape(

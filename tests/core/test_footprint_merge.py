@@ -14,7 +14,7 @@ from jouleledger.core.footprints import FootprintBook, WorkloadAccount
 from jouleledger.kube.footprints import account_from_object, footprint_object
 from jouleledger.metrics.operator_collector import parse_exposition
 from tests.controller._exposition import Pod, agent_text
-from tests.controller.test_footprint_core import by_owner, job_pod, rates
+from tests.core._footprints import by_owner, job_pod, rates
 
 EPOCH = "00000000000000aa"
 

@@ -11,7 +11,7 @@ from jouleledger.core.footprints import KEY_METHOD, FootprintBook, job_annotatio
 from jouleledger.kube.footprints import account_from_object, footprint_object
 from jouleledger.metrics.operator_collector import parse_exposition
 from tests.controller._exposition import Pod, agent_text
-from tests.controller.test_footprint_core import by_owner, rates
+from tests.core._footprints import by_owner, rates
 
 
 def pod(energy_j: float, from_power_j: float) -> Pod:

@@ -29,7 +29,7 @@ from jouleledger.kube.footprints import account_from_object, footprint_object
 from jouleledger.metrics.operator_collector import parse_exposition
 from tests._figures import figure
 from tests.controller._exposition import Pod, agent_text
-from tests.controller.test_footprint_core import by_owner, rates
+from tests.core._footprints import by_owner, rates
 
 JOBS = ("job-a", "job-b")
 RUNS: dict[str, int] = {"steps": 0, "scrapes": 0, "resets": 0, "restarts": 0, "crashes": 0, "finalized": 0}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jouleledger.intensity import IntensityReading, MissingSecretError, Secret
+from jouleledger.intensity import IntensityReading, MissingSecretError, Secret, StaticIntensity, read_zones
 
 
 def test_reading_accepts_a_valid_fallback() -> None:
@@ -77,3 +77,16 @@ def test_secret_needs_exactly_one_source() -> None:
         Secret()
     with pytest.raises(ValueError, match="exactly one"):
         Secret(path="/x", value="y")
+
+
+class _Failing(StaticIntensity):
+    async def intensity(self, zone: str, now_unix_s: float) -> IntensityReading:
+        if zone == "broken":
+            raise RuntimeError("a provider that raises")
+        return await super().intensity(zone, now_unix_s)
+
+
+async def test_read_zones_reads_each_zone_once_and_leaves_out_a_provider_that_raises() -> None:
+    readings, failed = await read_zones(_Failing(300.0, {"z1": 100.0}), ["z1", "broken", "z1", "z2"], 10.0)
+    assert {zone: reading.g_per_kwh for zone, reading in readings.items()} == {"z1": 100.0, "z2": 300.0}
+    assert failed == 1

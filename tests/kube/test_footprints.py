@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from jouleledger.core.deltas import DeltaTracker, parse_agent_samples
-from jouleledger.core.footprints import FootprintBook
+from jouleledger.core.footprints import FootprintBook, job_annotations
 from jouleledger.kube.footprints import RecordError, account_from_object, footprint_object
 from jouleledger.metrics.operator_collector import parse_exposition
 from tests.controller._exposition import agent_text
-from tests.controller.test_footprint_core import by_owner, job_pod, rates
+from tests.core._footprints import by_owner, job_pod, rates, scrape_of
 
 
 def final_object() -> dict[str, Any]:
@@ -49,3 +49,22 @@ def test_an_inconsistent_footprint_is_not_trusted(where: tuple[str, ...], value:
     target[where[-1]] = value
     with pytest.raises(RecordError, match=message):
         account_from_object(obj, currency="USD")
+
+
+def test_record_round_trip_keeps_totals_watermarks_and_final() -> None:
+    tracker, ledger = DeltaTracker(), FootprintBook("EUR")
+    scrape = scrape_of(agent_text("n1", 5.0, [job_pod(36.0, 2.0)]))
+    ledger.fold(tracker.observe(scrape), rates(4.0, 5.0, 123.0), by_owner, scrape.model_of)
+    ledger.finalize("job-1", 4.5, 5.5)
+    obj = footprint_object(ledger.accounts["job-1"])
+    assert obj["metadata"]["name"] == "job-1"
+    assert obj["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "train", "uid": "job-1"}
+    ]
+    back = account_from_object(obj, currency="USD")
+    original = ledger.accounts["job-1"]
+    assert back.totals == original.totals
+    assert back.watermarks == original.watermarks
+    assert back.final == original.final
+    assert back.currency == "EUR"
+    assert job_annotations(back.final) == job_annotations(original.final)  # type: ignore[arg-type]

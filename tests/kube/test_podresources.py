@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from jouleledger.hardware.base import PodSourceError
+from jouleledger.kube import KUBELET_SOCKET
 from jouleledger.kube.podresources import (
-    DEFAULT_SOCKET,
     MAX_MESSAGE_BYTES,
     ContainerAllocation,
     PodResourcesClient,
@@ -257,7 +257,7 @@ def test_is_gpu_resource() -> None:
 
 
 def test_socket_path() -> None:
-    assert socket_path(DEFAULT_SOCKET) == "/var/lib/kubelet/pod-resources/kubelet.sock"
+    assert socket_path(KUBELET_SOCKET) == "/var/lib/kubelet/pod-resources/kubelet.sock"
     assert socket_path("unix:/run/k.sock") == "/run/k.sock"
     assert socket_path("/run/k.sock") == "/run/k.sock"
     assert socket_path("localhost:10250") is None
@@ -266,7 +266,7 @@ def test_socket_path() -> None:
 
 def test_defaults() -> None:
     client = PodResourcesClient()
-    assert client.target == DEFAULT_SOCKET
+    assert client.target == KUBELET_SOCKET
     assert client.max_message_bytes == MAX_MESSAGE_BYTES == 16 * 1024 * 1024
 
 

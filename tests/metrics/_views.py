@@ -14,9 +14,8 @@ Node ``gpu-node-1``:
 
 from __future__ import annotations
 
-from jouleledger.agent.status import AgentStatus, ExportView
 from jouleledger.core.model import Owner
-from jouleledger.core.snapshot import GpuTotals, LedgerSnapshot, PodDeviceTotals, PodRecord
+from jouleledger.core.snapshot import AgentStatus, ExportView, GpuTotals, LedgerSnapshot, PodDeviceTotals, PodRecord
 
 NODE = "gpu-node-1"
 ALLOWLIST = ("app.kubernetes.io/name", "team")

@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from jouleledger.agent.status import ExportView
 from jouleledger.core import contract as names
+from jouleledger.core.snapshot import ExportView
 from jouleledger.metrics.agent import AgentCollector, label_name_for, pod_info_label_names
 from tests.metrics._views import NODE, T0, example_view, running_pods_view
 

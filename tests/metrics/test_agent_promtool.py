@@ -8,8 +8,7 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from jouleledger.agent.status import ExportView
-from jouleledger.core.snapshot import PodRecord
+from jouleledger.core.snapshot import ExportView, PodRecord
 from jouleledger.metrics.agent import AgentCollector
 from tests._tools import require_tool
 from tests.metrics._views import example_view, running_pods_view

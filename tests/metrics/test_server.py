@@ -25,12 +25,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from jouleledger.agent.status import AgentStatus, ExportView
 from jouleledger.core.footprints import RollupSnapshot, Totals
 from jouleledger.core.labels import MAX_LABEL_VALUE_CHARS, safe_label_value
 from jouleledger.core.model import Owner
 from jouleledger.core.operator_stats import NodeIntensity, OperatorStats
-from jouleledger.core.snapshot import LedgerSnapshot, PodDeviceTotals, PodRecord
+from jouleledger.core.snapshot import AgentStatus, ExportView, LedgerSnapshot, PodDeviceTotals, PodRecord
 from jouleledger.metrics.agent import AgentCollector
 from jouleledger.metrics.operator_collector import OperatorCollector
 from jouleledger.metrics.server import MetricsServer

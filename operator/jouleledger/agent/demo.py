@@ -17,6 +17,7 @@ from jouleledger.agent.main import serve_metrics
 from jouleledger.agent.report import add_price_arguments, format_report, pricing_from_args
 from jouleledger.agent.runner import AgentRunner
 from jouleledger.core.carbon import CarbonRates, CarbonTally
+from jouleledger.core.contract import AGENT_PORT
 from jouleledger.core.flags import non_negative_float, port_number, positive_float, positive_int
 from jouleledger.core.units import InvalidValueError
 from jouleledger.hardware.simulated import SimulatedNode
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--wall-s", type=non_negative_float, default=3.0, help="real seconds to spread the run over (default 3)"
     )
     parser.add_argument(
-        "--port", type=port_number, default=9470, help="serve /metrics on 127.0.0.1:PORT (0: do not serve)"
+        "--port", type=port_number, default=AGENT_PORT, help="serve /metrics on 127.0.0.1:PORT (0: do not serve)"
     )
     parser.add_argument(
         "--hold-s", type=non_negative_float, default=0.0, help="keep serving /metrics this long after the run"

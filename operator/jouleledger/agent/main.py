@@ -20,8 +20,11 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from jouleledger.agent.runner import AgentRunner
+from jouleledger.core.contract import AGENT_INTERVAL_S, AGENT_PORT
 from jouleledger.core.flags import non_negative_float, port_number, positive_float, positive_int
+from jouleledger.core.ledger import DEFAULT_RETENTION_S
 from jouleledger.hardware.base import BackendError, NodeSource
+from jouleledger.kube import KUBELET_SOCKET
 
 if TYPE_CHECKING:
     from jouleledger.kube.podmeta import PodMetadataCache
@@ -33,7 +36,6 @@ __all__ = ["add_arguments", "build_source", "run", "serve_metrics"]
 log = logging.getLogger("jouleledger.agent")
 
 BACKENDS = ("nvml", "replay", "simulated")
-DEFAULT_SOCKET = "unix:///var/lib/kubelet/pod-resources/kubelet.sock"
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -50,10 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where readings come from; always explicit (env JOULELEDGER_BACKEND)",
     )
     parser.add_argument("--node-name", default=env("NODE_NAME", ""), help="this node's name (env NODE_NAME)")
-    parser.add_argument("--interval-s", type=positive_float, default=1.0, help="seconds between ticks (default 1)")
+    parser.add_argument(
+        "--interval-s", type=positive_float, default=AGENT_INTERVAL_S, help="seconds between ticks (default 1)"
+    )
     parser.add_argument("--listen-address", default="0.0.0.0", help="address for /metrics and /healthz")
-    parser.add_argument("--port", type=port_number, default=9470, help="port for /metrics and /healthz (0: none)")
-    parser.add_argument("--kubelet-socket", default=DEFAULT_SOCKET, help="kubelet PodResources gRPC socket")
+    parser.add_argument("--port", type=port_number, default=AGENT_PORT, help="port for /metrics and /healthz (0: none)")
+    parser.add_argument("--kubelet-socket", default=KUBELET_SOCKET, help="kubelet PodResources gRPC socket")
     parser.add_argument(
         "--extra-gpu-resources",
         type=_csv,
@@ -67,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retention-s",
         type=non_negative_float,
-        default=3600.0,
-        help="how long finished pods stay exported (default 3600)",
+        default=DEFAULT_RETENTION_S,
+        help=f"how long finished pods stay exported (default {DEFAULT_RETENTION_S:g})",
     )
     parser.add_argument(
         "--label-allowlist", type=_csv, default=(), help="pod labels copied onto jouleledger_pod_info, comma-separated"

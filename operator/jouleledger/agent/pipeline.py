@@ -10,7 +10,7 @@ from typing import Any
 
 from jouleledger.core.accounting import IntervalResult, NodeAccountant
 from jouleledger.core.integration import Baseline
-from jouleledger.core.ledger import LedgerStateError, PodCounters
+from jouleledger.core.ledger import DEFAULT_RETENTION_S, LedgerStateError, PodCounters
 from jouleledger.core.model import NodeHeader, Sample
 from jouleledger.core.snapshot import LedgerSnapshot
 from jouleledger.core.units import MAX_COUNTER_MJ, InvalidValueError, checked_float, checked_int
@@ -24,7 +24,9 @@ READABLE_VERSIONS = (1, 2)  # 1: the ledger state before energy from power was c
 class Pipeline:
     """Attribution and cumulative counters for one node."""
 
-    def __init__(self, header: NodeHeader, *, retention_s: float = 3600.0, journaling: bool = True) -> None:
+    def __init__(
+        self, header: NodeHeader, *, retention_s: float = DEFAULT_RETENTION_S, journaling: bool = True
+    ) -> None:
         """``journaling``: whether :meth:`journal_entry` is called after every step (the agent with a checkpoint);
         without it the counters' change tracking is dropped every step instead of growing with every pod."""
         self.header = header

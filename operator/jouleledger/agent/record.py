@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from jouleledger.agent.main import DEFAULT_SOCKET, build_source
+from jouleledger.agent.main import build_source
 from jouleledger.core.flags import positive_float, positive_int
 from jouleledger.core.tracefile import dump_header, dump_sample
 from jouleledger.hardware.base import BackendError
+from jouleledger.kube import KUBELET_SOCKET
 
 __all__ = ["add_arguments", "record", "run"]
 
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=positive_int, default=60, help="samples to record (default 60)")
     parser.add_argument("--interval-s", type=positive_float, default=1.0, help="seconds between samples (default 1)")
     parser.add_argument("--node-name", default="", help="this node's name (default: env NODE_NAME or hostname)")
-    parser.add_argument("--kubelet-socket", default=DEFAULT_SOCKET, help="kubelet PodResources gRPC socket")
+    parser.add_argument("--kubelet-socket", default=KUBELET_SOCKET, help="kubelet PodResources gRPC socket")
     parser.add_argument("--proc-root", default="/proc", help="the host's /proc")
     parser.add_argument("--extra-gpu-resources", type=lambda v: tuple(x for x in v.split(",") if x), default=())
     parser.add_argument("--pod-metadata", choices=("api", "none"), default="api", help="pod UIDs/labels from the API")

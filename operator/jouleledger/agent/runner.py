@@ -24,9 +24,10 @@ from typing import Any, Protocol, runtime_checkable
 from jouleledger import __version__
 from jouleledger.agent.persistence import CounterStore, new_epoch
 from jouleledger.agent.pipeline import Pipeline
-from jouleledger.agent.status import AgentStatus, ExportView
 from jouleledger.core.accounting import IntervalResult
-from jouleledger.core.snapshot import LedgerSnapshot
+from jouleledger.core.contract import AGENT_INTERVAL_S
+from jouleledger.core.ledger import DEFAULT_RETENTION_S
+from jouleledger.core.snapshot import AgentStatus, ExportView, LedgerSnapshot
 from jouleledger.hardware.base import NodeSource
 
 __all__ = ["AgentRunner", "HealthReporting", "SourceHealth"]
@@ -61,8 +62,8 @@ class AgentRunner:
         source: NodeSource,
         *,
         backend: str,
-        interval_s: float = 1.0,
-        retention_s: float = 3600.0,
+        interval_s: float = AGENT_INTERVAL_S,
+        retention_s: float = DEFAULT_RETENTION_S,
         checkpoint_path: Path | None = None,
         label_allowlist: tuple[str, ...] = (),
         wall_clock: Callable[[], float] = time.time,

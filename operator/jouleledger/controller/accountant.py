@@ -1,19 +1,8 @@
 """The accounting loop: scrape every agent, fold the deltas into the ledger, persist footprints, annotate Jobs.
 
-One pass (every scrape interval):
-
-1. **Restore** (first pass only, retried until it succeeds): read every ``WorkloadFootprint`` and load its totals
-   and watermarks, so that counters folded before a restart are not counted again (see
-   :mod:`jouleledger.core.deltas`). Nothing is folded before the restore succeeded.
-2. **Scrape** the agents found by the pod watch, concurrently, with a timeout and per-agent backoff.
-3. **Fold** each agent's deltas as one interval ``(previous scrape, now]`` with the grid intensity of the node's
-   zone at ``now``. A node whose intensity cannot be read is not folded this pass (its counters keep growing, the
-   next pass folds the difference: nothing is lost).
-4. **Finalize** finished Jobs (:mod:`jouleledger.controller.jobs`): the footprint is frozen, written to its
-   ``WorkloadFootprint`` (``finalized: true``), and only then the Job is annotated, once.
-5. **Persist** changed footprints: each at most every ``write_interval_s`` (default: 300 s or four intervals),
-   final ones at once, and at most ``max_writes_per_s`` x interval writes per pass (final ones first), so that
-   thousands of running workloads do not flood the API server.
+One pass restores the persisted footprints (first pass only), scrapes the agents, folds each node's interval,
+finalizes finished Jobs, persists changed footprints and annotates Jobs; docs/architecture.md ("One accounting pass")
+says why in that order. The rules are in core/ (deltas, footprints), the API shapes in kube/; this module orchestrates.
 """
 
 from __future__ import annotations
@@ -38,19 +27,17 @@ from jouleledger.core.deltas import AgentScrape, DeltaTracker, PodIdentity
 from jouleledger.core.folded import FoldedUntil
 from jouleledger.core.footprints import (
     CLOCK_SKEW_ALLOWANCE_S,
-    UNASSIGNED_TEAM,
     Attribution,
     FootprintBook,
-    IntervalRates,
     WorkloadAccount,
-    method_of,
-    power_method_of,
+    attribute,
+    default_finalize_deadline_s,
+    default_write_interval_s,
 )
 from jouleledger.core.operator_stats import NodeIntensity, OperatorStats, OperatorView
 from jouleledger.core.sharding import UNSHARDED, ShardSpec, owned_deltas
-from jouleledger.core.workload import resolve_workload
-from jouleledger.intensity import IntensityProvider
-from jouleledger.kube.api import ApiError, KubeApi, NotFoundError
+from jouleledger.intensity import IntensityProvider, IntensityReading, read_zones
+from jouleledger.kube.api import ApiError, KubeApi
 from jouleledger.kube.footprints import FootprintStore
 from jouleledger.kube.jobs import JobWriter
 
@@ -103,20 +90,21 @@ class Accountant:
         self.config = config
         self.provider = provider
         self.api = api
-        self.footprints = FootprintStore(api)
+        self.footprints = FootprintStore(api, concurrency=write_concurrency)
         self.scraper = scraper
         self.cluster = cluster
         self.interval_s = scrape_interval_s
         self.dry_run = dry_run
         self._clock = clock
         self._monotonic = monotonic
-        self.write_interval_s = max(4 * scrape_interval_s, 300.0) if write_interval_s is None else write_interval_s
+        self.write_interval_s = (
+            default_write_interval_s(scrape_interval_s) if write_interval_s is None else write_interval_s
+        )
         self.writes_per_pass = max(1, int(max_writes_per_s * scrape_interval_s))
         self.finalize_deadline_s = (
-            max(10 * scrape_interval_s, 120.0) if finalize_deadline_s is None else finalize_deadline_s
+            default_finalize_deadline_s(scrape_interval_s) if finalize_deadline_s is None else finalize_deadline_s
         )
         self.clock_skew_s = clock_skew_s
-        self._write_slots = asyncio.Semaphore(write_concurrency)
         self.ledger = FootprintBook(config.currency)
         self.tracker = DeltaTracker(max_gpu_power_w=config.max_gpu_power_w)
         self.folded = FoldedUntil()  # per node, the finished pods agents may leave out (core/folded.py)
@@ -169,25 +157,13 @@ class Accountant:
         """Load every persisted footprint into the ledger and the tracker's baselines (once)."""
         if self.restored:
             return 0
-        try:
-            objects = await self.footprints.list_all()
-        except NotFoundError:
-            if not self.dry_run:
-                raise
-            log.warning("the WorkloadFootprint CRD is not installed; dry run starts from an empty ledger")
-            objects = []
-        accounts, unreadable = self.footprints.read_all(objects, currency=self.config.currency)
-        for _ in range(unreadable):
-            self.stats.count_error("unreadable_footprint")
+        accounts, unreadable = await self.footprints.load(currency=self.config.currency, missing_ok=self.dry_run)
+        self.stats.count_error("unreadable_footprint", unreadable)
         for account in accounts:
-            if not self.shard.owns(account.ref.uid):
-                continue  # another shard's footprint: it restores and writes it
-            self.ledger.restore(account)
-            self.folded.restored_from(account.folded_until)
-        watermarks = 0
-        for key, pod_uid, value in self.ledger.watermarks():
-            self.tracker.restore(key, pod_uid, value)
-            watermarks += 1
+            if self.shard.owns(account.ref.uid):  # another shard's footprints: it restores and writes them
+                self.ledger.restore(account)
+                self.folded.restored_from(account.folded_until)
+        watermarks = self.tracker.restore_all(self.ledger.watermarks())
         self.restored = True
         log.info("restored %d footprints (%d series watermarks)", len(self.ledger.accounts), watermarks)
         return len(self.ledger.accounts)
@@ -195,7 +171,7 @@ class Accountant:
     # --- one pass ----------------------------------------------------------------------------------------------
 
     async def run_pass(self) -> PassSummary:
-        """One accounting pass (see the module docstring)."""
+        """One accounting pass (docs/architecture.md, "One accounting pass")."""
         if not self.restored:
             try:
                 await self.restore()
@@ -246,18 +222,12 @@ class Accountant:
     async def _fold(self, outcomes: list[ScrapeOutcome], now: float) -> tuple[int, int]:
         ok: list[AgentScrape] = []
         for outcome in outcomes:
-            if outcome.result in self.stats.scrapes:
-                self.stats.scrapes[outcome.result] += 1
+            self.stats.count_scrape(outcome.result)
             if outcome.result == OK and outcome.scrape is not None:
                 ok.append(outcome.scrape)
         zones = {scrape.node: self.cluster.zone_of_node(scrape.node) or DEFAULT_ZONE_NAME for scrape in ok}
-        readings: dict[str, Any] = {}
-        for zone in sorted(set(zones.values())):
-            try:
-                readings[zone] = await self.provider.intensity(zone, now)
-            except Exception:  # a provider must not raise; if one does, that zone waits for the next pass
-                log.exception("intensity provider failed for zone %s; not folding its nodes this pass", zone)
-                self.stats.count_error("intensity_error")
+        readings, failed = await read_zones(self.provider, zones.values(), now)
+        self.stats.count_error("intensity_error", failed)
         self._scrape_ok = {scrape.node for scrape in ok}
         folded = 0
         for scrape in ok:
@@ -283,13 +253,11 @@ class Accountant:
                 self.stats.count_rejected("agent_failed")
         return folded, len(ok)
 
-    def _fold_one(self, scrape: AgentScrape, reading: Any, zone: str, now: float) -> int:
+    def _fold_one(self, scrape: AgentScrape, reading: IntensityReading, zone: str, now: float) -> int:
         deltas = owned_deltas(self.tracker.observe(scrape), self._workload_uid, self.shard)
+        self.stats.count_deltas(scrape.node, deltas)
         if deltas.resets:
-            self.stats.counter_resets[scrape.node] = self.stats.counter_resets.get(scrape.node, 0) + deltas.resets
             log.warning("agent on %s: %d counters reset (agent restarted?)", scrape.node, deltas.resets)
-        self.stats.count_rejected("implausible_energy", deltas.implausible)
-        self.stats.count_rejected("counter_regression", deltas.regressions)
         if deltas.regressions or deltas.implausible:
             log.warning(
                 "agent on %s (epoch %s): rejected %d counters that went down and %d above the power limit",
@@ -298,19 +266,9 @@ class Accountant:
                 deltas.regressions,
                 deltas.implausible,
             )
-        rates = IntervalRates(
-            start_unix_s=self._last_end.get(scrape.node, now),
-            end_unix_s=now,
-            zone=reading.zone,
-            intensity_g_per_kwh=reading.g_per_kwh,
-            intensity_source=reading.source,
-            pue=self.config.pue,
-            price_per_kwh=self.config.price_of(zone),
-            currency=self.config.currency,
-            method=method_of(scrape.backend, scrape.simulated),
-            power_method=power_method_of(scrape.backend, scrape.simulated),
-            embodied_g_per_gpu_hour=self.config.embodied_g_per_gpu_hour,
-            default_embodied_g_per_gpu_hour=self.config.default_embodied_g_per_gpu_hour,
+        start = self._last_end.get(scrape.node, now)
+        rates = self.config.interval_rates(
+            start, now, zone, reading, backend=scrape.backend, simulated=scrape.simulated
         )
         summary = self.ledger.fold(deltas, rates, self._attribute, scrape.model_of)
         if self.serving is not None:
@@ -330,34 +288,32 @@ class Accountant:
             self._untrusted.add(pod.uid)
             self.stats.count_rejected("unverified_owner")
             log.warning("pod %s/%s names an owner %s not found in its namespace", pod.namespace, pod.name, pod.owner)
-        workload = resolve_workload(pod.namespace, pod.name, pod.uid, owner, self.cluster.owners)
-        team = pod.labels.get(self._team_key) or self.cluster.team_of(pod.uid) or UNASSIGNED_TEAM
-        return Attribution(workload, team)
+        return attribute(
+            pod, owner, self.cluster.owners, team_key=self._team_key, watched_team=self.cluster.team_of(pod.uid)
+        )
 
     # --- persistence -------------------------------------------------------------------------------------------
 
     async def _persist(self, now: float, *, finals_only: bool = False, budget: int | None = None) -> tuple[int, int]:
-        # Final footprints first (a Job waits for its annotation), then the least recently written; the rest waits
-        # for the next pass. Restarts lose nothing by writing less often: the watermarks make recounting exact.
+        # Final ones first, then the least recently written; ``finals_only``: the final ones not written yet.
         limit = self.writes_per_pass if budget is None else max(0, budget)
         due = self.ledger.due_for_write(now, self.write_interval_s, limit)
         if finals_only:
             due = [account for account in due if account.final is not None and not account.final_written]
-        if not due:
-            return 0, 0
-        results = await asyncio.gather(*(self._write(account, now) for account in due))
-        errors = results.count(False)
-        return len(results) - errors, errors
+        return await self._write_all(due, now)
 
     async def flush(self) -> tuple[int, int]:
         """Persist every changed footprint now, without the per-pass limit (at shutdown)."""
         if not self.restored:
             return 0, 0
         now = self._clock()
-        due = self.ledger.due_for_write(now, 0.0, len(self.ledger.accounts))
+        written, errors = await self._write_all(self.ledger.due_for_write(now, 0.0, len(self.ledger.accounts)), now)
+        log.info("flushed %d footprints at shutdown (%d failed)", written, errors)
+        return written, errors
+
+    async def _write_all(self, due: list[WorkloadAccount], now: float) -> tuple[int, int]:
         results = await asyncio.gather(*(self._write(account, now) for account in due))
         errors = results.count(False)
-        log.info("flushed %d footprints at shutdown (%d failed)", len(results) - errors, errors)
         return len(results) - errors, errors
 
     async def _write(self, account: WorkloadAccount, now: float) -> bool:
@@ -367,31 +323,18 @@ class Accountant:
             account.written(now)
             return True
         account.folded_until.update(self.folded.persisted_for(account.nodes))
-        async with self._write_slots:
-            try:
-                conflicts = await self.footprints.save(
-                    account, currency=self.config.currency, merge=self._merge_existing
-                )
-                for _ in range(conflicts):
-                    self.stats.count_error("footprint_conflict")
-            except ApiError as error:
-                log.warning("cannot write footprint %s/%s: %s", ref.namespace, ref.uid, error)
-                self.stats.count_error("footprint_write")
-                return False
+        try:
+            conflicts = await self.footprints.save(account, currency=self.config.currency, merge=self._merge_stored)
+        except ApiError as error:
+            log.warning("cannot write footprint %s/%s: %s", ref.namespace, ref.uid, error)
+            self.stats.count_error("footprint_write")
+            return False
+        self.stats.count_error("footprint_conflict", conflicts)
         account.written(now)
         return True
 
-    def _merge_existing(self, account: WorkloadAccount, previous: WorkloadAccount) -> None:
-        before = dict(account.watermarks)
-        tracked = self.tracker.tracked_nodes
-        self.ledger.merge(account, previous, adopt=lambda key: key.node not in tracked)
-        # The tracker continues from what is now counted: a raised share, or a share of a series it never saw.
-        for watermark, theirs in previous.watermarks.items():
-            merged = account.watermarks.get(watermark)
-            if merged is not None and merged != before.get(watermark):
-                self.tracker.restore(*watermark, merged)
-            elif merged is None and self.tracker.baseline(watermark[0]) is None:
-                self.tracker.restore(*watermark, theirs)
+    def _merge_stored(self, account: WorkloadAccount, previous: WorkloadAccount) -> None:
+        self.ledger.merge_stored(account, previous, self.tracker)
 
     def _collect_garbage(self, now: float) -> None:
         for uid in self.ledger.collectable(now, self.recorder.done):

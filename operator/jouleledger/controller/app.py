@@ -3,8 +3,9 @@
 kopf watches Jobs, ReplicaSets, nodes and the agent pods (server-side label and field selectors: workload pods are
 not watched, the agents report them) with ``@kopf.on.event`` handlers only (no finalizers, no patches of user
 objects: they feed :class:`ClusterState`). The accounting loop is one asyncio task, started by a startup
-handler and stopped by a cleanup handler; it talks to the API with its own small client built from the same
-credentials kopf logs in with. ``/metrics`` and ``/healthz`` are served on a background thread.
+handler and stopped by a cleanup handler; it reads and writes through :class:`KubeApi` (the official
+``kubernetes`` client) built from the same credentials kopf logs in with. ``/metrics`` and ``/healthz`` are
+served on a background thread.
 
 ``--once`` does not start kopf: it lists the same objects, runs one pass and exits.
 """
@@ -15,12 +16,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import httpx
 import kopf
 from prometheus_client import CollectorRegistry
 
@@ -30,10 +30,11 @@ from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.promsource import AccountingSource, PrometheusSource
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.controller.serving import ServingAccounting
+from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, OPERATOR_PORT, SCRAPE_INTERVAL_S
 from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.core.sharding import UNSHARDED, ShardSpec
 from jouleledger.intensity import IntensityProvider
-from jouleledger.kube.api import ApiError, KubeApi, build_http_client
+from jouleledger.kube.api import ApiError, KubeApi, build_api_client
 from jouleledger.metrics.operator_collector import OperatorCollector
 from jouleledger.metrics.server import MetricsServer
 from jouleledger.metrics.serving import ServingCollector
@@ -65,11 +66,11 @@ class OperatorOptions:
     """The command-line options of ``jouleledger operator``."""
 
     listen_address: str = "0.0.0.0"
-    port: int = 9471
+    port: int = OPERATOR_PORT
     agent_namespace: str = ""
-    agent_selector: str = "app.kubernetes.io/component=agent"
-    agent_port: int = 9470
-    scrape_interval_s: float = 15.0
+    agent_selector: str = AGENT_SELECTOR
+    agent_port: int = AGENT_PORT
+    scrape_interval_s: float = SCRAPE_INTERVAL_S
     standalone: bool = False
     peering: str | None = None
     dry_run: bool = False
@@ -106,16 +107,19 @@ class OperatorApp:
         write_interval_s: float | None = None,
         finalize_deadline_s: float | None = None,
         clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
+        api_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.options = options
         self.config = config
         self.provider = provider
         self.connection = connection
         self._login = login
+        self._relogin = connection is None  # credentials given to the constructor are final
         self._clock = clock
         self._write_interval_s = write_interval_s
         self._finalize_deadline_s = finalize_deadline_s
         self._clock_skew_s = clock_skew_s
+        self._api_sleep = api_sleep  # how the API client waits before a retry
         self.cluster = ClusterState(
             team_label=config.team_label,
             agent_namespace=options.agent_namespace,
@@ -127,7 +131,7 @@ class OperatorApp:
         self.serving = ServingAccounting()
         self.accountant: Accountant | None = None
         self.metrics_port: int | None = None
-        self._api_client: httpx.AsyncClient | None = None
+        self._kube: KubeApi | None = None
         self._agent_client: aiohttp.ClientSession | None = None
         self._source: PrometheusSource | None = None
         self._stop = asyncio.Event()
@@ -137,15 +141,18 @@ class OperatorApp:
 
     # --- wiring ------------------------------------------------------------------------------------------------
 
-    def _connect(self, **login_kwargs: Any) -> kopf.ConnectionInfo:
-        if self.connection is None:
-            self.connection = self._login(**login_kwargs)
+    def _connect(self, *, again: bool = False, **login_kwargs: Any) -> kopf.ConnectionInfo:
+        """kopf's credentials, which :class:`KubeApi` is built from too. kopf asks again (``again``) after a 401,
+        when a rotated token's predecessor was refused: the login then runs anew (the service-account token is read
+        from its file again) rather than handing kopf back what the server refused."""
+        if self.connection is None or (again and self._relogin):
+            self.connection = self._login(**login_kwargs) or self.connection
         if self.connection is None:
             raise kopf.PermanentError("no Kubernetes credentials: neither a service account nor a kubeconfig")
         return self.connection
 
     def _build(self, connection: kopf.ConnectionInfo) -> Accountant:
-        self._api_client = build_http_client(connection)
+        self._kube = KubeApi(build_api_client(connection), sleep=self._api_sleep)
         self._agent_client = build_agent_client(self.options.agent_client, concurrency=self.config.scrape_concurrency)
         scraper: AccountingSource = AgentScraper(
             self._agent_client,
@@ -165,7 +172,7 @@ class OperatorApp:
         self.accountant = Accountant(
             config=self.config,
             provider=self.provider,
-            api=KubeApi(self._api_client),
+            api=self._kube,
             scraper=scraper,
             cluster=self.cluster,
             scrape_interval_s=self.options.scrape_interval_s,
@@ -220,11 +227,11 @@ class OperatorApp:
         await self._close_clients()
 
     async def _close_clients(self) -> None:
-        if self._api_client is not None:
-            await self._api_client.aclose()
+        if self._kube is not None:
+            await self._kube.aclose()
         if self._agent_client is not None:
             await self._agent_client.close()
-        self._api_client = self._agent_client = None
+        self._kube = self._agent_client = None
         if self._source is not None:
             await self._source.aclose()
             self._source = None
@@ -241,7 +248,7 @@ class OperatorApp:
 
         @kopf.on.login(registry=registry)
         def login(**kwargs: Any) -> kopf.ConnectionInfo:
-            return app._connect(**kwargs)
+            return app._connect(again=True, **kwargs)
 
         @kopf.on.startup(registry=registry)
         async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:

@@ -25,7 +25,9 @@ import yaml
 
 from jouleledger.core.carbon import MAX_PUE
 from jouleledger.core.deltas import DEFAULT_MAX_GPU_POWER_W
+from jouleledger.core.footprints import IntervalRates, method_of, power_method_of
 from jouleledger.core.units import InvalidValueError, checked_float
+from jouleledger.intensity.reading import IntensityReading
 
 __all__ = ["ConfigError", "OperatorConfig", "load_config", "parse_config"]
 
@@ -63,6 +65,33 @@ class OperatorConfig:
     def price_of(self, zone: str) -> float:
         return self.price_per_kwh.get(zone, self.default_price_per_kwh)
 
+    def interval_rates(
+        self,
+        start_unix_s: float,
+        end_unix_s: float,
+        zone: str,
+        reading: IntensityReading,
+        *,
+        backend: str,
+        simulated: bool,
+    ) -> IntervalRates:
+        """What applies to one node's interval: ``reading`` of its zone's grid, this configuration's PUE, price of
+        ``zone`` and embodied rates, and how the agent's ``backend`` measured the energy."""
+        return IntervalRates(
+            start_unix_s=start_unix_s,
+            end_unix_s=end_unix_s,
+            zone=reading.zone,
+            intensity_g_per_kwh=reading.g_per_kwh,
+            intensity_source=reading.source,
+            pue=self.pue,
+            price_per_kwh=self.price_of(zone),
+            currency=self.currency,
+            method=method_of(backend, simulated),
+            power_method=power_method_of(backend, simulated),
+            embodied_g_per_gpu_hour=self.embodied_g_per_gpu_hour,
+            default_embodied_g_per_gpu_hour=self.default_embodied_g_per_gpu_hour,
+        )
+
     def zone_of(self, node_labels: Mapping[str, str]) -> str:
         """The first of ``zone_labels`` the node carries, else ``default_zone`` (may be ``""``)."""
         for label in self.zone_labels:
@@ -70,6 +99,9 @@ class OperatorConfig:
             if value:
                 return value
         return self.default_zone
+
+
+_DEFAULT: Final = OperatorConfig()
 
 
 def _section(where: str, value: object, keys: frozenset[str]) -> Mapping[str, Any]:
@@ -107,6 +139,7 @@ def _table(where: str, value: object) -> dict[str, float]:
 
 def parse_config(raw: object) -> OperatorConfig:
     """Validate a parsed YAML document (None: all defaults)."""
+    default = _DEFAULT
     top = _section("", raw, _TOP_KEYS)
     embodied = _section("embodied", top.get("embodied"), _EMBODIED_KEYS)
     price = _section("price", top.get("price"), _PRICE_KEYS)
@@ -114,37 +147,41 @@ def parse_config(raw: object) -> OperatorConfig:
     intensity = top.get("intensity")
     if intensity is not None and not isinstance(intensity, Mapping):
         raise ConfigError("intensity: must be a mapping")
-    zone_labels = top.get("zoneLabels", list(DEFAULT_ZONE_LABELS))
+    zone_labels = top.get("zoneLabels", list(default.zone_labels))
     if not isinstance(zone_labels, list) or not all(isinstance(label, str) and label for label in zone_labels):
         raise ConfigError(f"zoneLabels: must be a list of label names, got {zone_labels!r}")
-    concurrency = scrape.get("concurrency", 16)
+    concurrency = scrape.get("concurrency", default.scrape_concurrency)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1024:
         raise ConfigError(f"scrape.concurrency: must be an integer between 1 and 1024, got {concurrency!r}")
-    team_label = _string("teamLabel", top.get("teamLabel", "team"))
+    team_label = _string("teamLabel", top.get("teamLabel", default.team_label))
     if not team_label:
         raise ConfigError("teamLabel: must not be empty")
-    currency = _string("price.currency", price.get("currency", "USD"))
+    currency = _string("price.currency", price.get("currency", default.currency))
     if not currency or len(currency) > 16 or not currency.isalnum():
         raise ConfigError(f"price.currency: must be a short alphanumeric code, got {currency!r}")
     return OperatorConfig(
         team_label=team_label,
-        pue=_number("pue", top.get("pue", 1.0), minimum=1.0, maximum=MAX_PUE),
+        pue=_number("pue", top.get("pue", default.pue), minimum=1.0, maximum=MAX_PUE),
         zone_labels=tuple(zone_labels),
-        default_zone=_string("defaultZone", top.get("defaultZone", "")),
+        default_zone=_string("defaultZone", top.get("defaultZone", default.default_zone)),
         intensity=dict(intensity or {}),
         default_embodied_g_per_gpu_hour=_number(
-            "embodied.defaultGramsPerGpuHour", embodied.get("defaultGramsPerGpuHour", 0.0)
+            "embodied.defaultGramsPerGpuHour",
+            embodied.get("defaultGramsPerGpuHour", default.default_embodied_g_per_gpu_hour),
         ),
         embodied_g_per_gpu_hour=_table("embodied.models", embodied.get("models")),
         currency=currency,
-        default_price_per_kwh=_number("price.defaultPerKwh", price.get("defaultPerKwh", 0.0)),
+        default_price_per_kwh=_number("price.defaultPerKwh", price.get("defaultPerKwh", default.default_price_per_kwh)),
         price_per_kwh=_table("price.zones", price.get("zones")),
         scrape_timeout_s=_number(
-            "scrape.timeoutSeconds", scrape.get("timeoutSeconds", 5.0), minimum=0.001, maximum=300.0
+            "scrape.timeoutSeconds",
+            scrape.get("timeoutSeconds", default.scrape_timeout_s),
+            minimum=0.001,
+            maximum=300.0,
         ),
         scrape_concurrency=concurrency,
         max_gpu_power_w=_number(
-            "maxGpuPowerW", top.get("maxGpuPowerW", DEFAULT_MAX_GPU_POWER_W), minimum=1.0, maximum=100_000.0
+            "maxGpuPowerW", top.get("maxGpuPowerW", default.max_gpu_power_w), minimum=1.0, maximum=100_000.0
         ),
     )
 

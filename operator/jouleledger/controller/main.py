@@ -28,36 +28,21 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from jouleledger.controller.config import ConfigError, load_config
+from jouleledger.controller.config import load_config
+from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, OPERATOR_PORT, SCRAPE_INTERVAL_S
+from jouleledger.core.flags import non_negative_int, port_number, positive_float
 from jouleledger.core.promsource import agent_query
 from jouleledger.core.sharding import ShardSpec, shard_from_pod_name
 from jouleledger.promapi import Connection, PrometheusError, build_client
 
+if TYPE_CHECKING:
+    from jouleledger.controller.app import OperatorApp
+
 __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port: {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def prometheus_connection(args: argparse.Namespace) -> Connection | None:
@@ -96,15 +81,17 @@ def shard_spec(args: argparse.Namespace, environ: dict[str, str] | None = None) 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="operator configuration file (YAML); default: built-ins")
     parser.add_argument("--listen-address", default="0.0.0.0", help="address of /metrics and /healthz")
-    parser.add_argument("--port", type=_port, default=9471, help="port of /metrics and /healthz")
+    parser.add_argument("--port", type=port_number, default=OPERATOR_PORT, help="port of /metrics and /healthz")
     parser.add_argument("--agent-namespace", default="", help="namespace of the agent pods (default: all)")
     parser.add_argument(
         "--agent-selector",
-        default="app.kubernetes.io/component=agent",
+        default=AGENT_SELECTOR,
         help="label selector of the agent pods (key=value[,key=value])",
     )
-    parser.add_argument("--agent-port", type=_port, default=9470, help="the agents' metrics port")
-    parser.add_argument("--scrape-interval-s", type=_positive_float, default=15.0, help="seconds between passes")
+    parser.add_argument("--agent-port", type=port_number, default=AGENT_PORT, help="the agents' metrics port")
+    parser.add_argument(
+        "--scrape-interval-s", type=positive_float, default=SCRAPE_INTERVAL_S, help="seconds between passes"
+    )
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument("--standalone", action="store_true", help="run without kopf peering")
     peering.add_argument("--peering", default=None, metavar="NAME", help="kopf peering object name")
@@ -115,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     sharding = parser.add_argument_group("sharding: several operators, each owning the workloads hashed to it")
     which = sharding.add_mutually_exclusive_group()
-    which.add_argument("--shard", type=_non_negative_int, default=0, help="this process's shard (default: 0)")
+    which.add_argument("--shard", type=non_negative_int, default=0, help="this process's shard (default: 0)")
     which.add_argument(
         "--shard-from-pod-name", action="store_true", help="the shard is the StatefulSet ordinal of $POD_NAME"
     )
@@ -133,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--prometheus-basic-auth-user", default="", help="basic auth user (with a password file)")
     source.add_argument("--prometheus-basic-auth-password-file", type=Path, default=None, help="its password file")
     source.add_argument("--prometheus-ca-file", type=Path, default=None, help="CA of the Prometheus certificate")
-    source.add_argument("--prometheus-timeout-s", type=_positive_float, default=30.0, help="query timeout")
+    source.add_argument("--prometheus-timeout-s", type=positive_float, default=30.0, help="query timeout")
     source.add_argument(
         "--prometheus-selector", default="", help='label matchers of the agents\' series, e.g. job="jouleledger-agent"'
     )
@@ -148,58 +135,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     agents.add_argument("--agent-bearer-token-file", type=Path, default=None, help="read at every pass")
 
 
-def run(args: argparse.Namespace) -> int:
-    import ssl
-
+def _app(args: argparse.Namespace) -> OperatorApp:
+    """The operator the flags describe. Every file they name and every connection setting is checked now, not at
+    the first pass: ValueError (ConfigError, a bad web config), OSError (ssl.SSLError), PrometheusError."""
     from jouleledger.controller.app import OperatorApp, OperatorOptions
     from jouleledger.controller.scrape import AgentClientConfig
     from jouleledger.intensity import build_provider
     from jouleledger.metrics.webconfig import load_web_config
 
+    config = load_config(args.config)
+    provider = build_provider(config.intensity)
+    agent_client = AgentClientConfig(
+        scheme=args.agent_scheme,
+        ca_file=args.agent_ca_file,
+        cert_file=args.agent_cert_file,
+        key_file=args.agent_key_file,
+        server_name=args.agent_server_name,
+        username=args.agent_basic_auth_username,
+        password_file=args.agent_basic_auth_password_file,
+        bearer_token_file=args.agent_bearer_token_file,
+    )
+    agent_client.ssl_context()  # a bad CA or client certificate
+    options = OperatorOptions(
+        listen_address=args.listen_address,
+        port=args.port,
+        agent_namespace=args.agent_namespace,
+        agent_selector=args.agent_selector,
+        agent_port=args.agent_port,
+        scrape_interval_s=args.scrape_interval_s,
+        standalone=args.standalone,
+        peering=args.peering,
+        dry_run=args.dry_run,
+        serve_metrics=not args.once,
+        web_config=None if args.web_config_file is None else load_web_config(args.web_config_file),
+        agent_client=agent_client,
+        shard=shard_spec(args),
+        prometheus=prometheus_connection(args),
+        prometheus_selector=args.prometheus_selector,
+    )
+    return OperatorApp(options, config, provider)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
-        provider = build_provider(config.intensity)
-    except (ConfigError, ValueError) as error:
-        print(f"jouleledger operator: {error}", file=sys.stderr)
-        return 2
-    try:
-        agent_client = AgentClientConfig(
-            scheme=args.agent_scheme,
-            ca_file=args.agent_ca_file,
-            cert_file=args.agent_cert_file,
-            key_file=args.agent_key_file,
-            server_name=args.agent_server_name,
-            username=args.agent_basic_auth_username,
-            password_file=args.agent_basic_auth_password_file,
-            bearer_token_file=args.agent_bearer_token_file,
-        )
-        agent_client.ssl_context()  # a bad CA or client certificate is an error now, not at the first pass
-        web_config = None if args.web_config_file is None else load_web_config(args.web_config_file)
-        shard = shard_spec(args)
-        prometheus = prometheus_connection(args)
-    except (ValueError, OSError, ssl.SSLError, PrometheusError) as error:
-        print(f"jouleledger operator: {error}", file=sys.stderr)
-        return 2
-    try:
-        options = OperatorOptions(
-            listen_address=args.listen_address,
-            port=args.port,
-            agent_namespace=args.agent_namespace,
-            agent_selector=args.agent_selector,
-            agent_port=args.agent_port,
-            scrape_interval_s=args.scrape_interval_s,
-            standalone=args.standalone,
-            peering=args.peering,
-            dry_run=args.dry_run,
-            serve_metrics=not args.once,
-            web_config=web_config,
-            agent_client=agent_client,
-            shard=shard,
-            prometheus=prometheus,
-            prometheus_selector=args.prometheus_selector,
-        )
-        app = OperatorApp(options, config, provider)
-    except ValueError as error:
+        app = _app(args)
+    except (ValueError, OSError, PrometheusError) as error:
         print(f"jouleledger operator: {error}", file=sys.stderr)
         return 2
     from kopf import LoginError

@@ -14,7 +14,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-__all__ = ["HELP", "SPECS", "MetricSpec", "sample_name", "sanitize_label"]
+__all__ = [
+    "AGENT_INTERVAL_S",
+    "AGENT_PORT",
+    "AGENT_SELECTOR",
+    "HELP",
+    "OPERATOR_PORT",
+    "SCRAPE_INTERVAL_S",
+    "SPECS",
+    "MetricSpec",
+    "sample_name",
+    "sanitize_label",
+]
+
+# --- defaults the processes and the chart share (tests/chart/test_defaults.py checks the chart's values.yaml) ---
+
+AGENT_INTERVAL_S: Final = 1.0
+"""Default seconds between the agent's energy readings (ticks)."""
+AGENT_PORT: Final = 9470
+"""Default port of the agent's ``/metrics`` and ``/healthz`` (the operator scrapes it there)."""
+OPERATOR_PORT: Final = 9471
+"""Default port of the operator's ``/metrics`` and ``/healthz``."""
+AGENT_SELECTOR: Final = "app.kubernetes.io/component=agent"
+"""Default label selector of the agent pods (the label the chart puts on them)."""
+SCRAPE_INTERVAL_S: Final = 15.0
+"""Default seconds between the operator's accounting passes (one scrape of every agent each)."""
 
 MetricType = Literal["counter", "gauge", "info", "histogram"]
 

@@ -503,6 +503,14 @@ class DeltaTracker:
             state.from_power_mj += watermark.from_power_mj - share.from_power_mj
             share.from_power_mj = watermark.from_power_mj
 
+    def restore_all(self, watermarks: Iterable[tuple[SeriesKey, str, SeriesValue]]) -> int:
+        """:meth:`restore` each ``(series, pod uid, share)``; returns how many."""
+        count = 0
+        for key, pod_uid, value in watermarks:
+            self.restore(key, pod_uid, value)
+            count += 1
+        return count
+
     def observe(self, scrape: AgentScrape) -> ScrapeDeltas:
         """The deltas of one successful scrape; updates the baselines."""
         node = scrape.node

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from typing import cast
 
-__all__ = ["non_negative_float", "port_number", "positive_float", "positive_int"]
+__all__ = ["non_negative_float", "non_negative_int", "port_number", "positive_float", "positive_int"]
 
 
 def _number_type(name: str, convert: Callable[[str], float], accept: Callable[[float], bool]) -> Callable[[str], float]:
@@ -30,4 +30,5 @@ def _number_type(name: str, convert: Callable[[str], float], accept: Callable[[f
 positive_float = _number_type("a positive finite number", float, lambda v: math.isfinite(v) and v > 0)
 non_negative_float = _number_type("a finite number >= 0", float, lambda v: math.isfinite(v) and v >= 0)
 positive_int = cast(Callable[[str], int], _number_type("a whole number >= 1", int, lambda v: v >= 1))
+non_negative_int = cast(Callable[[str], int], _number_type("a whole number >= 0", int, lambda v: v >= 0))
 port_number = cast(Callable[[str], int], _number_type("a TCP port (0-65535)", int, lambda v: 0 <= v <= 65535))

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from jouleledger.core.carbon import embodied_g, energy_cost, operational_g
-from jouleledger.core.deltas import RESET, PodIdentity, ScrapeDeltas, SeriesKey, SeriesValue
+from jouleledger.core.deltas import RESET, DeltaTracker, PodIdentity, ScrapeDeltas, SeriesKey, SeriesValue
+from jouleledger.core.model import Owner
 from jouleledger.core.units import S_PER_HOUR, mj_to_kwh
-from jouleledger.core.workload import WorkloadRef
+from jouleledger.core.workload import WorkloadRef, resolve_workload
 
 __all__ = [
     "ANNOTATION_PREFIX",
@@ -47,7 +48,10 @@ __all__ = [
     "RollupSnapshot",
     "Totals",
     "WorkloadAccount",
+    "attribute",
     "decide_finalization",
+    "default_finalize_deadline_s",
+    "default_write_interval_s",
     "job_annotations",
     "method_annotation",
     "method_of",
@@ -327,6 +331,21 @@ class Attribution:
     team: str = UNASSIGNED_TEAM
 
 
+def attribute(
+    pod: PodIdentity,
+    owner: Owner | None,
+    owners: Mapping[str, Owner | None],
+    *,
+    team_key: str,
+    watched_team: str = "",
+) -> Attribution:
+    """A pod's workload (the top controller owner above ``owner``, its verified owner, see
+    :func:`~jouleledger.core.workload.resolve_workload`) and team: the pod's ``team_key`` label, else the team the
+    pod watch knows (``watched_team``), else ``UNASSIGNED_TEAM``."""
+    workload = resolve_workload(pod.namespace, pod.name, pod.uid, owner, owners)
+    return Attribution(workload, pod.labels.get(team_key) or watched_team or UNASSIGNED_TEAM)
+
+
 @dataclass(frozen=True, slots=True)
 class FoldSummary:
     """What one fold changed: energy counted, late energy (finalized workloads) and workloads touched."""
@@ -385,6 +404,20 @@ class FootprintBook:
         for watermark in account.watermarks:
             if self._holder.get(watermark) != account.ref.uid:
                 self._index(watermark, account.ref.uid)
+
+    def merge_stored(self, account: WorkloadAccount, previous: WorkloadAccount, tracker: DeltaTracker) -> None:
+        """Merge the footprint found stored (``previous``: another writer's) into one of this book's accounts, and
+        continue ``tracker`` from what is now counted: a raised share, or a share of a series it never saw. The
+        stored watermarks of nodes the tracker does not follow are adopted."""
+        before = dict(account.watermarks)
+        tracked = tracker.tracked_nodes
+        self.merge(account, previous, adopt=lambda key: key.node not in tracked)
+        for watermark, theirs in previous.watermarks.items():
+            merged = account.watermarks.get(watermark)
+            if merged is not None and merged != before.get(watermark):
+                tracker.restore(*watermark, merged)
+            elif merged is None and tracker.baseline(watermark[0]) is None:
+                tracker.restore(*watermark, theirs)
 
     def watermarks(self) -> Iterable[tuple[SeriesKey, str, SeriesValue]]:
         """Every account's watermarks ``(series, pod uid, share)``, to restore a :class:`DeltaTracker` from."""
@@ -584,6 +617,16 @@ class Decision:
 
 CLOCK_SKEW_ALLOWANCE_S: Final = 2.0
 """How far a node's clock may run behind the API server's before a tick could be mistaken for a later one."""
+
+
+def default_write_interval_s(scrape_interval_s: float) -> float:
+    """How often a running workload's footprint is persisted by default: every 300 s or four intervals."""
+    return max(4 * scrape_interval_s, 300.0)
+
+
+def default_finalize_deadline_s(scrape_interval_s: float) -> float:
+    """How long after a Job's completion its footprint waits for late agents by default: 120 s or ten intervals."""
+    return max(10 * scrape_interval_s, 120.0)
 
 
 def decide_finalization(

@@ -15,7 +15,7 @@ import sys
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from jouleledger.core.accounting import IntervalResult
 from jouleledger.core.integration import Method
@@ -23,7 +23,10 @@ from jouleledger.core.model import NodeHeader, Owner, PodInfo
 from jouleledger.core.snapshot import GpuTotals, LedgerSnapshot, PodDeviceTotals, PodRecord
 from jouleledger.core.units import MAX_COUNTER_MJ, InvalidValueError, checked_float, checked_int
 
-__all__ = ["LedgerStateError", "PodCounters"]
+__all__ = ["DEFAULT_RETENTION_S", "LedgerStateError", "PodCounters"]
+
+DEFAULT_RETENTION_S: Final = 3600.0
+"""How long a finished pod's counters stay exported by default (so that the operator reads their final value)."""
 
 STATE_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: before the energy from power integration was counted apart (read as 0)
@@ -67,7 +70,7 @@ class PodCounters:
     """Cumulative per-pod and per-GPU counters of one node."""
 
     header: NodeHeader
-    retention_s: float = 3600.0
+    retention_s: float = DEFAULT_RETENTION_S
     t_s: float = 0.0
     _pods: dict[str, _Pod] = field(default_factory=dict)
     _devices: dict[tuple[str, str], _Device] = field(default_factory=dict)

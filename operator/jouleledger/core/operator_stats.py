@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from jouleledger.core.deltas import ScrapeDeltas
 from jouleledger.core.footprints import RollupSnapshot
 
 __all__ = ["DELAY_BUCKETS_S", "NodeIntensity", "OperatorStats", "OperatorView"]
@@ -62,8 +63,20 @@ class OperatorStats:
         if count:
             self.rejected[reason] = self.rejected.get(reason, 0) + count
 
-    def count_error(self, reason: str) -> None:
-        self.footprint_errors[reason] = self.footprint_errors.get(reason, 0) + 1
+    def count_scrape(self, result: str) -> None:
+        if result in self.scrapes:
+            self.scrapes[result] += 1
+
+    def count_deltas(self, node: str, deltas: ScrapeDeltas) -> None:
+        """Count one agent's counter resets and its rejected deltas (they went down, or above the power limit)."""
+        if deltas.resets:
+            self.counter_resets[node] = self.counter_resets.get(node, 0) + deltas.resets
+        self.count_rejected("implausible_energy", deltas.implausible)
+        self.count_rejected("counter_regression", deltas.regressions)
+
+    def count_error(self, reason: str, count: int = 1) -> None:
+        if count:
+            self.footprint_errors[reason] = self.footprint_errors.get(reason, 0) + count
 
     def observe_delay(self, delay_s: float) -> None:
         delay_s = max(0.0, delay_s)

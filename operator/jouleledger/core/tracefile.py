@@ -22,7 +22,7 @@ from jouleledger.core.model import (
     ProcessUsage,
     Sample,
 )
-from jouleledger.core.units import MAX_COUNTER_MJ, InvalidValueError, checked_float, checked_int
+from jouleledger.core.units import MAX_COUNTER_MJ, PID_MAX, InvalidValueError, checked_float, checked_int
 
 __all__ = [
     "TRACE_VERSION",
@@ -41,7 +41,6 @@ MAX_POWER_LIMIT_W = 10_000.0
 MAX_G_PER_KWH = 5_000.0
 MAX_ABS_T_S = 1e12  # sample times in seconds: about 31,700 years either side of zero (unix time fits)
 MAX_POWER_MW = 2**63 - 1  # readable; a reading above the GPU's power limit is rejected and counted, not an error
-MAX_PID = 2**22  # Linux pid_max limit
 MAX_STRING_CHARS = 1024  # names, ids and labels: Kubernetes' own limits are 63 to 317 characters
 
 
@@ -152,7 +151,7 @@ def _parse_pod(raw: object, where: str) -> PodInfo:
                     for device in _list(container.get("devices") or [], f"{where}.containers[{k}].devices")
                 ),
                 pids=tuple(
-                    checked_int(f"{where}.containers[{k}].pids[]", pid, minimum=1, maximum=MAX_PID)
+                    checked_int(f"{where}.containers[{k}].pids[]", pid, minimum=1, maximum=PID_MAX)
                     for pid in _list(container.get("pids") or [], f"{where}.containers[{k}].pids")
                 ),
             )
@@ -190,7 +189,7 @@ def parse_sample(data: Mapping[str, Any]) -> Sample:
                     f"gpus[{i}].processes[{j}].pid",
                     _obj(p, f"gpus[{i}].processes[{j}]").get("pid"),
                     minimum=1,
-                    maximum=MAX_PID,
+                    maximum=PID_MAX,
                 ),
                 checked_float(f"gpus[{i}].processes[{j}].sm_util", p.get("sm_util", 0), maximum=100.0),
             )

@@ -11,6 +11,7 @@ __all__ = [
     "MAX_COUNTER_MJ",
     "MJ_PER_J",
     "MJ_PER_KWH",
+    "PID_MAX",
     "S_PER_HOUR",
     "InvalidValueError",
     "checked_float",
@@ -26,6 +27,7 @@ MJ_PER_J = 1_000
 MJ_PER_KWH = 3_600_000_000  # 1 kWh = 3.6 MJ(mega) = 3.6e9 mJ(milli)
 S_PER_HOUR = 3_600
 MAX_COUNTER_MJ = 2**63 - 1  # the largest energy reading or total accepted (int64; ~10^15 J, GPU-millennia)
+PID_MAX = 4_194_304  # the largest pid Linux can hand out (PID_MAX_LIMIT on 64-bit kernels; 2**22)
 
 
 class InvalidValueError(ValueError):

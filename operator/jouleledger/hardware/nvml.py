@@ -52,7 +52,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from jouleledger.core.model import GpuInfo, GpuReading, MigInstance, ProcessUsage
-from jouleledger.core.units import MJ_PER_J, InvalidValueError, checked_int
+from jouleledger.core.units import MJ_PER_J, PID_MAX, InvalidValueError, checked_int
 from jouleledger.hardware.base import (
     BackendError,
     DriverReloadedError,
@@ -117,8 +117,6 @@ ABSOLUTE_MAX_POWER_MW = 10_000_000
 MAX_ENERGY_MJ = 2**62
 """Above any real counter (a 10 kW GPU needs ~14,000 years to get there); catches the all-ones 'not available'."""
 
-PID_MAX = 4_194_304
-"""The largest pid Linux can hand out (``PID_MAX_LIMIT`` on 64-bit)."""
 
 MAX_MIG_SLICES = 64
 

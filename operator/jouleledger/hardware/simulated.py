@@ -41,7 +41,7 @@ from jouleledger.core.model import (
     ProcessUsage,
     Sample,
 )
-from jouleledger.core.units import checked_float, checked_int
+from jouleledger.core.units import PID_MAX, checked_float, checked_int
 from jouleledger.hardware.base import BackendError
 
 __all__ = [
@@ -61,7 +61,6 @@ _CPU: Final = "cpu"
 _MIG_SLICES: Final = (3, 4)  # a 3g and a 4g instance: the 7 compute slices of an H100
 _S_PER_DAY: Final = 86_400.0
 _POD_PID_FIRST: Final = 10_000
-_PID_MAX: Final = 4_194_304  # Linux pid_max on 64-bit kernels
 _HOST_PIDS: Final = (300, 9_999)  # stray host processes (not in any pod) take pids from this range
 _NAME_ALPHABET: Final = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet Kubernetes uses for generated names
 
@@ -562,7 +561,7 @@ class SimulatedNode:
         pid = self._next_pid
         while True:
             pid += self._pod_rng.randrange(1, 40)
-            if pid >= _PID_MAX:
+            if pid >= PID_MAX:
                 pid = _POD_PID_FIRST
             if pid not in self._live_pids:
                 break

@@ -9,6 +9,7 @@ from jouleledger.intensity.reading import (
     FallbackKey,
     IntensityProvider,
     IntensityReading,
+    read_zones,
 )
 from jouleledger.intensity.static import StaticIntensity
 from jouleledger.intensity.watttime import WattTimeIntensity, lbs_per_mwh_to_g_per_kwh
@@ -27,4 +28,5 @@ __all__ = [
     "WattTimeIntensity",
     "build_provider",
     "lbs_per_mwh_to_g_per_kwh",
+    "read_zones",
 ]

@@ -7,8 +7,9 @@ a reading for every zone: when the live source fails, the reading comes from the
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -21,7 +22,10 @@ __all__ = [
     "FallbackKey",
     "IntensityProvider",
     "IntensityReading",
+    "read_zones",
 ]
+
+log = logging.getLogger(__name__)
 
 # The dirtiest real grids average roughly 700-1000 g/kWh (coal-heavy); a single marginal coal unit is about
 # 1000-1100 g/kWh. 2000 leaves headroom for marginal signals while rejecting unit mix-ups (lbs/MWh, kg, g/MWh).
@@ -105,3 +109,19 @@ class IntensityProvider(Protocol):
     def fallbacks(self) -> Mapping[FallbackKey, int]:
         """Readings served from the fallback table so far, by ``(provider, reason)``; a snapshot."""
         ...
+
+
+async def read_zones(
+    provider: IntensityProvider, zones: Iterable[str], now_unix_s: float
+) -> tuple[dict[str, IntensityReading], int]:
+    """The reading of each zone, and how many zones failed: a provider must not raise, but if one does that zone
+    is left out (logged), so that its nodes wait for the next pass."""
+    readings: dict[str, IntensityReading] = {}
+    failed = 0
+    for zone in sorted(set(zones)):
+        try:
+            readings[zone] = await provider.intensity(zone, now_unix_s)
+        except Exception:
+            log.exception("intensity provider failed for zone %s; not folding its nodes this pass", zone)
+            failed += 1
+    return readings, failed

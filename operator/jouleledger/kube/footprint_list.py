@@ -1,13 +1,17 @@
-"""List the operator's ``WorkloadFootprint`` resources through the Kubernetes API (the ``kubernetes`` client)."""
+"""List the operator's ``WorkloadFootprint`` resources for ``jouleledger report`` (through ``kube/api.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
-from jouleledger.kube.footprints import GROUP, PLURAL, VERSION
+from jouleledger.kube.api import ApiError, KubeApi, load_api_client
+from jouleledger.kube.footprints import GROUP, PLURAL, footprint_path
 
 __all__ = ["FootprintListError", "list_footprints"]
+
+ATTEMPTS = 3
 
 
 class FootprintListError(Exception):
@@ -16,32 +20,23 @@ class FootprintListError(Exception):
 
 def list_footprints(kubeconfig: Path | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
     """Every ``WorkloadFootprint`` (of ``namespace``, or cluster-wide), as plain dicts."""
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config.config_exception import ConfigException
+    from kubernetes.config import ConfigException
 
     try:
-        if kubeconfig is not None:
-            config.load_kube_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-        else:
-            try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
-            except ConfigException:
-                config.load_kube_config()  # type: ignore[no-untyped-call]
+        client = load_api_client(kubeconfig)
     except (ConfigException, OSError) as error:
         raise FootprintListError(f"no Kubernetes configuration: {error}") from error
-    api = client.CustomObjectsApi()
+
+    async def listing() -> list[dict[str, Any]]:
+        async with KubeApi(client, attempts=ATTEMPTS) as api:
+            return await api.list(footprint_path(namespace or ""))
+
     try:
-        if namespace:
-            answer = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-        else:
-            answer = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-    except ApiException as error:
+        return asyncio.run(listing())
+    except ApiError as error:
+        if error.status == 0:
+            raise FootprintListError(f"cannot reach the Kubernetes API: {error.reason}: {error.message}") from error
         raise FootprintListError(
             f"listing {PLURAL}.{GROUP} failed: {error.status} {error.reason}"
             + (" (is the Joule Ledger CRD installed and may you list it?)" if error.status in (403, 404) else "")
         ) from error
-    except Exception as error:  # urllib3 connection errors and the like
-        raise FootprintListError(f"cannot reach the Kubernetes API: {type(error).__name__}: {error}") from error
-    items = answer.get("items") if isinstance(answer, dict) else None
-    return [item for item in items or [] if isinstance(item, dict)]

@@ -11,6 +11,7 @@ over the version of the footprint they were merged with (optimistic concurrency:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -298,8 +299,9 @@ class FootprintStore:
     again, merged by the series watermarks and written again (at most ``CONFLICT_RETRIES`` times).
     """
 
-    def __init__(self, api: KubeApi) -> None:
+    def __init__(self, api: KubeApi, *, concurrency: int = 16) -> None:
         self.api = api
+        self._slots = asyncio.Semaphore(concurrency)  # writes in flight at once
         self.known: set[str] = set()
         self._versions: dict[tuple[str, str], str] = {}
 
@@ -331,6 +333,17 @@ class FootprintStore:
                 unreadable += 1
         return accounts, unreadable
 
+    async def load(self, *, currency: str, missing_ok: bool = False) -> tuple[list[WorkloadAccount], int]:
+        """:meth:`read_all` of every footprint; with ``missing_ok`` a CRD that is not installed reads as none."""
+        try:
+            objects = await self.list_all()
+        except NotFoundError:
+            if not missing_ok:
+                raise
+            log.warning("the WorkloadFootprint CRD is not installed; starting from an empty ledger")
+            objects = []
+        return self.read_all(objects, currency=currency)
+
     def _merge(self, account: WorkloadAccount, existing: Mapping[str, Any], currency: str, merge: Merge) -> None:
         try:
             previous = account_from_object(existing, currency=currency)
@@ -343,7 +356,12 @@ class FootprintStore:
         """Create the footprint where it is not known to exist (merging one found there: forgotten, or written by
         another instance), then write its status over the version it was merged with; on a 409 read, ``merge``
         (default :meth:`WorkloadAccount.merge`) and write again. A footprint deleted meanwhile is created again
-        next time (NotFoundError). Returns how many 409s were merged (ConflictError after ``CONFLICT_RETRIES``)."""
+        next time (NotFoundError). Returns how many 409s were merged (ConflictError after ``CONFLICT_RETRIES``).
+        At most ``concurrency`` saves run at once."""
+        async with self._slots:
+            return await self._save(account, currency, merge)
+
+    async def _save(self, account: WorkloadAccount, currency: str, merge: Merge | None) -> int:
         merge_into: Merge = merge or (lambda mine, theirs: mine.merge(theirs))
         ref = account.ref
         if ref.uid not in self.known:

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, TypeAlias
 import grpc
 
 from jouleledger.hardware.base import PodSourceError
+from jouleledger.kube import KUBELET_SOCKET
 from jouleledger.kube._podresources import podresources_v1_pb2 as pb
 
 __all__ = [
-    "DEFAULT_SOCKET",
     "GPU_RESOURCE",
     "MAX_MESSAGE_BYTES",
     "MIG_RESOURCE_PREFIX",
@@ -41,7 +41,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOCKET = "unix:///var/lib/kubelet/pod-resources/kubelet.sock"
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the kubelet's own limit for PodResources answers
@@ -103,7 +102,7 @@ class PodResourcesClient:
 
     def __init__(
         self,
-        socket: str = DEFAULT_SOCKET,
+        socket: str = KUBELET_SOCKET,
         *,
         timeout_s: float = 5.0,
         extra_resources: Iterable[str] = (),

@@ -42,9 +42,8 @@ from prometheus_client.core import (
     Metric,
 )
 
-from jouleledger.agent.status import AgentStatus, ExportView
 from jouleledger.core import contract as names
-from jouleledger.core.snapshot import LedgerSnapshot, PodRecord
+from jouleledger.core.snapshot import AgentStatus, ExportView, LedgerSnapshot, PodRecord
 
 __all__ = [
     "FOLDED_UNTIL_PARAM",

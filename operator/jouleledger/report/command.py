@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from jouleledger.core.chargeback import IDLE_KEEP, IDLE_POLICIES, allocate_idle
+from jouleledger.core.flags import non_negative_float
 from jouleledger.core.units import mj_to_kwh
 from jouleledger.report.collect import GROUPS, Period, Pricing, ReportError, collect
 from jouleledger.report.document import FORMATS, Source, build_document, render
@@ -80,19 +81,6 @@ def choose_step_s(span_s: float, requested_s: float | None) -> float:
     return span_s / steps
 
 
-def _positive(what: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what}: {text!r} is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise argparse.ArgumentTypeError(f"{what}: {text!r} must be a finite number >= 0")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("source")
     source.add_argument("--prometheus", metavar="URL", help="Prometheus, Thanos Querier or Mimir (with its prefix)")
@@ -112,17 +100,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shape.add_argument("--output", type=Path, help="write the report to this file instead of stdout")
     shape.add_argument("--team-label", default="team", help="the pod label that names a team (default team)")
     money = parser.add_argument_group("carbon and cost")
-    money.add_argument("--price-per-kwh", type=_positive("--price-per-kwh"), help="price of a facility kWh")
+    money.add_argument("--price-per-kwh", type=non_negative_float, help="price of a facility kWh")
     money.add_argument("--currency", help="currency of --price-per-kwh (e.g. EUR)")
-    money.add_argument("--pue", type=_positive("--pue"), default=1.0, help="power usage effectiveness (default 1.0)")
+    money.add_argument("--pue", type=non_negative_float, default=1.0, help="power usage effectiveness (default 1.0)")
     money.add_argument(
         "--intensity-g-per-kwh",
-        type=_positive("--intensity-g-per-kwh"),
+        type=non_negative_float,
         help="grid intensity for nodes without the operator's intensity series",
     )
     money.add_argument(
         "--embodied-g-per-gpu-hour",
-        type=_positive("--embodied-g-per-gpu-hour"),
+        type=non_negative_float,
         default=0.0,
         help="embodied carbon per GPU-hour (--by workload|node; the roll-ups carry the operator's)",
     )
@@ -133,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     auth.add_argument("--basic-auth-password-file", type=Path, help="file holding the basic auth password")
     auth.add_argument("--ca-file", type=Path, help="CA bundle for an https URL")
     auth.add_argument("--insecure-skip-verify", action="store_true", help="do not verify the server's certificate")
-    auth.add_argument("--timeout", type=_positive("--timeout"), default=120.0, help="seconds per query (default 120)")
+    auth.add_argument("--timeout", type=non_negative_float, default=120.0, help="seconds per query (default 120)")
 
 
 def _progress(stream: TextIO) -> Callable[[int, int, str], None] | None:

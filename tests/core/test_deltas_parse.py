@@ -1,0 +1,53 @@
+"""Parsing an agent's scrape (``parse_agent_samples``): series, identities, millijoules, rejections."""
+
+from __future__ import annotations
+
+import pytest
+
+from jouleledger.core.deltas import ScrapeFormatError, SeriesKey, SeriesValue, parse_agent_samples
+from jouleledger.core.model import Owner
+from tests.controller._exposition import agent_text
+from tests.core._footprints import H100, job_pod, scrape_of
+
+
+def test_parse_maps_series_to_pod_identity_in_millijoules() -> None:
+    scrape = scrape_of(agent_text("n1", 1000.5, [job_pod(12.3456, 7.5)], unallocated_j=2.5))
+    key = SeriesKey("n1", "ml", "train-x", "main", "GPU-a")
+    assert scrape.series == {key: SeriesValue(12346, 7.5)}  # 12.3456 J -> 12345.6 mJ -> 12346 mJ
+    assert scrape.last_tick_unix_s == 1000.5
+    assert scrape.backend == "nvml"
+    assert scrape.unallocated_mj == {"GPU-a": 2500}
+    pod = scrape.newest_pod("ml", "train-x")
+    assert pod is not None
+    assert (pod.uid, pod.owner, pod.labels["team"]) == ("pod-1", Owner("Job", "train", "job-1"), "vision")
+    assert scrape.model_of("GPU-a") == H100
+    assert scrape.model_of("MIG-zz") == H100  # a single model on the node
+    assert scrape.rejected == ()
+
+
+def test_parse_rejects_untrusted_values_and_counts_them() -> None:
+    text = agent_text("n1", 10.0, [job_pod(5.0, 1.0)])
+    text += (
+        'jouleledger_pod_gpu_energy_joules_total{container="c",gpu="GPU-a",namespace="ml",node="n1",pod="ghost"} 3\n'
+    )
+    text = text.replace(
+        'jouleledger_gpu_unallocated_energy_joules_total{gpu="GPU-a",node="n1"} 0.0',
+        'jouleledger_gpu_unallocated_energy_joules_total{gpu="GPU-a",node="n1"} NaN\n'
+        'jouleledger_gpu_unallocated_energy_joules_total{gpu="GPU-b",node="n1"} -4\n'
+        'jouleledger_gpu_unallocated_energy_joules_total{gpu="GPU-c",node="n2"} 4',
+    )
+    scrape = scrape_of(text)
+    reasons = sorted(rejection.reason for rejection in scrape.rejected)
+    assert reasons == ["negative", "no_pod_info", "not_finite", "wrong_node"]
+    assert scrape.unallocated_mj == {}
+    assert list(scrape.series) == [SeriesKey("n1", "ml", "train-x", "main", "GPU-a")]
+
+
+def test_parse_refuses_what_is_not_an_agent_of_that_node() -> None:
+    with pytest.raises(ScrapeFormatError, match="not a Joule Ledger agent"):
+        parse_agent_samples([("up", {}, 1.0)])
+    with pytest.raises(ScrapeFormatError, match="runs on node 'n2'"):
+        scrape_of(agent_text("n1", 1.0), node="n2")
+    text = agent_text("n1", 1.0).replace("last_tick_timestamp_seconds", "other_gauge")
+    with pytest.raises(ScrapeFormatError, match="last_tick"):
+        scrape_of(text)
