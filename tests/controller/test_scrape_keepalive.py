@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import resource
+
 import aiohttp.web
 import pytest
 
 from jouleledger.controller.cluster import AgentTarget
-from jouleledger.controller.scrape import OK, AgentClientConfig, AgentScraper, build_agent_client
+from jouleledger.controller.scrape import OK, AgentClientConfig, AgentScraper, build_agent_client, open_file_budget
 from tests.controller._exposition import agent_text
 
 
@@ -46,3 +48,10 @@ async def test_three_passes_reuse_one_connection_per_agent_within_the_open_file_
         await runner.cleanup()
     assert len(peers) == 3
     assert len(set(peers)) == connections  # one TCP connection served all three passes, unless over the budget
+
+
+def test_the_open_file_budget_is_half_the_raised_limit() -> None:
+    budget = open_file_budget()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert soft == hard or hard == resource.RLIM_INFINITY  # raised to the hard maximum
+    assert budget == max(0, soft // 2 - 64)
