@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests._prometheus import backfill, serve
 from tests.report import _dataset
-from tests.report.conftest import backfill, serve
 
 from jouleledger.promapi import Connection, PrometheusApi, build_client
 from jouleledger.report.collect import Period, Pricing, collect

@@ -13,7 +13,7 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -357,9 +357,122 @@ def rfc3339(unix_s: float) -> str:
     return dt.datetime.fromtimestamp(unix_s, tz=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def place_job(api: kmock.KubernetesEmulator, index: int, node: str, *, completed_at: float | None = None) -> None:
+    """Job ``ml/train-<index>`` (uid ``job-<index>``), complete at ``completed_at`` (None: running), and its one pod
+    ``train-<index>-x`` (uid ``pod-<index>``) on ``node``."""
+    name = f"train-{index}"
+    job = job_object("ml", name, f"job-{index}")
+    api.objects["batch/v1/jobs", "ml", name] = (
+        job if completed_at is None else {**job, **completed(rfc3339(completed_at))}
+    )
+    api.objects["v1/pods", "ml", f"{name}-x"] = pod_object(
+        "ml", f"{name}-x", f"pod-{index}", node, owner_kind="Job", owner_name=name, owner_uid=f"job-{index}"
+    )
+
+
 def place_agents(api: kmock.KubernetesEmulator, agents: FakeAgents, nodes: Mapping[str, str]) -> None:
     """Each node of ``nodes`` (name -> agent IP) in zone ``z1``, ``z2``..., with its agent pod, served by ``agents``."""
     for index, (node, ip) in enumerate(nodes.items()):
         agents.ips[node] = ip
         api.objects["v1/nodes", None, node] = node_object(node, f"z{index + 1}")
         api.objects["v1/pods", AGENT_NAMESPACE, f"agent-{node}"] = agent_pod(node, ip)
+
+
+# --- crash and watch faults (kill -9 of the operator mid-write, dropped and hung watch streams) -------------------
+
+WRITE_METHODS: frozenset[str] = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_DROP: Any = {"type": "JOULELEDGER-TEST-DROP", "object": {}}
+"""A marker put on a resource's bus: every watch stream of that resource open when it was put ends."""
+
+WriteHook = Callable[[kmock.Request, str], Awaitable[bool]]
+
+
+@attrs.define(kw_only=True)
+class FaultyEmulator(Emulator):
+    """:class:`Emulator` with hooks around writes and watch streams that can be dropped or hung.
+
+    ``on_write(request, phase)`` is awaited for every write (POST/PUT/PATCH/DELETE of a resource) with ``phase``
+    ``"before"`` (True: the write is not applied; a 503 answers it) and, once it succeeded, ``"after"`` (applied,
+    the answer not sent yet): a test kills its client there. A watch stream takes its snapshot and its place on the
+    event bus under one lock (kmock subscribes after sending the snapshot, so a write in between is lost for that
+    stream)."""
+
+    on_write: WriteHook | None = None
+    watches_started: dict[str, int] = attrs.field(factory=dict)
+    drops: int = 0
+    dropped_streams: int = 0
+    hangs: int = 0
+    swallowed: int = 0
+    held: int = 0
+    abandoned: int = 0
+    live: dict[str, int] = attrs.field(factory=dict)
+    _hung: dict[str, int] = attrs.field(factory=dict)
+    _gates: dict[str, asyncio.Event] = attrs.field(factory=dict)
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if self.on_write is None or request.resource is None or request.method.value not in WRITE_METHODS:
+            return await super()._handle(request)
+        if await self.on_write(request, "before"):
+            return aiohttp.web.json_response({"kind": "Status", "code": 503, "reason": "Killed"}, status=503)
+        response = await super()._handle(request)
+        if response.status < 400:
+            await self.on_write(request, "after")
+        return response
+
+    async def drop(self, resource: str) -> None:
+        """End every watch stream of ``resource`` open now (the connection closes; the client watches again)."""
+        self.drops += 1
+        await self._buses[kmock.resource(resource)].put(_DROP)
+
+    def hang(self, resource: str) -> int:
+        """Every watch stream of ``resource`` open now stays open but delivers nothing more, ever (until its client
+        gives up: counted in ``abandoned``); streams started afterwards are served normally. Returns how many."""
+        self.hangs += 1
+        self._hung[resource] = self._hung.get(resource, 0) + 1
+        return self.live.get(resource, 0)
+
+    def hold(self, resource: str) -> None:
+        """Watch streams of ``resource`` started from now on wait (sending nothing) until :meth:`release`."""
+        self._gates.setdefault(resource, asyncio.Event())
+
+    def release(self, resource: str) -> None:
+        self._gates.pop(resource).set()
+
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        assert request.resource is not None
+        name = f"{request.resource.group}/{request.resource.version}/{request.resource.plural}".lstrip("/")
+        bus = self._buses[request.resource]
+        yield b""
+        gate = self._gates.get(name)
+        if gate is not None:
+            self.held += 1
+            await gate.wait()
+        hung_at = self._hung.get(name, 0)  # with the gate check, no await between: held, or hung by a hang() now
+        self.live[name] = self.live.get(name, 0) + 1
+        try:
+            async with self._lock:
+                marker = await bus.mark()
+                objs = [obj for obj in self._KubernetesEmulator__get_objs(request, strict=False) if not obj.deleted]
+                snapshot = [{"type": "ADDED", "object": obj.raw} for obj in objs]
+            self.watches_started[name] = self.watches_started.get(name, 0) + 1
+            try:
+                for event in snapshot:
+                    yield event
+                async for event in bus.stream(since=marker):
+                    if self._hung.get(name, 0) != hung_at:
+                        self.swallowed += 1  # a hung stream sends nothing and is never closed by the server
+                        continue
+                    if event is _DROP:
+                        self.dropped_streams += 1
+                        return
+                    metadata = (event.get("object") or {}).get("metadata") or {}
+                    if event.get("type") == "ERROR" or self._KubernetesEmulator__check(
+                        request, request.resource, metadata.get("namespace"), metadata.get("name"), strict=False
+                    ):
+                        yield event
+            finally:
+                await bus.unmark(marker)
+        finally:
+            self.live[name] -= 1
+            if self._hung.get(name, 0) != hung_at:
+                self.abandoned += 1  # only its client can have ended a hung stream (it timed out)

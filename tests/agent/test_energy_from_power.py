@@ -1,7 +1,7 @@
 """How energy was measured travels with it: the part that came from power integration (no energy counter, or a
 rejected counter delta) is counted per pod and device and per GPU, exported, and kept across restarts.
 
-The fixture ``mixed-node.jsonl`` (see tests/core/test_replay_hand_computed.py for its hand-worked numbers): GPU-cccc
+The fixture ``mixed-node.jsonl`` (see tests/agent/test_replay.py for its hand-worked numbers): GPU-cccc
 has no counter (all 1,100,010 mJ from power, 400,005 of it held by stray-0); GPU-aaaa's counter delta is rejected
 once (train-0 gets 1,000,000 mJ from power of its 3,250,500); GPU-bbbb is all counter.
 """

@@ -33,6 +33,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests._prometheus import logged_process
 from tests._tools import require_tool
 from tests.chart._helm import by_kind, render
 from tests.chart._operator_stack import AGENT_NAMESPACE, MockKubernetesApi, agent_pod, node_object, write_kubeconfig
@@ -118,21 +119,6 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, what: str)
                 return
         time.sleep(POLL_S)
     pytest.fail(f"{what} did not answer {url} within {STARTUP_TIMEOUT_S:.0f} s:\n{_tail(log)}")
-
-
-@contextlib.contextmanager
-def _process(command: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 def _prometheus_command(prometheus: str, tmp: Path, port: int) -> list[str]:
@@ -273,13 +259,13 @@ def stack(rule_groups: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
         env.pop("KUBERNETES_SERVICE_HOST", None)  # never the in-cluster login
         # The operator starts once the agent serves, so that the Jobs and ReplicaSets of the agent's pods are in the
         # API from the start (as in a cluster) and its first scrape finds the agent.
-        agent = stack.enter_context(_process(agent_command, logs["agent"]))
-        server = stack.enter_context(_process(prometheus_command, logs["prometheus"]))
+        agent = stack.enter_context(logged_process(agent_command, logs["agent"]))
+        server = stack.enter_context(logged_process(prometheus_command, logs["prometheus"]))
         _wait_http(f"http://127.0.0.1:{agent_port}/healthz", agent, logs["agent"], "the agent")
         # The first tick only sets the baseline: energy series appear with the second (seed 0 runs GPU Jobs).
         job = _poll(lambda: _gpu_job(agent_metrics), STARTUP_TIMEOUT_S, "a Job's pod with GPU energy", (logs["agent"],))
         _mirror_owners(api, _samples(agent_metrics, "jouleledger_pod_info"))
-        operator = stack.enter_context(_process(operator_command, logs["operator"], env))
+        operator = stack.enter_context(logged_process(operator_command, logs["operator"], env))
         _wait_http(f"{base}/-/ready", server, logs["prometheus"], "prometheus")
         _wait_http(f"http://127.0.0.1:{operator_port}/healthz", operator, logs["operator"], "the operator")
 

@@ -17,10 +17,11 @@ import httpx
 import pytest
 import yaml
 
+from tests._prometheus import logged_process
 from tests._tls import PASSWORD, SERVER_NAME, USER, Pki, make_pki
 from tests._tools import require_tool
 from tests.chart._operator_stack import AGENT_NAMESPACE, MockKubernetesApi, agent_pod, node_object, write_kubeconfig
-from tests.chart.test_prometheus_e2e import _free_port, _poll, _process, _prometheus_command, _tail, _vector
+from tests.chart.test_prometheus_e2e import _free_port, _poll, _prometheus_command, _tail, _vector
 
 pytestmark = pytest.mark.slow
 
@@ -100,10 +101,10 @@ def prometheus_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         api.create(f"/api/v1/namespaces/{AGENT_NAMESPACE}/pods", agent_pod(NODE, "127.0.0.1"))
         env = {**os.environ, "KUBECONFIG": str(write_kubeconfig(tmp / "kubeconfig", api.url))}
         env.pop("KUBERNETES_SERVICE_HOST", None)
-        agent = stack.enter_context(_process(agent_command, logs["agent"]))
+        agent = stack.enter_context(logged_process(agent_command, logs["agent"]))
         _wait_https(f"https://127.0.0.1:{agent_port}/healthz", pki, agent, logs["agent"])
-        operator = stack.enter_context(_process(operator_command, logs["operator"], env))
-        stack.enter_context(_process(prometheus_command, logs["prometheus"]))
+        operator = stack.enter_context(logged_process(operator_command, logs["operator"], env))
+        stack.enter_context(logged_process(prometheus_command, logs["prometheus"]))
         _wait_https(f"https://127.0.0.1:{operator_port}/healthz", pki, operator, logs["operator"])
         base = f"http://127.0.0.1:{prometheus_port}"
         _poll(

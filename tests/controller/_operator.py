@@ -22,15 +22,19 @@ from tests._kube_emulator import AGENT_NAMESPACE, FakeAgents, agent_pod, node_ob
 
 @dataclass
 class ScriptedIntensity:
-    """Readings per zone set by the test; ``fallback`` makes them static-fallback readings with that reason."""
+    """Readings per zone set by the test; ``fallback`` makes them static-fallback readings with that reason;
+    ``raises`` makes :meth:`intensity` raise (a provider bug: providers must not raise)."""
 
     g_per_kwh: dict[str, float] = field(default_factory=dict)
     fallback: str | None = None
     calls: int = 0
     counts: dict[FallbackKey, int] = field(default_factory=dict)
+    raises: bool = False
 
     async def intensity(self, zone: str, now_unix_s: float) -> IntensityReading:
         self.calls += 1
+        if self.raises:
+            raise RuntimeError("provider bug")
         if self.fallback is not None:
             key = ("electricitymaps", self.fallback)
             self.counts[key] = self.counts.get(key, 0) + 1

@@ -12,7 +12,30 @@ from jouleledger.controller.app import OperatorApp, OperatorOptions
 from tests._kube_emulator import AGENT_NAMESPACE, Emulator, FakeAgents
 from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity
 
-__all__ = ["two_pass_app"]
+__all__ = ["TwoPasses", "two_pass_app"]
+
+
+@dataclasses.dataclass
+class TwoPasses:
+    """``once()`` lists as ``--once`` does, runs a pass, awaits ``between``, runs a second pass and returns its
+    summary (annotations of both summed); ``scraped_ok``: how many agents each pass must have read."""
+
+    app: OperatorApp
+    between: Callable[[], Awaitable[None]]
+    scraped_ok: int | None = None
+
+    @property
+    def accountant(self) -> Accountant | None:
+        return self.app.accountant
+
+    async def once(self) -> PassSummary:
+        async with self.app.listed() as accountant:
+            first = await accountant.run_pass()
+            assert self.scraped_ok is None or first.scraped_ok == self.scraped_ok
+            await self.between()
+            second = await accountant.run_pass()
+            assert self.scraped_ok is None or second.scraped_ok == self.scraped_ok
+        return dataclasses.replace(second, annotated=first.annotated + second.annotated)
 
 
 def two_pass_app(
@@ -22,9 +45,9 @@ def two_pass_app(
     *,
     scraped_ok: int | None = None,
     **options: object,
-) -> OperatorApp:
-    """``once()`` lists, runs a pass, awaits ``between``, runs a second pass (its summary, annotations summed);
-    ``scraped_ok``: how many agents each pass must have read. ``options`` are more :class:`OperatorOptions`."""
+) -> TwoPasses:
+    """An operator on ``api`` and ``agents`` run by :class:`TwoPasses`; ``options`` are more
+    :class:`OperatorOptions`."""
     app = OperatorApp(
         OperatorOptions(
             agent_namespace=AGENT_NAMESPACE,
@@ -38,22 +61,4 @@ def two_pass_app(
         connection=kopf.ConnectionInfo(server=str(api.url).rstrip("/")),
         clock_skew_s=0.0,  # the fake agents stamp their ticks with this process's own clock
     )
-    build = app._build
-
-    def build_twice(connection: kopf.ConnectionInfo) -> Accountant:
-        accountant = build(connection)
-        one_pass = accountant.run_pass
-
-        async def two_passes() -> PassSummary:
-            first = await one_pass()
-            assert scraped_ok is None or first.scraped_ok == scraped_ok
-            await between()
-            second = await one_pass()
-            assert scraped_ok is None or second.scraped_ok == scraped_ok
-            return dataclasses.replace(second, annotated=first.annotated + second.annotated)
-
-        accountant.run_pass = two_passes  # type: ignore[method-assign]
-        return accountant
-
-    app._build = build_twice  # type: ignore[method-assign]
-    return app
+    return TwoPasses(app, between, scraped_ok)

@@ -54,6 +54,7 @@ async def start_operator(api: Emulator, agents: FakeAgents) -> AsyncIterator[Sta
         finalize_deadline_s: float | None = None,
         write_interval_s: float | None = None,
         api_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        settings: kopf.OperatorSettings | None = None,
     ) -> Running:
         options = OperatorOptions(
             listen_address="127.0.0.1",
@@ -76,7 +77,7 @@ async def start_operator(api: Emulator, agents: FakeAgents) -> AsyncIterator[Sta
             api_sleep=api_sleep,
             **extra,
         )
-        task = asyncio.create_task(app.operate(settings=test_settings()))
+        task = asyncio.create_task(app.operate(settings=settings or test_settings()))
         handle = Running(app, task)
         running.append(handle)
         await eventually(lambda: app.accountant is not None and app.accountant.passes >= 1, what="first pass")

@@ -294,16 +294,11 @@ async def test_intensity_fallbacks_are_recorded_and_a_failing_provider_loses_not
     agents.texts["n1"] = agent_text("n1", base)
     provider = ScriptedIntensity({"z1": 100.0}, fallback="timeout")
     running = await start_operator(provider)
-    original = provider.intensity
-
-    async def broken(zone: str, now_unix_s: float) -> Any:
-        raise RuntimeError("provider bug")
-
-    provider.intensity = broken  # type: ignore[method-assign]
+    provider.raises = True
     agents.texts["n1"] = agent_text("n1", base + 1, [train_pod(3600.0, 1.0)])
     await running.accountant.run_pass()  # not folded: the zone has no intensity this pass
     assert "job-1" not in running.accountant.ledger.accounts
-    provider.intensity = original  # type: ignore[method-assign]
+    provider.raises = False
     agents.texts["n1"] = agent_text("n1", base + 2, [train_pod(7200.0, 2.0)])
     await running.accountant.run_pass()
     await complete_job(api, base + 2.5)

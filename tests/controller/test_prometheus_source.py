@@ -14,24 +14,20 @@ from typing import Any
 import kmock
 import pytest
 
-from jouleledger.controller.app import OperatorApp
 from jouleledger.controller.promsource import PrometheusSource
 from jouleledger.core.promsource import agent_query
 from jouleledger.promapi import Connection, PrometheusApi, build_client
 from tests._kube_emulator import (
     Emulator,
     FakeAgents,
-    completed,
-    job_object,
     place_agents,
-    pod_object,
+    place_job,
     register_resources,
-    rfc3339,
 )
+from tests._prometheus import serve
 from tests._tools import require_tool
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._passes import two_pass_app
-from tests.report.conftest import serve
+from tests.controller._passes import TwoPasses, two_pass_app
 
 pytestmark = pytest.mark.slow
 
@@ -58,13 +54,7 @@ def populate(api: Emulator, agents: FakeAgents) -> None:
     """Two nodes; six Jobs, one pod each on alternating nodes; the even ones finished before the first pass."""
     place_agents(api, agents, NODES)
     for index in range(JOBS):
-        node = "n1" if index % 2 == 0 else "n2"
-        name = f"train-{index}"
-        job = job_object("ml", name, f"job-{index}")
-        api.objects["batch/v1/jobs", "ml", name] = {**job, **completed(rfc3339(BASE - 10))} if index % 2 == 0 else job
-        api.objects["v1/pods", "ml", f"{name}-x"] = pod_object(
-            "ml", f"{name}-x", f"pod-{index}", node, owner_kind="Job", owner_name=name, owner_uid=f"job-{index}"
-        )
+        place_job(api, index, "n1" if index % 2 == 0 else "n2", completed_at=BASE - 10 if index % 2 == 0 else None)
 
 
 def expose(agents: FakeAgents, stage: int) -> None:
@@ -101,7 +91,7 @@ def expose(agents: FakeAgents, stage: int) -> None:
 
 def app_for(
     api: Emulator, agents: FakeAgents, between: Callable[[], Awaitable[None]], prometheus: str | None
-) -> OperatorApp:
+) -> TwoPasses:
     """An operator whose ``once()`` runs two passes, each reading both agents, ``between`` awaited between them."""
     connection = None if prometheus is None else Connection(prometheus)
     return two_pass_app(api, agents, between, scraped_ok=len(NODES), prometheus=connection)

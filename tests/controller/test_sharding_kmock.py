@@ -9,20 +9,16 @@ from typing import Any
 import kmock
 import pytest
 
-from jouleledger.controller.app import OperatorApp
 from jouleledger.core.sharding import ShardSpec, shard_of
 from tests._kube_emulator import (
     Emulator,
     FakeAgents,
-    completed,
-    job_object,
     place_agents,
-    pod_object,
+    place_job,
     register_resources,
-    rfc3339,
 )
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._passes import two_pass_app
+from tests.controller._passes import TwoPasses, two_pass_app
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +32,7 @@ def populate(api: Emulator, agents: FakeAgents, base: float) -> None:
     """Two nodes; twelve finished Jobs, one pod each, alternating nodes; unallocated energy on both nodes."""
     place_agents(api, agents, NODES)
     for index in range(JOBS):
-        node = "n1" if index % 2 == 0 else "n2"
-        name, uid, pod_uid = f"train-{index}", f"job-{index}", f"pod-{index}"
-        api.objects["batch/v1/jobs", "ml", name] = {**job_object("ml", name, uid), **completed(rfc3339(base - 10))}
-        api.objects["v1/pods", "ml", f"{name}-x"] = pod_object(
-            "ml", f"{name}-x", pod_uid, node, owner_kind="Job", owner_name=name, owner_uid=uid
-        )
+        place_job(api, index, "n1" if index % 2 == 0 else "n2", completed_at=base - 10)
     expose(agents, base)
 
 
@@ -60,7 +51,7 @@ def expose(agents: FakeAgents, base: float, idle_j: float = 0.0, ticks: float = 
         )
 
 
-def app_for(api: Emulator, agents: FakeAgents, shard: ShardSpec) -> OperatorApp:
+def app_for(api: Emulator, agents: FakeAgents, shard: ShardSpec) -> TwoPasses:
     """An operator whose ``once()`` runs two passes; between them the agents' idle energy grows by 250 J (a node's
     unallocated energy counts from a process's second scrape on)."""
 

@@ -31,20 +31,18 @@ HEADER = NodeHeader(
 DEVICES = ["GPU-a", "GPU-a::1", "GPU-a::2", "MIG-1", "MIG-2", "GPU-t", "GPU-zzz"]
 
 
+def _pod(index: int, devices: list[str], pids: list[int]) -> PodInfo:
+    """Pod ``p<index>`` (uid ``u<index>``) whose one container holds ``devices`` and runs ``pids``."""
+    return PodInfo("ns", f"p{index}", f"u{index}", containers=(ContainerDevices("c", tuple(devices), tuple(pids)),))
+
+
 @st.composite
 def streams(draw: st.DrawFn) -> list[Sample]:
     pods = [
-        PodInfo(
-            "ns",
-            f"p{i}",
-            f"u{i}",
-            containers=(
-                ContainerDevices(
-                    "c",
-                    tuple(draw(st.lists(st.sampled_from(DEVICES), max_size=2))),
-                    tuple(draw(st.lists(st.integers(1, 9), max_size=2, unique=True))),
-                ),
-            ),
+        _pod(
+            i,
+            draw(st.lists(st.sampled_from(DEVICES), max_size=2)),
+            draw(st.lists(st.integers(1, 9), max_size=2, unique=True)),
         )
         for i in range(draw(st.integers(0, 5)))
     ]
@@ -120,18 +118,7 @@ def _seeded_stream(seed: int) -> list[Sample]:
     """
     rng = random.Random(seed)
     pods = [
-        PodInfo(
-            "ns",
-            f"p{i}",
-            f"u{i}",
-            containers=(
-                ContainerDevices(
-                    "c",
-                    tuple(rng.sample(DEVICES, rng.randint(0, 2))),
-                    tuple(rng.sample(range(1, 10), rng.randint(0, 2))),
-                ),
-            ),
-        )
+        _pod(i, rng.sample(DEVICES, rng.randint(0, 2)), rng.sample(range(1, 10), rng.randint(0, 2)))
         for i in range(rng.randint(0, 6))
     ]
     t = 0.0

@@ -134,3 +134,34 @@ def test_merging_an_account_with_itself_or_an_older_copy_of_itself_changes_nothi
         assert account.watermarks == before.watermarks
         assert account.final == before.final
         assert account.pods_counted == before.pods_counted
+
+
+def test_merge_stored_continues_the_tracker_from_what_is_now_counted() -> None:
+    # This operator counted the pod to 5 J; another writer stored 8 J for the same series. After the merge the
+    # footprint holds 8 J and this tracker continues from 8 J: the next 9 J adds 1 J, not 4 J.
+    (mine, my_tracker), (theirs, their_tracker) = operator(), operator()
+    for book, tracker, energy_j in ((mine, my_tracker, 5.0), (theirs, their_tracker, 8.0)):
+        fold(book, tracker, 1.0, [job_pod(0.0, 0.0)])
+        fold(book, tracker, 2.0, [job_pod(energy_j, energy_j)])
+    account = mine.accounts["job-1"]
+    mine.merge_stored(account, persisted(theirs.accounts["job-1"]), my_tracker)
+    assert account.totals.energy_mj == 8000
+    fold(mine, my_tracker, 3.0, [job_pod(9.0, 9.0)])
+    assert mine.accounts["job-1"].totals.energy_mj == 9000
+
+
+def test_merge_stored_adopts_the_series_of_a_node_this_tracker_never_scraped() -> None:
+    # The other writer scraped n2, which this operator never did: its watermark is adopted and becomes the
+    # tracker's baseline, so n2's next scrape counts only what is new.
+    mine, my_tracker = operator()
+    fold(mine, my_tracker, 1.0, [job_pod(0.0, 0.0)])
+    theirs, their_tracker = operator()
+    for tick, energy_j in ((1.0, 0.0), (2.0, 4.0)):
+        scrape = parse_agent_samples(parse_exposition(agent_text("n2", tick, [job_pod(energy_j, energy_j)])))
+        theirs.fold(their_tracker.observe(scrape), rates(tick - 1, tick, 100.0), by_owner, scrape.model_of)
+    account = mine.accounts["job-1"]
+    mine.merge_stored(account, persisted(theirs.accounts["job-1"]), my_tracker)
+    assert account.totals.energy_mj == 4000
+    n2 = next(key for key in account.watermarks if key[0].node == "n2")
+    assert my_tracker.baseline(n2[0]) is not None
+    assert my_tracker.baseline(n2[0]).energy_mj == 4000  # type: ignore[union-attr]

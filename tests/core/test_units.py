@@ -15,6 +15,7 @@ from jouleledger.core.units import (
     kwh_to_mj,
     mj_to_j,
     mj_to_kwh,
+    positive,
     power_limit_mj,
 )
 
@@ -85,3 +86,13 @@ def test_energy_conversions() -> None:
 def test_power_limit_bounds_energy_over_an_interval() -> None:
     # 700 W for 2 s is at most 1 400 J = 1 400 000 mJ.
     assert power_limit_mj(700, 2.0) == 1_400_000
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan")])
+def test_positive_names_the_setting(value: float) -> None:
+    with pytest.raises(ValueError, match=r"^interval_s must be positive, got "):
+        positive("interval_s", value)
+
+
+def test_positive_returns_the_value() -> None:
+    assert positive("interval_s", 0.5) == 0.5

@@ -10,37 +10,12 @@ real library. ``test_nvml_fake_library.py`` also checks the bindings' own loader
 from __future__ import annotations
 
 import ctypes
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests._tools import require_tool
-from tests.hardware.fake_nvml_build import FAKE_NVML_SONAME, STATE_ENV, build_fake_nvml, call_counter
-
-__all__ = ["STATE_ENV", "FakeNvmlState"]
-
-
-class FakeNvmlState:
-    """The fake library's state file (see the comment at the top of ``fake_nvml.c`` for its directives) and, where
-    given, the loaded library, whose per-entry-point call counters :meth:`calls` reads."""
-
-    def __init__(self, path: Path, library: ctypes.CDLL | None = None) -> None:
-        self.path = path
-        self.library = library
-
-    def write(self, text: str) -> None:
-        self.path.write_text(textwrap.dedent(text).strip() + "\n")
-
-    def calls(self, entry_point: str | None = None) -> int:
-        """Calls of the library's ``entry_point`` (as exported, e.g. ``nvmlDeviceGetPowerUsage``; all when None)
-        since the last :meth:`reset_calls`."""
-        assert self.library is not None, "no library loaded"
-        return int(call_counter(self.library)(None if entry_point is None else entry_point.encode()))
-
-    def reset_calls(self) -> None:
-        assert self.library is not None, "no library loaded"
-        self.library.fake_nvml_reset_calls()
+from tests.hardware.fake_nvml_build import FAKE_NVML_SONAME, STATE_ENV, FakeNvmlState, build_fake_nvml
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 from jouleledger.core.model import GpuInfo, GpuReading, MigInstance, ProcessUsage
 from jouleledger.hardware.base import BackendError, DriverReloadedError, GpuLostError
 from jouleledger.hardware.nvml import NvmlMeter
-from tests.hardware.conftest import STATE_ENV, FakeNvmlState
+from tests.hardware.fake_nvml_build import STATE_ENV, FakeNvmlState
 
 TWO_GPUS = """
     gpu GPU-0a1b2c3d-0000-1111-2222-333344445555 NVIDIA H100 80GB HBM3

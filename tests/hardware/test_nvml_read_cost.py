@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from jouleledger.core.model import GpuReading, ProcessUsage
 from jouleledger.hardware.base import GpuLostError
 from jouleledger.hardware.nvml import NvmlMeter
-from tests.hardware.conftest import FakeNvmlState
+from tests.hardware.fake_nvml_build import FakeNvmlState
 
 ENERGY = "nvmlDeviceGetTotalEnergyConsumption"
 POWER = "nvmlDeviceGetPowerUsage"

@@ -35,6 +35,7 @@ __all__ = [
     "GPU_SECONDS",
     "FakeAgent",
     "OperatorRun",
+    "OperatorStack",
     "chart_operator_args",
     "create_namespace",
     "create_node",
@@ -398,3 +399,30 @@ def chart_path() -> Path:
 
 def monotonic_deadline(seconds: float) -> float:
     return time.monotonic() + seconds
+
+
+@dataclass
+class OperatorStack:
+    """The chart installed as release ``jl`` in namespace ``jouleledger`` (privileged), the operator's command line
+    and configuration as the chart renders them, a kubeconfig holding the chart's operator ServiceAccount token
+    (TokenRequest API), one GPU node and one fake agent pod on it, served from 127.0.0.1."""
+
+    namespace: str
+    release: str
+    objects: list[dict[str, Any]]
+    args: list[str]
+    config: Path
+    kubeconfig: Path
+    token: str
+    node: str
+    agent: FakeAgent
+    agent_port: int
+
+    controlplane: ControlPlane
+
+    def client(self) -> KubeClient:
+        """A client with the operator's ServiceAccount token."""
+        return self.controlplane.client(token=self.token)
+
+    def run_once(self) -> OperatorRun:
+        return run_operator(self.args, self.config, self.kubeconfig, agent_port=self.agent_port)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,13 +16,12 @@ from tests._tools import require_tool
 from tests.chart._helm import CHART
 from tests.realkube._cluster import (
     FakeAgent,
-    OperatorRun,
+    OperatorStack,
     chart_operator_args,
     create_namespace,
     create_node,
     helm_cli,
     load_objects,
-    run_operator,
     service_account_token,
     set_pod_running,
     write_chart_config,
@@ -79,33 +76,6 @@ def admin(controlplane: ControlPlane) -> Iterator[KubeClient]:
 @pytest.fixture(scope="session")
 def helm() -> str:
     return require_tool("helm")
-
-
-@dataclass
-class OperatorStack:
-    """The chart installed as release ``jl`` in namespace ``jouleledger`` (privileged), the operator's command line
-    and configuration as the chart renders them, a kubeconfig holding the chart's operator ServiceAccount token
-    (TokenRequest API), one GPU node and one fake agent pod on it, served from 127.0.0.1."""
-
-    namespace: str
-    release: str
-    objects: list[dict[str, Any]]
-    args: list[str]
-    config: Path
-    kubeconfig: Path
-    token: str
-    node: str
-    agent: FakeAgent
-    agent_port: int
-
-    controlplane: ControlPlane
-
-    def client(self) -> KubeClient:
-        """A client with the operator's ServiceAccount token."""
-        return self.controlplane.client(token=self.token)
-
-    def run_once(self) -> OperatorRun:
-        return run_operator(self.args, self.config, self.kubeconfig, agent_port=self.agent_port)
 
 
 @pytest.fixture(scope="session")

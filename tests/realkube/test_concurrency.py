@@ -29,6 +29,7 @@ from jouleledger.kube.footprints import account_from_object
 from tests.realkube._cluster import (
     ENERGY_J,
     FOOTPRINTS,
+    OperatorStack,
     events_of,
     finished_job,
     job_annotations,
@@ -37,7 +38,6 @@ from tests.realkube._cluster import (
     report_job,
 )
 from tests.realkube._controlplane import ControlPlane, KubeClient, die_with_parent, wait_for
-from tests.realkube.conftest import OperatorStack
 
 ENERGY_MJ = int(ENERGY_J * 1000)
 

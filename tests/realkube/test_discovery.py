@@ -13,13 +13,13 @@ from jouleledger.agent.main import _pod_metadata
 from tests.controller._exposition import agent_text
 from tests.realkube._cluster import (
     FakeAgent,
+    OperatorStack,
     create_namespace,
     create_node,
     service_account_token,
     set_pod_running,
 )
 from tests.realkube._controlplane import ControlPlane, KubeClient
-from tests.realkube.conftest import OperatorStack
 
 NAMESPACE = "discovery"
 

@@ -13,6 +13,7 @@ from jouleledger.kube.footprints import account_from_object
 from tests.realkube._cluster import (
     ENERGY_J,
     FOOTPRINTS,
+    OperatorStack,
     events_of,
     finished_job,
     iter_rules,
@@ -20,7 +21,6 @@ from tests.realkube._cluster import (
     report_job,
 )
 from tests.realkube._controlplane import ApiCallError, ControlPlane, KubeClient, wait_for
-from tests.realkube.conftest import OperatorStack
 
 
 def test_a_real_job_gets_its_footprint_once_with_the_charts_service_account(

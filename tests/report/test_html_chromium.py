@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from jouleledger.cli import main
+from tests._prometheus import LoadedPrometheus
 from tests._tools import require_tool
 from tests.report import _png
-from tests.report.conftest import LoadedPrometheus
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from jouleledger.cli import main
+from tests._prometheus import LoadedPrometheus
 from tests.report import _dataset
-from tests.report.conftest import LoadedPrometheus
 
 pytestmark = pytest.mark.slow
 

@@ -28,6 +28,7 @@ from jouleledger.core.accounting import IntervalResult
 from jouleledger.core.contract import AGENT_INTERVAL_S
 from jouleledger.core.ledger import DEFAULT_RETENTION_S
 from jouleledger.core.snapshot import AgentStatus, ExportView, LedgerSnapshot
+from jouleledger.core.units import positive
 from jouleledger.hardware.base import NodeSource
 
 __all__ = ["AgentRunner", "HealthReporting", "SourceHealth"]
@@ -73,8 +74,7 @@ class AgentRunner:
         journal_fsync_s: float = 0.0,
         monotonic_clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not interval_s > 0:
-            raise ValueError(f"interval_s must be positive, got {interval_s!r}")
+        positive("interval_s", interval_s)
         self.source = source
         self.backend = backend
         self.interval_s = interval_s

@@ -36,6 +36,7 @@ from jouleledger.core.footprints import (
 )
 from jouleledger.core.operator_stats import NodeIntensity, OperatorStats, OperatorView
 from jouleledger.core.sharding import UNSHARDED, ShardSpec, owned_deltas
+from jouleledger.core.units import positive
 from jouleledger.intensity import IntensityProvider, IntensityReading, read_zones
 from jouleledger.kube.api import ApiError, KubeApi
 from jouleledger.kube.footprints import FootprintStore
@@ -85,8 +86,7 @@ class Accountant:
         serving: ServingAccounting | None = None,
         shard: ShardSpec = UNSHARDED,
     ) -> None:
-        if scrape_interval_s <= 0:
-            raise ValueError(f"scrape_interval_s must be positive, got {scrape_interval_s}")
+        positive("scrape_interval_s", scrape_interval_s)
         self.config = config
         self.provider = provider
         self.api = api
@@ -234,15 +234,9 @@ class Accountant:
             reading = readings.get(zones[scrape.node])
             if reading is None:
                 continue
-            for rejection in scrape.rejected:
-                self.stats.count_rejected(rejection.reason)
-                log.warning(
-                    "agent on %s: rejected %s %s (%s)",
-                    scrape.node,
-                    rejection.sample,
-                    rejection.labels,
-                    rejection.reason,
-                )
+            for bad in scrape.rejected:
+                self.stats.count_rejected(bad.reason)
+                log.warning("agent on %s: rejected %s %s (%s)", scrape.node, bad.sample, bad.labels, bad.reason)
             identities = [identity for group in scrape.pods.values() for identity in group]
             if not await self.owners.check(identities):
                 continue  # the API cannot say who owns its pods yet: the node's counters wait for the next pass

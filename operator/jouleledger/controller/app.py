@@ -16,9 +16,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import kopf
@@ -41,7 +41,7 @@ from jouleledger.metrics.serving import ServingCollector
 from jouleledger.metrics.webconfig import WebConfig
 from jouleledger.promapi import Connection, PrometheusApi, build_client
 
-__all__ = ["OperatorApp", "OperatorOptions", "default_login"]
+__all__ = ["OperatorApp", "OperatorOptions", "configure_watching", "default_login"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,26 @@ class OperatorOptions:
     prometheus_selector: str = ""  # extra label matchers of the agents' series in Prometheus
 
 
+WATCH_SERVER_TIMEOUT_S: Final = 300.0
+"""Each watch asks the API server to end it after this (``timeoutSeconds``); kopf then watches again."""
+WATCH_CLIENT_TIMEOUT_S: Final = 330.0
+KOPF_RESTART_BACKOFF_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Waits before starting kopf again after it stopped with an error nobody asked for (then 30 s each time)."""
+"""A watch still open after this is dropped by the operator itself and watched again: a connection that hangs (the
+server neither sends nor closes it, a half-open TCP connection through a dead load balancer) costs at most this."""
+
+
+def configure_watching(settings: kopf.OperatorSettings) -> None:
+    """Finite watch timeouts (kopf's defaults wait on a silent connection for ever): the production values, except
+    where ``settings`` already set one (tests hang a watch and set a short client timeout). kopf's own inactivity
+    timeout (70 s without an event or a bookmark) stays as it is."""
+    watching = settings.watching
+    if watching.server_timeout is None:
+        watching.server_timeout = WATCH_SERVER_TIMEOUT_S
+    if watching.client_timeout is None:
+        watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
+
+
 def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """The in-cluster service account, else the kubeconfig (through the Kubernetes client library)."""
     info = kopf.login_with_service_account(**kwargs)
@@ -108,6 +128,7 @@ class OperatorApp:
         finalize_deadline_s: float | None = None,
         clock_skew_s: float = CLOCK_SKEW_ALLOWANCE_S,
         api_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        restart_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.options = options
         self.config = config
@@ -120,6 +141,8 @@ class OperatorApp:
         self._finalize_deadline_s = finalize_deadline_s
         self._clock_skew_s = clock_skew_s
         self._api_sleep = api_sleep  # how the API client waits before a retry
+        self._restart_sleep = restart_sleep  # how operate() waits before starting kopf again
+        self.kopf_restarts = 0
         self.cluster = ClusterState(
             team_label=config.team_label,
             agent_namespace=options.agent_namespace,
@@ -254,8 +277,7 @@ class OperatorApp:
         async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
             settings.posting.enabled = False  # the operator posts its own Events, on Jobs only
             settings.scanning.disabled = True
-            settings.watching.server_timeout = 300
-            settings.watching.client_timeout = 330
+            configure_watching(settings)
             # Only agent pods are watched (server-side selectors): 10,000 workload pods cost kopf nothing.
             settings.watching.label_selectors["pods"] = app.options.agent_selector
             if app.options.agent_namespace:
@@ -278,21 +300,48 @@ class OperatorApp:
         ready_flag: asyncio.Event | None = None,
         settings: kopf.OperatorSettings | None = None,
     ) -> None:
-        """Run kopf (cluster-wide) with the operator's handlers until stopped or cancelled."""
-        await kopf.operator(
-            registry=self.kopf_registry(),
-            settings=settings,
-            clusterwide=True,
-            standalone=True if self.options.standalone else None,
-            peering_name=self.options.peering,
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
+        """Run kopf (cluster-wide) with the operator's handlers until stopped or cancelled.
+
+        kopf stops with an error when one of its watch streams fails in a way it does not retry (seen: a 401 makes
+        kopf close the session of the refused credentials, and another watch still reading from it gets aiohttp's
+        ``RuntimeError: Connection closed``); it then skips its cleanup handlers. Unless a stop was asked for, the
+        accounting is stopped and flushed and kopf is started again after a backoff (the new start restores the
+        footprints from the API, as after any restart)."""
+        while True:
+            try:
+                await kopf.operator(
+                    registry=self.kopf_registry(),
+                    settings=settings,
+                    clusterwide=True,
+                    standalone=True if self.options.standalone else None,
+                    peering_name=self.options.peering,
+                    stop_flag=stop_flag,
+                    ready_flag=ready_flag,
+                )
+                return
+            except kopf.LoginError:
+                raise  # no cluster to talk to: the command says so
+            except Exception as error:  # kopf's own failure, whatever its type: never exit without a flush
+                await self.stop_accounting()
+                if stop_flag is not None and stop_flag.is_set():
+                    log.warning("kopf stopped with an error while shutting down: %r", error)
+                    return
+                delay_s = KOPF_RESTART_BACKOFF_S[min(self.kopf_restarts, len(KOPF_RESTART_BACKOFF_S) - 1)]
+                self.kopf_restarts += 1
+                log.error("kopf stopped with an error (%r); starting it again in %.0f s", error, delay_s)
+                await self._restart_sleep(delay_s)
 
     # --- --once ------------------------------------------------------------------------------------------------
 
     async def once(self) -> PassSummary:
         """List what kopf would watch, run one accounting pass (writing every change), close everything."""
+        async with self.listed() as accountant:
+            return await accountant.run_pass()
+
+    @contextlib.asynccontextmanager
+    async def listed(self) -> AsyncIterator[Accountant]:
+        """The accountant of ``--once``: connected, the cluster listed once as kopf would watch it, every change
+        written at each pass; its clients closed on exit."""
         accountant = self._build(self._connect(settings=kopf.OperatorSettings(), logger=log))
         accountant.write_interval_s = 0.0
         try:
@@ -309,7 +358,7 @@ class OperatorApp:
                     continue
                 for obj in objects:
                     self.cluster.apply(plural, None, obj)
-            return await accountant.run_pass()
+            yield accountant
         finally:
             await self._close_clients()
 

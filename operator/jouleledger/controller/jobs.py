@@ -9,7 +9,8 @@ event, a restart or a relist never writes twice, and annotations a user set befo
 always come from the frozen record, so a retry writes the same values. Annotations edited afterwards are seen in the
 Job's watch events, restored, counted (``jouleledger_operator_annotation_tampering_total``) and reported in a
 ``FootprintTampered`` Event. An Event on the Job says whether the footprint was recorded, recorded incomplete, or
-not recorded (and why).
+not recorded (and why); the recorded one is posted just before the annotations are written (its name is fixed, so
+posting it again is a no-op), so that an operator killed between the two writes loses neither.
 """
 
 from __future__ import annotations
@@ -177,6 +178,10 @@ class JobRecorder:
                 self._settle(job, annotations)
                 return False
             patch: dict[str, str | None] = {key: None for key in found if key not in annotations}
+            if final is not None and job.uid not in self.expected:
+                # The Event first: its name is fixed, so posting it again after a crash is a no-op, while a crash
+                # between the PATCH and the Event would lose it (the next process finds the annotations written).
+                await self._recorded(job, annotations, final)
             await self.jobs.annotate(current, {**patch, **annotations})
         except ConflictError:
             log.info("Job %s/%s changed while annotating; retrying next pass", job.namespace, job.name)
@@ -206,6 +211,10 @@ class JobRecorder:
             return False
         self.stats.footprints_written += 1
         self.stats.observe_delay(now - final.completion_unix_s)
+        return True
+
+    async def _recorded(self, job: JobInfo, annotations: dict[str, str], final: FinalRecord) -> None:
+        """The Event that says the footprint was recorded (complete or not)."""
         summary = (
             f"{annotations[KEY_ENERGY]} kWh, {annotations[KEY_GPU_HOURS]} GPU-hours, "
             f"{annotations[KEY_CO2E]} g CO2e, {annotations[KEY_COST]}"
@@ -220,7 +229,6 @@ class JobRecorder:
                 f"footprint recorded without a final reading from the agents on {', '.join(final.missing_nodes)}: "
                 f"{summary}",
             )
-        return True
 
     def _settle(self, job: JobInfo, annotations: dict[str, str]) -> None:
         self.done.add(job.uid)

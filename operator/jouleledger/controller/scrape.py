@@ -33,6 +33,7 @@ import httpx
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.core.contract import FOLDED_UNTIL_PARAM
 from jouleledger.core.deltas import AgentScrape, ScrapeFormatError, parse_agent_samples
+from jouleledger.core.units import positive
 from jouleledger.metrics.operator_collector import ExpositionError, LabelsCache, parse_exposition
 
 __all__ = [
@@ -299,8 +300,7 @@ class AgentScraper:
         agent_client: AgentClientConfig | None = None,
         keep_alive_agents: int | None = None,
     ) -> None:
-        if not timeout_s > 0:
-            raise ValueError(f"scrape timeout must be positive, got {timeout_s!r}")
+        positive("scrape timeout", timeout_s)
         self._client = client
         self._timeout_s = timeout_s
         self._semaphore = asyncio.Semaphore(concurrency)

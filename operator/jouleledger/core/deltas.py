@@ -36,7 +36,7 @@ from typing import Final, NamedTuple
 
 from jouleledger.core import contract
 from jouleledger.core.model import Owner
-from jouleledger.core.units import InvalidValueError, checked_float, j_to_mj
+from jouleledger.core.units import InvalidValueError, checked_float, j_to_mj, positive
 
 __all__ = [
     "ADOPTED",
@@ -444,8 +444,7 @@ class DeltaTracker:
     def __init__(self, *, prune_after_misses: int = 8, max_gpu_power_w: float = DEFAULT_MAX_GPU_POWER_W) -> None:
         if prune_after_misses < 1:
             raise ValueError(f"prune_after_misses must be at least 1, got {prune_after_misses}")
-        if not max_gpu_power_w > 0:
-            raise ValueError(f"max_gpu_power_w must be positive, got {max_gpu_power_w}")
+        positive("max_gpu_power_w", max_gpu_power_w)
         self._prune_after = prune_after_misses
         self._max_w = max_gpu_power_w
         self._series: dict[SeriesKey, _SeriesState] = {}

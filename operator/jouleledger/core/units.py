@@ -20,6 +20,7 @@ __all__ = [
     "kwh_to_mj",
     "mj_to_j",
     "mj_to_kwh",
+    "positive",
     "power_limit_mj",
 ]
 
@@ -38,6 +39,14 @@ class InvalidValueError(ValueError):
         self.what = what
         self.value = value
         self.reason = reason
+
+
+def positive(what: str, value: float) -> float:
+    """``value`` when it is greater than 0 (NaN is not); ``ValueError("<what> must be positive, got <value>")``
+    otherwise. For settings passed in code; numbers read from outside go through :func:`checked_float`."""
+    if not value > 0:
+        raise ValueError(f"{what} must be positive, got {value!r}")
+    return value
 
 
 def checked_float(what: str, value: object, *, minimum: float = 0.0, maximum: float = math.inf) -> float:

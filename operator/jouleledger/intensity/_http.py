@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from jouleledger import __version__
+from jouleledger.core.units import InvalidValueError, checked_float
 from jouleledger.intensity.credentials import MissingSecretError
 from jouleledger.intensity.reading import (
     FALLBACK_REASONS,
@@ -355,9 +356,10 @@ def _describe(error: BaseException, timeout_s: float) -> str:
 
 
 def _positive(what: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number <= 0:
+    try:
+        number = checked_float(what, value)
+    except InvalidValueError as error:
+        raise ValueError(f"{what} must be finite and positive, got {value!r}") from error
+    if number <= 0:
         raise ValueError(f"{what} must be finite and positive, got {value!r}")
     return number

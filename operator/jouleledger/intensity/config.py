@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import httpx
 
+from jouleledger.core.units import InvalidValueError, checked_float
 from jouleledger.intensity.credentials import MissingSecretError, Secret
 from jouleledger.intensity.electricitymaps import DEFAULT_ELECTRICITYMAPS_URL, ElectricityMapsIntensity
 from jouleledger.intensity.reading import DEFAULT_MAX_G_PER_KWH, IntensityProvider
@@ -140,9 +141,10 @@ def _section(where: str, value: object, known: Mapping[str, object]) -> Mapping[
 
 def _number(block: Mapping[str, Any], key: str) -> float:
     value = block.get(key, DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{_ROOT}.{key}: must be a finite number, got {value!r}")
-    return float(value)
+    try:
+        return checked_float(f"{_ROOT}.{key}", value, minimum=-math.inf)
+    except InvalidValueError:
+        raise ValueError(f"{_ROOT}.{key}: must be a finite number, got {value!r}") from None
 
 
 def _positive(block: Mapping[str, Any], key: str) -> float:

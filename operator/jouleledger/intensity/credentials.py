@@ -36,6 +36,11 @@ class Secret:
     def literal(cls, value: str) -> Secret:
         return cls(value=value)
 
+    @classmethod
+    def of(cls, value: Secret | str) -> Secret:
+        """``value`` itself if it is a secret already, else the literal secret ``value``."""
+        return value if isinstance(value, Secret) else cls.literal(value)
+
     @property
     def path(self) -> Path | None:
         return self._path

@@ -55,7 +55,7 @@ class ElectricityMapsIntensity(HttpIntensityProvider):
         **options: Unpack[HttpOptions],
     ) -> None:
         super().__init__(base_url=base_url, fallback=fallback, zone_map=zone_map, **options)
-        self._token = token if isinstance(token, Secret) else Secret.literal(token)
+        self._token = Secret.of(token)
 
     async def _fetch(self, vendor_zone: str, now_unix_s: float) -> RawValue:
         headers = {"auth-token": self._token.reveal(), "accept": "application/json", "user-agent": USER_AGENT}

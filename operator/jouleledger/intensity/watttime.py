@@ -85,8 +85,8 @@ class WattTimeIntensity(HttpIntensityProvider):
         **options: Unpack[HttpOptions],
     ) -> None:
         super().__init__(base_url=base_url, fallback=fallback, zone_map=zone_map, **options)
-        self._username = username if isinstance(username, Secret) else Secret.literal(username)
-        self._password = password if isinstance(password, Secret) else Secret.literal(password)
+        self._username = Secret.of(username)
+        self._password = Secret.of(password)
         self._token: str | None = None
         self._token_obtained_unix_s = 0.0
         self._login_lock = asyncio.Lock()

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from jouleledger.core.model import Owner
+from jouleledger.core.units import positive
 
 __all__ = [
     "CoreV1ApiLike",
@@ -145,18 +146,11 @@ class PodMetadataCache:
     ) -> None:
         if not node_name:
             raise ValueError("node_name must not be empty (set it from the downward API: spec.nodeName)")
-        for what, value in (
-            ("refresh_interval_s", refresh_interval_s),
-            ("retry_interval_s", retry_interval_s),
-            ("request_timeout_s", request_timeout_s),
-        ):
-            if not value > 0:
-                raise ValueError(f"{what} must be positive, got {value!r}")
         self.api = api
         self.node_name = node_name
-        self.refresh_interval_s = refresh_interval_s
-        self.retry_interval_s = retry_interval_s
-        self.request_timeout_s = request_timeout_s
+        self.refresh_interval_s = positive("refresh_interval_s", refresh_interval_s)
+        self.retry_interval_s = positive("retry_interval_s", retry_interval_s)
+        self.request_timeout_s = positive("request_timeout_s", request_timeout_s)
         self._clock = clock
         self._view: Mapping[PodKey, PodMeta] = MappingProxyType({})
         self._last_attempt_s: float | None = None

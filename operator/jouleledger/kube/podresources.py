@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 
+from jouleledger.core.units import positive
 from jouleledger.hardware.base import PodSourceError
 from jouleledger.kube import KUBELET_SOCKET
 from jouleledger.kube._podresources import podresources_v1_pb2 as pb
@@ -110,10 +111,8 @@ class PodResourcesClient:
     ) -> None:
         if not socket:
             raise ValueError("the PodResources socket must not be empty")
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
-        if max_message_bytes <= 0:
-            raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes!r}")
+        positive("timeout_s", timeout_s)
+        positive("max_message_bytes", max_message_bytes)
         path = socket_path(socket)
         self.target = f"unix://{path}" if path is not None else socket
         self.path = path

@@ -33,6 +33,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 
 from jouleledger.core.labels import MAX_LABEL_VALUE_CHARS, safe_label_value
+from jouleledger.core.units import positive
 from jouleledger.metrics.webconfig import TlsFiles, WebConfig
 
 __all__ = ["HealthCheck", "MetricsServer", "ScopedRegistry", "safe_labels"]
@@ -68,8 +69,7 @@ class MetricsServer:
         web_config: WebConfig | None = None,
         scoped: ScopedRegistry | None = None,
     ) -> None:
-        if request_timeout_s <= 0:
-            raise ValueError(f"request_timeout_s must be positive, got {request_timeout_s!r}")
+        positive("request_timeout_s", request_timeout_s)
         self._metrics_app = make_wsgi_app(safe_labels(registry))
         self._scoped = scoped
         self._health = health

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from jouleledger.core.chargeback import Usage, allocate_idle
+from jouleledger.core.units import InvalidValueError, checked_float
 from jouleledger.report.collect import ReportError
 from jouleledger.report.document import Source, build_document
 
@@ -22,9 +23,11 @@ __all__ = ["footprints_document", "usage_from_footprints"]
 
 
 def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    """``value`` as a number >= 0, NaN when it is not one (the row is then refused)."""
+    try:
+        return checked_float("value", value)
+    except InvalidValueError:
         return math.nan
-    return float(value)
 
 
 def _time_s(value: object) -> float | None:
