@@ -57,6 +57,7 @@ def test_operator_config_values_are_the_config_defaults() -> None:
     assert config["scrape"]["timeoutSeconds"] == default.scrape_timeout_s
     assert config["scrape"]["concurrency"] == default.scrape_concurrency
     assert config["maxGpuPowerW"] == default.max_gpu_power_w
+    assert config["relistIntervalSeconds"] == default.relist_interval_s
     for key in ("provider", "defaultGramsPerKwh", "cacheTtlSeconds", "timeoutSeconds", "maxAgeSeconds"):
         assert config["intensity"][key] == INTENSITY_DEFAULTS[key], key
 

@@ -120,5 +120,7 @@ async def stop(handle: Running) -> None:
     await handle.app.stop_accounting()
 
 
-FIXTURE_CONFIG = parse_config({"maxGpuPowerW": 10_000})
-"""The defaults, but a GPU bound above the round numbers of the hand-written expositions (3600 J in a GPU-second)."""
+FIXTURE_CONFIG = parse_config({"maxGpuPowerW": 10_000, "relistIntervalSeconds": 0})
+"""The defaults, but a GPU bound above the round numbers of the hand-written expositions (3600 J in a GPU-second),
+and no periodic relist (tests that build the cluster view by hand would see it pruned; tests/controller/test_relist.py
+turns it on)."""

@@ -20,6 +20,7 @@ from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.jobs import JobRecorder
 from jouleledger.controller.owners import OwnerVerifier
 from jouleledger.controller.promsource import AccountingSource
+from jouleledger.controller.relist import Relister, relist_every_passes
 from jouleledger.controller.scrape import OK, ScrapeOutcome
 from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.contract import sanitize_label
@@ -109,6 +110,9 @@ class Accountant:
         self.tracker = DeltaTracker(max_gpu_power_w=config.max_gpu_power_w)
         self.folded = FoldedUntil()  # per node, the finished pods agents may leave out (core/folded.py)
         self.stats = OperatorStats()
+        self.relister = Relister(
+            cluster, api, self.stats, every_passes=relist_every_passes(config.relist_interval_s, scrape_interval_s)
+        )
         self.restored = False
         self._folded_tick: dict[str, float] = {}
         self._scrape_ok: set[str] = set()
@@ -181,6 +185,7 @@ class Accountant:
                 self._publish()
                 return PassSummary(False, 0, 0, 0, 0, 0, 0, 0)
         started = self._monotonic()
+        await self.relister.maybe_reconcile()  # forget what was deleted while a watch was down (controller/relist.py)
         targets = self.cluster.agent_targets()
         self.stats.agents = len(targets)
         outcomes = await self.scraper.scrape_all(targets, self.folded.values())

@@ -28,6 +28,7 @@ from jouleledger.controller.accountant import Accountant, PassSummary
 from jouleledger.controller.cluster import JOBS, NODES, PODS, REPLICASETS, ClusterState, parse_selector
 from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.promsource import AccountingSource, PrometheusSource
+from jouleledger.controller.relist import LIST_PATHS, list_params
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, OPERATOR_PORT, SCRAPE_INTERVAL_S
@@ -52,13 +53,6 @@ WATCHED: tuple[tuple[str, str, str], ...] = (
     ("", "v1", NODES),
 )
 """``(group, version, plural)`` of every resource the operator observes."""
-
-LIST_PATHS: dict[str, str] = {
-    PODS: "/api/v1/pods",  # with the agent selectors (see once())
-    JOBS: "/apis/batch/v1/jobs",
-    REPLICASETS: "/apis/apps/v1/replicasets",
-    NODES: "/api/v1/nodes",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,11 +340,7 @@ class OperatorApp:
         accountant.write_interval_s = 0.0
         try:
             for plural, path in LIST_PATHS.items():
-                params: dict[str, str] = {}
-                if plural == PODS:
-                    params["labelSelector"] = self.options.agent_selector
-                    if self.options.agent_namespace:
-                        params["fieldSelector"] = f"metadata.namespace={self.options.agent_namespace}"
+                params = list_params(plural, self.options.agent_selector, self.options.agent_namespace)
                 try:
                     objects = await accountant.api.list(path, params=params)
                 except ApiError as error:

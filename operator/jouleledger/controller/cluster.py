@@ -4,12 +4,17 @@ Only what accounting needs is kept: each ReplicaSet's and Job's controller owner
 workload), Jobs' completion state, each pod's node, owner and team label (to know which agents ran a Job's pods),
 each node's zone, and the agent pods to scrape. Events are applied idempotently: a re-listed object (after a watch
 reconnects or ``410 Gone``) replaces its previous state, a deleted one is forgotten.
+
+A watch that reconnects reports what exists, never what was deleted while it was down; so every object carries the
+number of the event that last applied it (a generation mark), and :meth:`ClusterState.prune` forgets what a fresh
+listing no longer holds, except objects applied after that listing began (a watch ADD racing the list): see
+``controller/relist.py``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -17,12 +22,18 @@ from jouleledger.core.model import Owner
 from jouleledger.core.workload import controller_owner
 from jouleledger.kube.jobs import JobState, job_state
 
-__all__ = ["AgentTarget", "ClusterState", "JobInfo", "PodRef", "parse_selector"]
+__all__ = ["KINDS", "AgentTarget", "ClusterState", "JobInfo", "PodRef", "object_key", "parse_selector"]
 
 PODS: Final = "pods"
 JOBS: Final = "jobs"
 REPLICASETS: Final = "replicasets"
 NODES: Final = "nodes"
+KINDS: Final = (PODS, JOBS, REPLICASETS, NODES)
+
+
+def object_key(plural: str, metadata: Mapping[str, Any]) -> str:
+    """How the view names an object of ``plural``: nodes by name, everything else by UID."""
+    return str(metadata.get("name" if plural == NODES else "uid", "") or "")
 
 
 def parse_selector(selector: str) -> dict[str, str]:
@@ -100,7 +111,8 @@ class ClusterState:
         self._pods_by_owner: dict[str, set[str]] = {}
         self.node_zones: dict[str, str] = {}
         self._agents: dict[str, AgentTarget] = {}
-        self.events = 0
+        self.events = 0  # events applied so far: the generation mark of the latest one
+        self._marks: dict[str, dict[str, int]] = {plural: {} for plural in KINDS}  # plural -> key -> mark
 
     # --- events ------------------------------------------------------------------------------------------------
 
@@ -110,6 +122,13 @@ class ClusterState:
         metadata = body.get("metadata") or {}
         uid = str(metadata.get("uid", ""))
         deleted = event_type == "DELETED"
+        marks = self._marks.get(plural)
+        key = object_key(plural, metadata)
+        if marks is not None and key:
+            if deleted:
+                marks.pop(key, None)
+            else:
+                marks[key] = self.events
         if plural == PODS:
             self._apply_pod(uid, metadata, body, deleted)
         elif plural == JOBS:
@@ -137,6 +156,28 @@ class ClusterState:
                 self.node_zones.pop(name, None)
             elif name:
                 self.node_zones[name] = self._zone_of(metadata.get("labels") or {})
+
+    def agent_selection(self) -> tuple[str, str]:
+        """The label selector (``k=v,...``) and the namespace (``""``: every one) agent pods are watched with."""
+        return ",".join(f"{key}={value}" for key, value in self._agent_selector.items()), self._agent_namespace
+
+    def mark(self) -> int:
+        """The generation mark to take just before listing: objects applied later are newer than that listing."""
+        return self.events
+
+    def prune(self, plural: str, listed: Set[str], listed_since: int) -> list[str]:
+        """Forget every object of ``plural`` the view holds that a complete listing no longer holds (``listed``: the
+        listed objects' :func:`object_key`), unless an event applied it after ``listed_since`` (the :meth:`mark`
+        taken before the listing began: it may have been created after the listing read its kind). Returns the
+        keys forgotten, in order."""
+        marks = self._marks.get(plural)
+        if marks is None:
+            raise ValueError(f"unknown kind {plural!r}")
+        stale = sorted(key for key, mark in marks.items() if mark <= listed_since and key not in listed)
+        for key in stale:
+            field = "name" if plural == NODES else "uid"
+            self.apply(plural, "DELETED", {"metadata": {field: key}})
+        return stale
 
     def _apply_pod(self, uid: str, metadata: Mapping[str, Any], body: Mapping[str, Any], deleted: bool) -> None:
         if not uid:

@@ -11,6 +11,7 @@
     price: {currency: USD, defaultPerKwh: 0.15, zones: {eu-west-1: 0.21}}
     scrape: {timeoutSeconds: 5, concurrency: 16}
     maxGpuPowerW: 1500          # physical bound on a GPU whose agent exports no power limit (see docs/metrics.md)
+    relistIntervalSeconds: 300  # reconcile the cluster view with a listing this often (0: never; controller/relist.py)
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from typing import Any, Final
 
 import yaml
 
+from jouleledger.controller.relist import DEFAULT_RELIST_INTERVAL_S
 from jouleledger.core.carbon import MAX_PUE
 from jouleledger.core.deltas import DEFAULT_MAX_GPU_POWER_W
 from jouleledger.core.footprints import IntervalRates, method_of, power_method_of
+from jouleledger.core.labels import one_line
 from jouleledger.core.units import InvalidValueError, checked_float
 from jouleledger.intensity.reading import IntensityReading
 
@@ -33,7 +36,18 @@ __all__ = ["ConfigError", "OperatorConfig", "load_config", "parse_config"]
 
 DEFAULT_ZONE_LABELS: Final = ("topology.kubernetes.io/zone", "topology.kubernetes.io/region")
 _TOP_KEYS: Final = frozenset(
-    {"teamLabel", "pue", "zoneLabels", "defaultZone", "intensity", "embodied", "price", "scrape", "maxGpuPowerW"}
+    {
+        "teamLabel",
+        "pue",
+        "zoneLabels",
+        "defaultZone",
+        "intensity",
+        "embodied",
+        "price",
+        "scrape",
+        "maxGpuPowerW",
+        "relistIntervalSeconds",
+    }
 )
 _EMBODIED_KEYS: Final = frozenset({"defaultGramsPerGpuHour", "models"})
 _PRICE_KEYS: Final = frozenset({"currency", "defaultPerKwh", "zones"})
@@ -41,7 +55,10 @@ _SCRAPE_KEYS: Final = frozenset({"timeoutSeconds", "concurrency"})
 
 
 class ConfigError(ValueError):
-    """The configuration file is invalid; the message names the key."""
+    """The configuration file is invalid; the message (one printable line) names the key."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +78,7 @@ class OperatorConfig:
     scrape_timeout_s: float = 5.0
     scrape_concurrency: int = 16
     max_gpu_power_w: float = DEFAULT_MAX_GPU_POWER_W
+    relist_interval_s: float = DEFAULT_RELIST_INTERVAL_S
 
     def price_of(self, zone: str) -> float:
         return self.price_per_kwh.get(zone, self.default_price_per_kwh)
@@ -183,6 +201,12 @@ def parse_config(raw: object) -> OperatorConfig:
         max_gpu_power_w=_number(
             "maxGpuPowerW", top.get("maxGpuPowerW", default.max_gpu_power_w), minimum=1.0, maximum=100_000.0
         ),
+        relist_interval_s=_number(
+            "relistIntervalSeconds",
+            top.get("relistIntervalSeconds", default.relist_interval_s),
+            minimum=0.0,
+            maximum=86_400.0,
+        ),
     )
 
 
@@ -194,10 +218,14 @@ def load_config(path: str | Path | None) -> OperatorConfig:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not valid YAML: not UTF-8 text (byte {error.start})") from None
     try:
         document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    except (yaml.YAMLError, ValueError) as error:  # ValueError: an integer of more than 4,300 digits
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     try:
         return parse_config(document)
     except ConfigError as error:

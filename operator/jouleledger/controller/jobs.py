@@ -2,8 +2,11 @@
 
 A finished top-level Job (no controller owner, or a CronJob) is finalized once every agent of the nodes its pods
 used, and every agent that answered the latest pass, reported a tick after the Job finished, or once the deadline
-passed (:func:`~jouleledger.core.footprints.decide_finalization`). Its frozen footprint is written first (by the
-accountant), and only then the Job is annotated. The ``WorkloadFootprint`` is the source of truth: the Job is
+passed (:func:`~jouleledger.core.footprints.decide_finalization`). A node its pods used whose agent is gone (deleted,
+or removed from the view by the periodic relist, ``controller/relist.py``) is waited for until that deadline, as
+a replacement agent may still report; then the footprint is recorded incomplete, that node in ``missingNodes``, with
+the energy folded from it before. Its frozen footprint is written first (by the accountant), and only then the Job is
+annotated. The ``WorkloadFootprint`` is the source of truth: the Job is
 re-read and written unless its ``jouleledger.io/`` annotations already are exactly the footprint's (so a re-delivered
 event, a restart or a relist never writes twice, and annotations a user set beforehand never block it); the values
 always come from the frozen record, so a retry writes the same values. Annotations edited afterwards are seen in the

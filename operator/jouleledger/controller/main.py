@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from jouleledger.controller.config import load_config
 from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, OPERATOR_PORT, SCRAPE_INTERVAL_S
 from jouleledger.core.flags import non_negative_int, port_number, positive_float
+from jouleledger.core.labels import one_line
 from jouleledger.core.promsource import agent_query
 from jouleledger.core.sharding import ShardSpec, shard_from_pod_name
 from jouleledger.promapi import Connection, PrometheusError, build_client
@@ -180,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         app = _app(args)
     except (ValueError, OSError, PrometheusError) as error:
-        print(f"jouleledger operator: {error}", file=sys.stderr)
+        print(f"jouleledger operator: {one_line(str(error))}", file=sys.stderr)
         return 2
     from kopf import LoginError
 

@@ -48,7 +48,8 @@ class PrometheusSource:
         """One outcome per agent target, all from one query (``folded_until`` does not apply: Prometheus holds
         what it scraped, finished pods included)."""
         try:
-            result = await asyncio.to_thread(self._api.query, self.query, self._clock())
+            # One agent's NaN must not fail the query of every node: parse_agent_samples rejects and counts it.
+            result = await asyncio.to_thread(self._api.query, self.query, self._clock(), finite=False)
         except PrometheusError as error:
             log.warning("%s", error)
             return [ScrapeOutcome(target, ERROR, error=str(error)) for target in targets]

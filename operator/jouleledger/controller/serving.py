@@ -80,6 +80,10 @@ def serving_target(body: Mapping[str, Any]) -> ServingTarget | None:
     kind, workload = (str(owner.get("kind")), str(owner.get("name"))) if owner else ("Pod", name)
     host = f"[{ip}]" if ":" in ip else ip
     url = f"http://{host}:{profile.port}{profile.path}"
+    try:
+        httpx.URL(url)  # reading an invalid URL would raise httpx.InvalidURL, which is no httpx.HTTPError
+    except httpx.InvalidURL as error:
+        raise ServingConfigError(f"not a URL the operator can read: {url[:80]!r} ({error})") from None
     return ServingTarget(uid, str(metadata.get("namespace") or ""), name, kind, workload, url, profile)
 
 

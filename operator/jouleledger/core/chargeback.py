@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from jouleledger.core.attribution import largest_remainder
+from jouleledger.core.units import MAX_COUNTER_MJ
 
 __all__ = [
     "IDLE_POLICIES",
@@ -34,9 +35,11 @@ IDLE_POLICIES: Final = (IDLE_KEEP, IDLE_SHARE_WEIGHTED, IDLE_SHARE_EVEN)
 
 
 def joules_to_mj(energy_j: float) -> int:
-    """Whole millijoules of a finite, non-negative joule value."""
+    """Whole millijoules of a finite, non-negative joule value that int64 millijoules hold (as every counter)."""
     if not math.isfinite(energy_j) or energy_j < 0:
         raise ValueError(f"energy must be finite and non-negative, got {energy_j!r}")
+    if energy_j * 1000 > MAX_COUNTER_MJ:
+        raise ValueError(f"energy of {energy_j:g} J is beyond any counter (at most {MAX_COUNTER_MJ / 1000:g} J)")
     return round(energy_j * 1000)
 
 

@@ -97,6 +97,7 @@ OPERATOR_REJECTED_SAMPLES: Final = "jouleledger_operator_rejected_samples"
 OPERATOR_ANNOTATION_DELAY: Final = "jouleledger_operator_annotation_delay_seconds"
 OPERATOR_ANNOTATION_TAMPERING: Final = "jouleledger_operator_annotation_tampering"
 OPERATOR_SERVING_READS: Final = "jouleledger_operator_serving_reads"
+OPERATOR_STALE_PRUNED: Final = "jouleledger_operator_stale_objects_pruned"
 
 # --- operator: serving workloads (pods labelled jouleledger.io/serving), from the same per-pod energy deltas -----
 # The ratios cover the latest interval between two reads of the server's counters; absent without requests.
@@ -310,6 +311,13 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
         OPERATOR_ANNOTATION_TAMPERING,
         "counter",
         "Job footprint annotations found different from the WorkloadFootprint (edited or forged) and restored.",
+    ),
+    MetricSpec(
+        OPERATOR_STALE_PRUNED,
+        "counter",
+        "Objects deleted while a watch was down, found by the periodic relist and removed from the operator's view, "
+        "by kind (pods: agent pods; jobs; replicasets; nodes).",
+        ("kind",),
     ),
     MetricSpec(
         OPERATOR_SERVING_READS, "counter", "Reads of serving pods' request and token counters, by result.", ("result",)

@@ -80,8 +80,6 @@ ENERGY_SLACK: Final = 0.01
 ENERGY_SLACK_MJ: Final = 1_000
 """Absolute allowance on the physical bounds (whole-mJ rounding of every interval's shares)."""
 
-_POD_SERIES: Final = frozenset({POD_ENERGY_SAMPLE, POD_GPU_SECONDS_SAMPLE, POD_FROM_POWER_SAMPLE})
-
 _PENDING: Final = frozenset(
     {
         POD_ENERGY_SAMPLE,
@@ -94,6 +92,11 @@ _PENDING: Final = frozenset(
         contract.GPU_POWER_LIMIT,
     }
 )
+
+_POD_COUNTERS: Final = frozenset({POD_ENERGY_SAMPLE, POD_GPU_SECONDS_SAMPLE, POD_FROM_POWER_SAMPLE})
+_COUNTERS: Final = _POD_COUNTERS | {GPU_UNALLOCATED_SAMPLE}
+"""Counter series that may appear once: a copy with another value is rejected (``duplicate_series``) and the series
+held; an identical copy (the same agent read through two Prometheus jobs or replicas) is harmless."""
 
 Sample = tuple[str, Mapping[str, str], float]
 """``(sample name, labels, value)`` as the Prometheus text parser yields them."""
@@ -237,6 +240,12 @@ def within_power(energy_mj: int, gpu_seconds: float, power_limit_w: float) -> bo
     return energy_mj <= bound_mj
 
 
+def _duplicate(seen: dict[tuple[str, object], float], key: tuple[str, object], raw: float) -> bool:
+    """Whether a counter series already had another value in this exposition (records the first one)."""
+    first = seen.setdefault(key, raw)
+    return first is not raw and not (first == raw or (math.isnan(first) and math.isnan(raw)))
+
+
 def _series_key(node: str, labels: Mapping[str, str]) -> SeriesKey:
     return SeriesKey(
         node,
@@ -252,7 +261,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
 
     ``expected_node`` (the node the operator found the agent pod on) must match the agent's own ``node``
     label when given; per-pod and per-GPU series of another node are rejected, and so is a value no counter can
-    hold (``out_of_range``); a pod series with a rejected sample is *held* (neither counted nor missing). Raises
+    hold (``out_of_range``) and a counter series given twice with different values (``duplicate_series``); a pod
+    series with a rejected sample is *held* (neither counted nor missing). Raises
     :class:`ScrapeFormatError` when the exposition lacks the agent's info or last-tick series.
     """
     agent_info: Mapping[str, str] | None = None
@@ -267,6 +277,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
     models: dict[str, str] = {}
     limits: dict[str, float] = {}
     held: set[SeriesKey] = set()
+    seen: dict[tuple[str, object], float] = {}
+    duplicated_gpus: set[str] = set()
     rejected: list[Rejection] = []
     pending: list[Sample] = []
     for name, labels, raw in samples:
@@ -278,7 +290,10 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
                 raise ScrapeFormatError(f"{name}: {rejection.reason} ({raw!r})")
             last_tick = value
         elif name == AGENT_TICKS_SAMPLE:
-            ticks = raw if math.isfinite(raw) and raw >= 0 else 0.0
+            tick_count, rejection = _value(name, labels, raw)
+            if rejection is not None:
+                rejected.append(rejection)  # counted; the tick count is then unknown (0)
+            ticks = tick_count or 0.0
         elif name in _PENDING:
             pending.append((name, labels, raw))
     if agent_info is None:
@@ -297,7 +312,7 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
         if labels.get("node", node) != node:
             rejected.append(Rejection(name, labels, "wrong_node"))
             continue
-        if name in _POD_SERIES:
+        if name in _POD_COUNTERS:
             pod_series.append(sample)
         elif name == POD_INFO_SAMPLE:
             identity = PodIdentity(
@@ -313,6 +328,10 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
             pods.setdefault((identity.namespace, identity.name), []).append(identity)
             continue
         else:
+            if name == GPU_UNALLOCATED_SAMPLE and _duplicate(seen, (name, labels.get("gpu", "")), raw):
+                rejected.append(Rejection(name, labels, "duplicate_series"))
+                duplicated_gpus.add(labels.get("gpu", ""))
+                continue
             value, rejection = _value(name, labels, raw)
             if rejection is not None or value is None:
                 rejected.append(rejection or Rejection(name, labels, "invalid"))
@@ -333,6 +352,10 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
         key = keys.get(id(labels))
         if key is None:
             key = keys[id(labels)] = _series_key(node, labels)
+        if _duplicate(seen, (name, key), raw):  # one series with two values: neither is counted, its baseline stays
+            rejected.append(Rejection(name, labels, "duplicate_series"))
+            held.add(key)
+            continue
         maximum = MAX_GPU_SECONDS if name == POD_GPU_SECONDS_SAMPLE else MAX_COUNTER_J
         if type(raw) is float and 0.0 <= raw <= maximum:  # the common case, no rejection bookkeeping (NaN fails)
             value = raw
@@ -350,6 +373,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
         else:
             seconds[key] = value
 
+    for gpu in duplicated_gpus:
+        unallocated.pop(gpu, None)  # its baseline stays as it is
     series: dict[SeriesKey, SeriesValue] = {}
     for key in sorted(energy.keys() | seconds.keys()):
         if key in held:

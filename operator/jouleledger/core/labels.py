@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-__all__ = ["MAX_LABEL_VALUE_CHARS", "safe_label_value"]
+__all__ = ["MAX_LABEL_VALUE_CHARS", "MAX_MESSAGE_CHARS", "one_line", "safe_label_value"]
 
 MAX_LABEL_VALUE_CHARS: Final = 256
 """The longest label value exported (Kubernetes object names are at most 253 characters)."""
+MAX_MESSAGE_CHARS: Final = 500
+"""The longest error message printed about outside input (a 10 kB value is cut, not printed whole)."""
 _DIGEST_CHARS: Final = 16
 _REPLACEMENT: Final = "\ufffd"
 
@@ -31,3 +33,13 @@ def safe_label_value(value: str) -> str:
     cleaned = "".join(char if char.isprintable() else _REPLACEMENT for char in head)
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
     return cleaned + "~" + digest
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` as one printable line of at most ``limit`` characters: a newline, control character or lone
+    surrogate that came from the input is written as its Python escape (``\\n``, ``\\x00``, ``\\ud800``), and a
+    longer message is cut with ``...``."""
+    if len(message) <= limit and message.isprintable():
+        return message
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in message[: limit * 2])
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -41,6 +41,7 @@ class OperatorView:
     node_intensity: Mapping[str, NodeIntensity] = field(default_factory=dict)
     delay_bucket_counts: tuple[int, ...] = (0,) * (len(DELAY_BUCKETS_S) + 1)  # per bucket, not cumulative
     delay_sum_s: float = 0.0
+    pruned: Mapping[str, int] = field(default_factory=dict)  # objects deleted while a watch was down, by kind
 
 
 class OperatorStats:
@@ -58,6 +59,12 @@ class OperatorStats:
         self.delay_bucket_counts = [0] * (len(DELAY_BUCKETS_S) + 1)
         self.delay_sum_s = 0.0
         self.delays_s: list[float] = []  # every delay, for benchmarks and logs (bounded)
+        self.pruned: dict[str, int] = {}
+
+    def count_pruned(self, kind: str, count: int) -> None:
+        """Objects a reconciliation found deleted (while a watch was down) and removed from the cluster view."""
+        if count:
+            self.pruned[kind] = self.pruned.get(kind, 0) + count
 
     def count_rejected(self, reason: str, count: int = 1) -> None:
         if count:
@@ -99,4 +106,5 @@ class OperatorStats:
             node_intensity=dict(self.node_intensity),
             delay_bucket_counts=tuple(self.delay_bucket_counts),
             delay_sum_s=self.delay_sum_s,
+            pruned=dict(self.pruned),
         )

@@ -86,6 +86,10 @@ PROFILES: Final[Mapping[str, ServingProfile]] = {
 }  # fmt: skip
 
 
+MAX_PATH_CHARS: Final = 1024
+"""The longest ``jouleledger.io/serving-path`` accepted (a tenant's annotation becomes a URL the operator reads)."""
+
+
 def _names(annotations: Mapping[str, str], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
     value = annotations.get(key)
     if value is None:
@@ -111,14 +115,17 @@ def serving_profile(annotations: Mapping[str, str]) -> ServingProfile | None:
     port = base.port
     if PORT_ANNOTATION in annotations:
         text = annotations[PORT_ANNOTATION].strip()
-        if not text.isdigit() or not 0 < int(text) < 65536:
-            raise ServingConfigError(f"{PORT_ANNOTATION}: {text!r} is not a port")
+        # isdigit() alone also accepts digits int() refuses ("²") and thousands of them: ASCII, at most 5
+        if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 0 < int(text) < 65536:
+            raise ServingConfigError(f"{PORT_ANNOTATION}: {text[:40]!r} is not a port")
         port = int(text)
     if not port:
         raise ServingConfigError(f"{PORT_ANNOTATION}: required with {ANNOTATION}: custom")
     path = annotations.get(PATH_ANNOTATION, base.path).strip() or "/metrics"
     if not path.startswith("/"):
-        raise ServingConfigError(f"{PATH_ANNOTATION}: {path!r} must start with /")
+        raise ServingConfigError(f"{PATH_ANNOTATION}: {path[:40]!r} must start with /")
+    if len(path) > MAX_PATH_CHARS or not (path.isascii() and path.isprintable()) or " " in path:
+        raise ServingConfigError(f"{PATH_ANNOTATION}: {path[:40]!r} is not a URL path (printable ASCII, no spaces)")
     requests = _names(annotations, REQUESTS_ANNOTATION, base.requests)
     if not requests:
         raise ServingConfigError(f"{REQUESTS_ANNOTATION}: required with {ANNOTATION}: custom")
@@ -141,6 +148,11 @@ class ServingCounters:
     output_tokens: float | None = None
 
 
+MAX_COUNT: Final = float(2**53)
+"""The largest request or token count read from a server (float64 counts every integer up to it exactly): a larger
+one is refused, so that a tenant's exposition cannot overflow a sum (``math.fsum`` raises ``OverflowError``)."""
+
+
 def _sum(samples: Mapping[str, list[float]], names: tuple[str, ...]) -> float | None:
     for name in names:
         values = samples.get(name)
@@ -152,13 +164,16 @@ def _sum(samples: Mapping[str, list[float]], names: tuple[str, ...]) -> float | 
 def read_counters(samples: Iterable[tuple[str, Mapping[str, str], float]], profile: ServingProfile) -> ServingCounters:
     """The counters of ``profile`` in an exposition's ``(name, labels, value)`` samples.
 
-    ValueError when the request counter is missing or a value is not finite and non-negative."""
+    ValueError when the request counter is missing or a value is not finite, non-negative and at most
+    :data:`MAX_COUNT` (sums of such values never overflow)."""
     wanted = {*profile.requests, *profile.prompt_tokens, *profile.output_tokens}
     found: dict[str, list[float]] = {}
     for name, _, value in samples:
         if name in wanted:
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} = {value!r}: not a finite non-negative number")
+            if value > MAX_COUNT:
+                raise ValueError(f"{name} = {value!r}: more than any server counts (at most 2**53)")
             found.setdefault(name, []).append(value)
     requests = _sum(found, profile.requests)
     if requests is None:

@@ -35,7 +35,7 @@ class InvalidValueError(ValueError):
     """A number that crossed a boundary and cannot be trusted (non-finite, negative, out of physical bounds)."""
 
     def __init__(self, what: str, value: object, reason: str) -> None:
-        super().__init__(f"{what}: {reason} (got {value!r})")
+        super().__init__(f"{what}: {reason} (got {_shown(value)})")
         self.what = what
         self.value = value
         self.reason = reason
@@ -53,7 +53,11 @@ def checked_float(what: str, value: object, *, minimum: float = 0.0, maximum: fl
     """Return ``value`` as a float if it is a real, finite number within ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidValueError(what, value, "not a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float64 (YAML and JSON integers are unbounded)
+        reason = f"below {minimum:g}" if value < 0 else f"above {maximum:g}"
+        raise InvalidValueError(what, value, reason) from None
     if not math.isfinite(number):
         raise InvalidValueError(what, value, "not finite")
     if number < minimum:
@@ -61,6 +65,14 @@ def checked_float(what: str, value: object, *, minimum: float = 0.0, maximum: fl
     if number > maximum:
         raise InvalidValueError(what, value, f"above {maximum:g}")
     return number
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an input can be a 10 kB string or a 4,000-digit integer)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"an integer of more than {limit} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def checked_int(what: str, value: object, *, minimum: int = 0, maximum: int | None = None) -> int:

@@ -131,7 +131,7 @@ def json_object(response: httpx.Response) -> Mapping[str, object]:
     """The response body as a JSON object, or :class:`FetchError` ``malformed_response``."""
     try:
         body = response.json()
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError; nesting thousands deep
         raise FetchError("malformed_response", f"body is not JSON ({type(error).__name__})") from None
     if not isinstance(body, dict):
         raise FetchError("malformed_response", f"body is a JSON {type(body).__name__}, not an object")
@@ -142,7 +142,10 @@ def raw_number(what: str, value: object) -> float:
     """``value`` as a float if it is a JSON number; NaN/infinity give ``not_finite`` (range is checked later)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FetchError("malformed_response", f"{what} is not a number (got {type(value).__name__})")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float64 (JSON integers are unbounded)
+        raise FetchError("out_of_range", f"{what} is an integer beyond float64") from None
     if not math.isfinite(number):
         raise FetchError("not_finite", f"{what} is {value!r}")
     return number

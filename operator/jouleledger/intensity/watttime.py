@@ -137,7 +137,8 @@ class WattTimeIntensity(HttpIntensityProvider):
         except FetchError as error:
             raise FetchError(error.reason, f"login: {error.detail}", retry_after_s=error.retry_after_s) from None
         token = body.get("token")
-        if not isinstance(token, str) or not token or any(ch.isspace() for ch in token):
+        if not isinstance(token, str) or not token or not token.isascii() or not token.isprintable() or " " in token:
+            # a JWT is printable ASCII: anything else cannot even be sent back in a header
             raise FetchError("malformed_response", "login: answer has no usable 'token'")
         return token
 

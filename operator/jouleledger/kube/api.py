@@ -16,6 +16,7 @@ import atexit
 import base64
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 RETRIED_STATUS: Final = frozenset({429, 500, 502, 503, 504})
 MERGE_PATCH: Final = "application/merge-patch+json"
 LIST_PAGE_SIZE: Final = 500
+METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
+"""``Accept`` of a list that needs only its items' metadata (the server sends PartialObjectMetadata; one that
+cannot falls back to whole objects)."""
 DEFAULT_CONCURRENCY: Final = 16
 """Requests in flight at once (threads, and connections kept open to the API server)."""
 SERVICE_ACCOUNT_TOKEN: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -130,9 +134,18 @@ class KubeApi:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="kube-api")
         self.retries = 0
 
-    def _send(self, method: str, path: str, params: Mapping[str, str] | None, body: Any, content_type: str) -> _Answer:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Any,
+        content_type: str,
+        *,
+        accept: str = "application/json",
+    ) -> _Answer:
         """One HTTP exchange, in a pool thread; the official client adds the server, TLS and the credentials."""
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         request = self._client.param_serialize(
@@ -160,6 +173,7 @@ class KubeApi:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> Any:
         """One request with retries; the decoded JSON body."""
         from kubernetes.client.exceptions import ApiException
@@ -170,7 +184,8 @@ class KubeApi:
         for attempt in range(1, self._attempts + 1):
             last = attempt == self._attempts
             try:
-                answer = await loop.run_in_executor(self._pool, self._send, method, path, params, body, content_type)
+                send = functools.partial(self._send, method, path, params, body, content_type, accept=accept)
+                answer = await loop.run_in_executor(self._pool, send)
             except (HTTPError, OSError, ApiException) as error:  # no answer: connection, TLS, timeout
                 if last:
                     raise ApiError(method, path, 0, type(error).__name__, str(error)[:500]) from error
@@ -188,12 +203,16 @@ class KubeApi:
             delay = min(delay * 2, self._max_backoff_s)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def list(self, path: str, *, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-        """All items of a list, page by page."""
+    async def list(
+        self, path: str, *, params: Mapping[str, str] | None = None, metadata_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """All items of a list, page by page (``metadata_only``: each item's ``metadata`` is what the caller needs,
+        asked for as PartialObjectMetadata)."""
         items: list[dict[str, Any]] = []
         query = {**(params or {}), "limit": str(LIST_PAGE_SIZE)}
+        accept = METADATA_LIST if metadata_only else "application/json"
         while True:
-            page = await self.request("GET", path, params=query)
+            page = await self.request("GET", path, params=query, accept=accept)
             items.extend(item for item in page.get("items") or () if isinstance(item, dict))
             token = (page.get("metadata") or {}).get("continue")
             if not token:

@@ -153,9 +153,16 @@ def footprint_status(account: WorkloadAccount) -> dict[str, Any]:
     return status
 
 
+MAX_RESTORED: Final = 1e18
+"""The largest GPU-seconds, grams or cost a restored footprint may hold (far beyond any real one): more cannot be
+trusted, and sums of trusted values never overflow."""
+MAX_RESTORED_INTEGER: Final = 9.2e18
+"""The largest millijoules or count a restored footprint may hold: within int64, as the CRD's schema says."""
+
+
 def _number(where: str, value: object, *, integer: bool = False) -> float:
     try:
-        number = checked_float(where, value)
+        number = checked_float(where, value, maximum=MAX_RESTORED_INTEGER if integer else MAX_RESTORED)
     except InvalidValueError as error:
         raise RecordError(str(error)) from error
     if integer and not number.is_integer():
@@ -172,8 +179,8 @@ def _strings(value: object) -> list[str]:
 
 
 def _read_totals(where: str, obj: Mapping[str, Any]) -> Totals:
-    carbon = obj.get("carbon") or {}
-    cost = obj.get("cost") or {}
+    carbon = _mapping(f"{where}: carbon", obj.get("carbon"))
+    cost = _mapping(f"{where}: cost", obj.get("cost"))
     totals = Totals(
         energy_mj=int(_number(f"{where}: energyMillijoules", obj.get("energyMillijoules", 0), integer=True)),
         gpu_seconds=_number(f"{where}: gpuSeconds", obj.get("gpuSeconds", 0.0)),
@@ -187,13 +194,22 @@ def _read_totals(where: str, obj: Mapping[str, Any]) -> Totals:
     return totals
 
 
+def _mapping(where: str, value: object) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise RecordError(f"{KIND}: {where} is not an object")
+    return value
+
+
 def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAccount:
     """Read an account back from a ``WorkloadFootprint`` (RecordError for anything that does not add up)."""
-    metadata = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    workload = spec.get("workload") or {}
-    parent = spec.get("parent") or {}
-    status = obj.get("status") or {}
+    obj = _mapping("the object", obj)
+    metadata = _mapping("metadata", obj.get("metadata"))
+    spec = _mapping("spec", obj.get("spec"))
+    workload = _mapping("spec.workload", spec.get("workload"))
+    parent = _mapping("spec.parent", spec.get("parent"))
+    status = _mapping("status", obj.get("status"))
     name = str(metadata.get("name", ""))
     uid = str(workload.get("uid", ""))
     if not uid or uid != name:
@@ -207,7 +223,7 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
         parent_kind=str(parent.get("kind", "")),
         parent_name=str(parent.get("name", "")),
     )
-    cost = status.get("cost") or {}
+    cost = _mapping("status.cost", status.get("cost"))
     account = WorkloadAccount(ref=ref, team=str(status.get("team", "")), currency=str(cost.get("currency", currency)))
     where = f"{KIND} {ref.namespace}/{name}"
     account.totals = _read_totals(where, status)
@@ -251,7 +267,7 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
     account.pods_before = max(0, pods - len(account.pods))
     final = status.get("final")
     if status.get("finalized") and isinstance(final, Mapping):
-        final_cost = final.get("cost") or {}
+        final_cost = _mapping("status.final.cost", final.get("cost"))
         account.final = FinalRecord(
             totals=_read_totals(f"{where}: final", final),
             currency=str(final_cost.get("currency", account.currency)),

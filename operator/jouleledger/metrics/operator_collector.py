@@ -11,6 +11,7 @@ tuples for :func:`jouleledger.core.deltas.parse_agent_samples`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 
@@ -84,12 +85,21 @@ def parse_exposition(text: str, labels_cache: LabelsCache | None = None) -> list
         return simple
     try:
         return [
-            (sample.name, dict(sample.labels), float(sample.value))
+            (sample.name, dict(sample.labels), _float(sample.value))
             for family in text_string_to_metric_families(text)
             for sample in family.samples
         ]
     except (ValueError, TypeError, IndexError, KeyError) as error:
         raise ExpositionError(f"invalid exposition: {error}") from error
+
+
+def _float(value: float) -> float:
+    """A sample value as a float; an integer beyond float64 is infinite, as the fast path reads its digits (the
+    value is then rejected as not finite downstream, like any other, instead of raising)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 _HELP = names.HELP
@@ -183,6 +193,9 @@ def _families(view: OperatorView) -> list[Metric]:
     )
     for reason, count in sorted(view.rejected_samples.items()):
         rejected.add_metric([reason], count)
+    pruned = CounterMetricFamily(names.OPERATOR_STALE_PRUNED, _HELP[names.OPERATOR_STALE_PRUNED], labels=("kind",))
+    for kind, count in sorted(view.pruned.items()):
+        pruned.add_metric([kind], count)
     cumulative = 0
     buckets: list[tuple[str, float]] = []
     for bound, count in zip((*DELAY_BUCKETS_S, float("inf")), view.delay_bucket_counts, strict=True):
@@ -208,6 +221,7 @@ def _families(view: OperatorView) -> list[Metric]:
         errors,
         fallbacks,
         rejected,
+        pruned,
         delay,
     ]
 

@@ -34,6 +34,8 @@ from typing import Any, Final
 import bcrypt
 import yaml
 
+from jouleledger.core.labels import one_line
+
 __all__ = ["TlsFiles", "WebConfig", "WebConfigError", "load_web_config"]
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,10 @@ _DUMMY_HASH: Final = b"$2b$10$" + b"N" * 53
 
 
 class WebConfigError(ValueError):
-    """The web config file is missing, unreadable or invalid."""
+    """The web config file is missing, unreadable or invalid (the message: one printable line)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 class TlsFiles:
@@ -175,8 +180,10 @@ def load_web_config(path: Path) -> WebConfig:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
         raise WebConfigError(f"web config {path}: cannot read it: {error}") from None
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, ValueError) as error:  # ValueError: an integer of more than 4,300 digits
         raise WebConfigError(f"web config {path}: not valid YAML: {error}".replace("\n", " ")) from None
+    except RecursionError:
+        raise WebConfigError(f"web config {path}: not valid YAML: nested too deeply") from None
     if document is None:
         document = {}
     top = _mapping(path, "the document", document, _TOP_KEYS)
@@ -204,7 +211,7 @@ def _users(path: Path, value: Any) -> dict[str, bytes]:
         raise WebConfigError(f"web config {path}: basic_auth_users must be a mapping of user to bcrypt hash")
     users: dict[str, bytes] = {}
     for user, hashed in value.items():
-        if not isinstance(user, str) or not user or ":" in user:
+        if not isinstance(user, str) or not user or ":" in user or not user.isprintable():
             raise WebConfigError(f"web config {path}: basic_auth_users: bad user name {user!r}")
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             raise WebConfigError(f"web config {path}: basic_auth_users.{user}: not a bcrypt hash")
@@ -220,7 +227,11 @@ def _file(path: Path, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise WebConfigError(f"web config {path}: tls_server_config.{key} must be a file path")
     resolved = Path(value) if Path(value).is_absolute() else path.parent / value
-    if not resolved.is_file():
+    try:
+        found = resolved.is_file()
+    except OSError as error:  # a name too long for the file system
+        raise WebConfigError(f"web config {path}: tls_server_config.{key}: {error.strerror}") from None
+    if not found:
         raise WebConfigError(f"web config {path}: tls_server_config.{key}: no such file {resolved}")
     return str(resolved)
 
@@ -229,7 +240,7 @@ def _tls_files(path: Path, tls: Mapping[str, Any]) -> TlsFiles:
     if "cert_file" not in tls or "key_file" not in tls:
         raise WebConfigError(f"web config {path}: tls_server_config needs cert_file and key_file")
     auth_type = tls.get("client_auth_type", "NoClientCert")
-    if auth_type not in CLIENT_AUTH_TYPES:
+    if not isinstance(auth_type, str) or auth_type not in CLIENT_AUTH_TYPES:
         raise WebConfigError(
             f"web config {path}: tls_server_config.client_auth_type: {auth_type!r} is not one of "
             + ", ".join(CLIENT_AUTH_TYPES)
@@ -241,7 +252,7 @@ def _tls_files(path: Path, tls: Mapping[str, Any]) -> TlsFiles:
     if not has_ca and verify_mode != ssl.CERT_NONE:
         raise WebConfigError(f"web config {path}: client_auth_type {auth_type} needs client_ca_file")
     min_version = tls.get("min_version", "TLS12")
-    if min_version not in TLS_VERSIONS:
+    if not isinstance(min_version, str) or min_version not in TLS_VERSIONS:
         raise WebConfigError(f"web config {path}: tls_server_config.min_version must be TLS12 or TLS13")
     cert_file, key_file = _file(path, "cert_file", tls["cert_file"]), _file(path, "key_file", tls["key_file"])
     ca_file = _file(path, "client_ca_file", tls["client_ca_file"]) if has_ca else None

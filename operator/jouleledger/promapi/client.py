@@ -98,20 +98,62 @@ def build_client(connection: Connection, transport: httpx.BaseTransport | None =
     )
 
 
-def _value(raw: Any, expr: str) -> float:
+def _value(raw: Any, expr: str, *, finite: bool = True) -> float:
     try:
         value = float(raw)
     except (TypeError, ValueError) as error:
-        raise PrometheusError(f"query {expr!r} returned a sample that is not a number: {raw!r}") from error
-    if not math.isfinite(value):
-        raise PrometheusError(f"query {expr!r} returned a non-finite sample ({raw}); refusing to report on it")
+        raise PrometheusError(f"query {expr!r} returned a sample that is not a number: {_shown(raw)}") from error
+    except OverflowError:  # an integer beyond float64
+        value = math.inf
+    if finite and not math.isfinite(value):
+        raise PrometheusError(f"query {expr!r} returned a non-finite sample ({_shown(raw)}); refusing to report on it")
     return value
 
 
-def _point(raw: Any, expr: str) -> tuple[float, float]:
+def _point(raw: Any, expr: str, *, finite: bool = True) -> tuple[float, float]:
     if not isinstance(raw, list) or len(raw) != 2:
-        raise PrometheusError(f"query {expr!r}: malformed sample {raw!r}")
-    return float(raw[0]), _value(raw[1], expr)
+        raise PrometheusError(f"query {expr!r}: malformed sample {_shown(raw)}")
+    stamp = raw[0]
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not math.isfinite(_finite_or_inf(stamp)):
+        raise PrometheusError(f"query {expr!r}: malformed sample time {_shown(stamp)}")
+    return float(stamp), _value(raw[1], expr, finite=finite)
+
+
+def _finite_or_inf(number: float) -> float:
+    try:
+        return float(number)
+    except OverflowError:  # an integer beyond float64
+        return math.inf
+
+
+def _shown(raw: Any, limit: int = 80) -> str:
+    """A piece of an answer for an error message: its repr, cut to ``limit`` characters."""
+    try:
+        text = repr(raw)
+    except ValueError:  # an integer of more digits than Python converts to text
+        return "(a huge number)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _labels(item: Any, expr: str) -> dict[str, str]:
+    """The ``metric`` object of one series: string names and values, valid Unicode (as Prometheus writes them)."""
+    if not isinstance(item, dict):
+        raise PrometheusError(f"query {expr!r}: malformed series {_shown(item)}")
+    metric = item.get("metric") or {}
+    if not isinstance(metric, dict):
+        raise PrometheusError(f"query {expr!r}: malformed labels {_shown(metric)}")
+    for key, value in metric.items():
+        if not isinstance(value, str) or not _valid_text(key) or not _valid_text(value):
+            raise PrometheusError(f"query {expr!r}: malformed label {_shown(key)}={_shown(value)}")
+    return dict(metric)
+
+
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON can spell one, UTF-8 cannot hold it)
+        return False
+    return True
 
 
 class PrometheusApi:
@@ -145,7 +187,7 @@ class PrometheusApi:
             )
         try:
             body = response.json()
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: JSON nested thousands deep
             raise PrometheusError(
                 f"Prometheus at {where} answered {response.status_code} with a body that is not JSON"
             ) from error
@@ -153,7 +195,8 @@ class PrometheusApi:
             raise PrometheusError(f"Prometheus at {where} answered {response.status_code} with an unexpected body")
         if body.get("status") != "success":
             message = str(body.get("error") or body.get("errorType") or f"HTTP {response.status_code}")
-            raise PrometheusError(f"query {expr!r} failed: {message.splitlines()[0] if message else message}")
+            first = message.splitlines()[0] if message.strip() else f"HTTP {response.status_code}"
+            raise PrometheusError(f"query {expr!r} failed: {first[:200]}")
         data = body.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("result"), list):
             raise PrometheusError(f"query {expr!r}: Prometheus answered without a result list")
@@ -164,21 +207,24 @@ class PrometheusApi:
         params = {"query": expr, "start": repr(float(start_s)), "end": repr(float(end_s)), "step": repr(float(step_s))}
         data = self._get("/api/v1/query_range", params, expr)
         if data.get("resultType") != "matrix":
-            raise PrometheusError(f"query {expr!r}: expected a matrix, got {data.get('resultType')!r}")
+            raise PrometheusError(f"query {expr!r}: expected a matrix, got {_shown(data.get('resultType'))}")
         series: list[RangeSeries] = []
         for item in data["result"]:
-            labels = {str(k): str(v) for k, v in dict(item.get("metric") or {}).items()}
-            points = tuple(_point(raw, expr) for raw in item.get("values") or ())
-            series.append(RangeSeries(labels, points))
+            labels = _labels(item, expr)
+            values = item.get("values") or []
+            if not isinstance(values, list):
+                raise PrometheusError(f"query {expr!r}: malformed points {_shown(values)}")
+            series.append(RangeSeries(labels, tuple(_point(raw, expr) for raw in values)))
         return series
 
-    def query(self, expr: str, time_s: float) -> list[tuple[Mapping[str, str], float]]:
-        """``expr`` at one instant (a vector)."""
+    def query(self, expr: str, time_s: float, *, finite: bool = True) -> list[tuple[Mapping[str, str], float]]:
+        """``expr`` at one instant (a vector). A NaN or infinite sample is an error unless ``finite`` is False
+        (the operator's source: it rejects and counts each such sample as a direct scrape does)."""
         data = self._get("/api/v1/query", {"query": expr, "time": repr(float(time_s))}, expr)
         if data.get("resultType") != "vector":
-            raise PrometheusError(f"query {expr!r}: expected a vector, got {data.get('resultType')!r}")
+            raise PrometheusError(f"query {expr!r}: expected a vector, got {_shown(data.get('resultType'))}")
         result: list[tuple[Mapping[str, str], float]] = []
         for item in data["result"]:
-            labels = {str(k): str(v) for k, v in dict(item.get("metric") or {}).items()}
-            result.append((labels, _point(item.get("value"), expr)[1]))
+            labels = _labels(item, expr)
+            result.append((labels, _point(item.get("value"), expr, finite=finite)[1]))
         return result
