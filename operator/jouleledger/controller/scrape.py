@@ -261,7 +261,10 @@ async def fetch_agent(
         async for raw in response.content.iter_chunked(READ_CHUNK_BYTES):
             data = raw
             while data:
-                chunk = data if decoder is None else decoder.decompress(data, max_body_bytes + 1 - size)
+                try:
+                    chunk = data if decoder is None else decoder.decompress(data, max_body_bytes + 1 - size)
+                except zlib.error as error:  # a body that is not what its Content-Encoding says
+                    raise aiohttp.ClientPayloadError(f"invalid {encoding} body: {error}") from error
                 size += len(chunk)
                 if size > max_body_bytes:
                     raise BodyTooLargeError(f"aborted after {size} bytes")
