@@ -72,10 +72,14 @@ class Simulation:
     by_node: dict[str, dict[str, SimPod]] = field(default_factory=dict)
     completed_at: dict[str, float] = field(default_factory=dict)
     scrapes: int = 0
+    folded_scrapes: int = 0  # scrapes that asked to leave out folded pods (?folded_until=)
+    exported_lines: int = 0
     started_s: float = 0.0
     retention_s: float = 3600.0
 
-    def exposition(self, node: str, now_s: float) -> str:
+    def exposition(self, node: str, now_s: float, folded_until_s: float | None = None) -> str:
+        """What the node's agent serves at ``now_s``; with ``folded_until_s`` (``?folded_until=``, as real agents
+        honour it) without the pods that finished at or before it, unless it is later than the last tick."""
         tick = float(int(now_s))  # the agent ticks every second
         lines = [
             "# TYPE jouleledger_agent_info gauge",
@@ -90,6 +94,8 @@ class Simulation:
             "# TYPE jouleledger_pod_info gauge",
         ]
         pods = list(self.by_node.get(node, {}).values())
+        if folded_until_s is not None and folded_until_s <= tick:
+            pods = [p for p in pods if p.finished_s is None or float(int(p.finished_s)) > folded_until_s]
         for pod in pods:
             lines.append(
                 f'jouleledger_pod_info{{label_team="t{hash(pod.namespace) % 7}",namespace="{pod.namespace}",'
@@ -156,12 +162,12 @@ def populate(api: IndexedEmulator, sim: Simulation, pods: int, live_jobs: int, n
         namespace = f"team-{index % 20}"
         if index < pods - live_jobs:
             rs = index // 40
-            # A Deployment's pods spread over the 20 namespaces: one ReplicaSet (its own UID) in each.
-            rs_uid = f"rs-{rs}-{namespace}"
+            namespace = f"team-{rs % 20}"  # a Deployment's pods share its namespace (its ReplicaSet is found there)
+            rs_uid = f"rs-{rs}"
             pod = SimPod(
                 namespace, f"svc-{rs}-{index}", f"pod-{index}", node, "ReplicaSet", f"svc-{rs}-rs", rs_uid, now_s
             )
-            if (namespace, rs) not in {(None, None)}:
+            if index % 40 == 0:
                 api.objects["apps/v1/replicasets", namespace, f"svc-{rs}-rs"] = {
                     "metadata": {
                         "name": f"svc-{rs}-rs",
@@ -274,7 +280,12 @@ async def main(args: argparse.Namespace) -> int:
     async def metrics(request: aiohttp.web.Request) -> aiohttp.web.Response:
         local = request.transport.get_extra_info("sockname")[0] if request.transport else ""
         sim.scrapes += 1
-        return aiohttp.web.Response(text=sim.exposition(by_ip.get(local, ""), time.time()), content_type="text/plain")
+        raw = request.query.get("folded_until")
+        if raw is not None:
+            sim.folded_scrapes += 1
+        text = sim.exposition(by_ip.get(local, ""), time.time(), None if raw is None else float(raw))
+        sim.exported_lines += text.count("\n")
+        return aiohttp.web.Response(text=text, content_type="text/plain")
 
     agent_app = aiohttp.web.Application()
     agent_app.router.add_get("/metrics", metrics)
@@ -326,10 +337,11 @@ async def main(args: argparse.Namespace) -> int:
             await asyncio.sleep(args.warmup_s)
             cpu0, _, _ = read_proc(operator.pid)
             t0 = time.time()
-            scrapes0 = sim.scrapes
+            scrapes0, folded0, lines0 = sim.scrapes, sim.folded_scrapes, sim.exported_lines
             await asyncio.sleep(args.duration_s)
             cpu1, rss, peak = read_proc(operator.pid)
             t1 = time.time()
+            scrapes1, folded1, lines1 = sim.scrapes, sim.folded_scrapes, sim.exported_lines
             stop.set()
             driver.cancel()
             bookmarks.cancel()
@@ -345,7 +357,7 @@ async def main(args: argparse.Namespace) -> int:
     ]
     considered = [job for job, done in sim.completed_at.items() if t0 <= done <= t1 - 2 * args.scrape_interval_s]
     wall = t1 - t0
-    passes = (sim.scrapes - scrapes0) / max(1, args.nodes)
+    passes = (scrapes1 - scrapes0) / max(1, args.nodes)
     print("Joule Ledger operator load benchmark (mock API: kmock; agents: fake expositions on loopback)")
     print(f"  pods live: {args.pods} on {args.nodes} nodes; Job completions: {args.jobs_per_minute:g}/min (real time)")
     compressed = "time-compressed; " if args.scrape_interval_s < 15 else ""
@@ -356,7 +368,13 @@ async def main(args: argparse.Namespace) -> int:
     print(f"  operator RSS: {rss / 2**20:.0f} MiB (peak {peak / 2**20:.0f} MiB)")
     exported = sum(len(pods) for pods in sim.by_node.values())
     finished = sum(1 for pods in sim.by_node.values() for p in pods.values() if p.finished_s is not None)
-    print(f"  pods exported at the end: {exported} ({finished} finished, kept {args.agent_retention_s:g} s)")
+    retention = f"kept {args.agent_retention_s:g} s"
+    print(f"  pods retained by the agents at the end: {exported} ({finished} finished, {retention})")
+    window_scrapes = max(1, scrapes1 - scrapes0)
+    print(
+        f"  exposition lines per scrape in window: {(lines1 - lines0) / window_scrapes:.0f}; "
+        f"scrapes with ?folded_until=: {100 * (folded1 - folded0) / window_scrapes:.0f} %"
+    )
     RESULTS.update(cpu_per_pass_s=cpu_s / max(passes, 1), exported=exported, finished=finished)
     if delays:
         p50, p99 = statistics.median(delays), percentile(delays, 99)

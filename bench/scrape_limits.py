@@ -20,10 +20,10 @@ import resource
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
+import aiohttp
 
 from jouleledger.controller.cluster import AgentTarget
-from jouleledger.controller.scrape import AgentScraper
+from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 
 _Serve = Callable[[asyncio.StreamWriter], Awaitable[None]]
 
@@ -52,27 +52,20 @@ async def _agent(serve: _Serve) -> AsyncIterator[AgentTarget]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class _Counting(httpx.AsyncBaseTransport):
+class _Counting:
+    """The body bytes the scraper's client received from the socket (an aiohttp trace keeps the responses)."""
+
     def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.read = 0
+        self.responses: list[aiohttp.ClientResponse] = []
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_request_end.append(self._on_end)
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
-        stream = response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        outer = self
+    async def _on_end(self, session: object, context: object, params: aiohttp.TraceRequestEndParams) -> None:
+        self.responses.append(params.response)
 
-        class Stream(httpx.AsyncByteStream):
-            async def __aiter__(self) -> AsyncIterator[bytes]:
-                async for chunk in stream:
-                    outer.read += len(chunk)
-                    yield chunk
-
-            async def aclose(self) -> None:
-                await stream.aclose()
-
-        return httpx.Response(response.status_code, headers=response.headers, stream=Stream())
+    @property
+    def read(self) -> int:
+        return sum(response.content.total_bytes for response in self.responses)
 
 
 async def _main(body_mb: int, cap_mb: int, timeout_s: float) -> None:
@@ -92,7 +85,7 @@ async def _main(body_mb: int, cap_mb: int, timeout_s: float) -> None:
             await asyncio.sleep(0.1)
 
     transport = _Counting()
-    async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+    async with build_agent_client(AgentClientConfig(), concurrency=1, trace_configs=[transport.trace]) as client:
         scraper = AgentScraper(
             client,
             timeout_s=max(timeout_s, 60.0),

@@ -229,7 +229,12 @@ def _selected(obj: dict[str, Any], params: dict[str, str]) -> bool:
 
 @dataclass
 class FakeAgents:
-    """Agents on 127.0.0.N:port, one per node, serving ``texts[node]`` (``delay_s``/``status`` per node)."""
+    """Agents on 127.0.0.N:port, one per node, serving ``texts[node]`` (``delay_s``/``status`` per node).
+
+    Like real agents they honour ``?folded_until=T``: a pod whose finish time (its
+    ``jouleledger_pod_finished_timestamp_seconds`` line) is at or before ``T`` is left out, every line of it, unless
+    ``T`` is later than the agent's last tick. ``folded_until[node]`` lists the value of every request (None: none).
+    """
 
     port: int
     texts: dict[str, str] = field(default_factory=dict)
@@ -237,6 +242,31 @@ class FakeAgents:
     status: dict[str, int] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
     ips: dict[str, str] = field(default_factory=dict)
+    folded_until: dict[str, list[float | None]] = field(default_factory=dict)
+
+
+_FINISHED_LINE = re.compile(
+    r'^jouleledger_pod_finished_timestamp_seconds\{namespace="([^"]*)",node="[^"]*",pod="([^"]*)"\} (\S+)$', re.M
+)
+_LAST_TICK_LINE = re.compile(r"^jouleledger_agent_last_tick_timestamp_seconds\{[^}]*\} (\S+)$", re.M)
+_POD_LABELS = re.compile(r'namespace="([^"]*)".*?pod="([^"]*)"')
+
+
+def without_folded(text: str, folded_until_s: float) -> str:
+    """An agent's exposition without the pods finished at or before ``folded_until_s`` (as a real agent answers
+    ``?folded_until=``; the whole text when the value is later than its last tick)."""
+    tick = _LAST_TICK_LINE.search(text)
+    if tick is None or folded_until_s > float(tick.group(1)):
+        return text
+    folded = {(ns, pod) for ns, pod, value in _FINISHED_LINE.findall(text) if float(value) <= folded_until_s}
+    if not folded:
+        return text
+    kept = []
+    for line in text.splitlines():
+        labels = _POD_LABELS.search(line) if line.startswith("jouleledger_pod_") else None
+        if labels is None or (labels.group(1), labels.group(2)) not in folded:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
 
 
 @contextlib.asynccontextmanager
@@ -255,7 +285,12 @@ async def serve_fake_agents() -> AsyncIterator[FakeAgents]:
         status = fake.status.get(node, 200)
         if status != 200:
             return aiohttp.web.Response(status=status, text="broken")
-        return aiohttp.web.Response(text=fake.texts.get(node, ""), content_type="text/plain")
+        raw = request.query.get("folded_until")
+        until = None if raw is None else float(raw)
+        fake.folded_until.setdefault(node, []).append(until)
+        text = fake.texts.get(node, "")
+        body = text if until is None else without_folded(text, until)
+        return aiohttp.web.Response(text=body, content_type="text/plain")
 
     app.router.add_get("/metrics", metrics)
     runner = aiohttp.web.AppRunner(app)

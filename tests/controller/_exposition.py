@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["Pod", "agent_text"]
@@ -37,9 +37,11 @@ def agent_text(
     extra_info: Iterable[Pod] = (),
     epoch: str | None = None,
     ticks: float = 10.0,
+    finished: Mapping[tuple[str, str], float] | None = None,
 ) -> str:
     """The exposition of one agent. ``extra_info`` adds pod_info lines without counters (an older pod of a name);
-    ``epoch`` adds the agent's counter identity to its info (None: an agent that exports none)."""
+    ``epoch`` adds the agent's counter identity to its info (None: an agent that exports none); ``finished`` the
+    finish time of pods (namespace, name) whose records all finished."""
     pods = list(pods)
     epoch_label = "" if epoch is None else f',epoch="{epoch}"'
 
@@ -82,5 +84,11 @@ def agent_text(
         lines.append(
             f'jouleledger_pod_gpu_seconds_total{{container="{pod.container}",gpu="{pod.device}",'
             f'namespace="{pod.namespace}",node="{node}",pod="{pod.name}"}} {pod.gpu_seconds}'
+        )
+    lines.append("# TYPE jouleledger_pod_finished_timestamp_seconds gauge")
+    for (namespace, name), finished_s in sorted((finished or {}).items()):
+        lines.append(
+            f'jouleledger_pod_finished_timestamp_seconds{{namespace="{namespace}",node="{node}",pod="{name}"}} '
+            f"{finished_s!r}"
         )
     return "\n".join(lines) + "\n"

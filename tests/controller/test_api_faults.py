@@ -14,12 +14,12 @@ import random
 import time
 from collections import Counter
 
-import httpx
+import aiohttp
 import kopf
 import pytest
 
 from jouleledger.controller.accountant import Accountant
-from jouleledger.controller.scrape import AgentScraper
+from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.kube.api import KubeApi, build_api_client
 from tests._figures import figure
 from tests._kube_emulator import (
@@ -88,7 +88,7 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
     def build() -> Accountant:
         info = kopf.ConnectionInfo(server=str(api.url).rstrip("/"))
         kube = KubeApi(build_api_client(info), attempts=4, sleep=no_sleep)
-        scraper_client = httpx.AsyncClient(trust_env=False)
+        scraper_client = build_agent_client(AgentClientConfig(), concurrency=4)
         clients.append(scraper_client)
         kubes.append(kube)
         scraper = AgentScraper(scraper_client, timeout_s=5, concurrency=4, backoff_base_s=0.0, backoff_max_s=0.0)
@@ -105,7 +105,7 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
             clock_skew_s=0.0,
         )
 
-    clients: list[httpx.AsyncClient] = []
+    clients: list[aiohttp.ClientSession] = []
     kubes: list[KubeApi] = []
     api.chaos = chaos
     accountant = build()
@@ -153,7 +153,7 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
     finally:
         api.chaos = None
         for client in clients:
-            await client.aclose()
+            await client.close()
         for kube in kubes:
             await kube.aclose()
 

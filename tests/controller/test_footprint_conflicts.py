@@ -7,11 +7,10 @@ from __future__ import annotations
 import copy
 import time
 
-import httpx
 import kopf
 
 from jouleledger.controller.accountant import Accountant
-from jouleledger.controller.scrape import AgentScraper
+from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.kube.api import KubeApi, build_api_client
 from tests._kube_emulator import Emulator, FakeAgents, job_object, pod_object
 from tests.controller._exposition import Pod, agent_text
@@ -38,7 +37,7 @@ async def test_a_status_write_over_a_changed_footprint_gets_409_and_merges_the_o
         KubeApi(
             build_api_client(kopf.ConnectionInfo(server=str(api.url).rstrip("/"))), attempts=2, sleep=no_sleep
         ) as kube,
-        httpx.AsyncClient(trust_env=False) as scraper_client,
+        build_agent_client(AgentClientConfig(), concurrency=1) as scraper_client,
     ):
         accountant = Accountant(
             config=FIXTURE_CONFIG,

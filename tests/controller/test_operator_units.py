@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -98,6 +99,25 @@ def test_fast_parser_agrees_with_prometheus_client_and_falls_back() -> None:
     assert parse_exposition(escaped) == [("jouleledger_pod_info", {"pod": 'a"b', "uid": "u"}, 1.0)]
     with pytest.raises(ExpositionError):
         parse_exposition('broken{pod="a" 1\n')
+
+
+def test_fast_parser_shares_unchanged_label_sets_and_leaves_unusual_text_to_prometheus_client() -> None:
+    pods = [Pod("ml", f"p{i}", f"u{i}", i * 1.5, i * 0.25, "Job", "j", "ju", "t") for i in range(3)]
+    cache: dict[str, Any] = {}
+    first = parse_exposition(agent_text("n1", 12.5, pods), cache)
+    second = parse_exposition(agent_text("n1", 13.5, pods), cache)
+    assert first == parse_exposition(agent_text("n1", 12.5, pods))  # a cache changes no result
+    energy = [labels for name, labels, _ in second if name == "jouleledger_pod_gpu_energy_joules_total"]
+    seconds = [labels for name, labels, _ in second if name == "jouleledger_pod_gpu_seconds_total"]
+    before = [labels for name, labels, _ in first if name == "jouleledger_pod_gpu_energy_joules_total"]
+    assert all(a is b and b is c for a, b, c in zip(energy, seconds, before, strict=True))  # parsed once
+    # Lines the fast path does not take (a blank line, CRLF, spaces in the label set, a trailing garbage label)
+    # are parsed by prometheus_client or rejected, never misread.
+    assert parse_exposition('a{x="1"} 2\n\nb 3\n', cache) == [("a", {"x": "1"}, 2.0), ("b", {}, 3.0)]
+    assert parse_exposition('a{x="1"} 2\r\n', cache) == [("a", {"x": "1"}, 2.0)]
+    assert parse_exposition('a{ x="1" } 2\n', cache) == [("a", {"x": "1"}, 2.0)]
+    with pytest.raises(ExpositionError):
+        parse_exposition('a{x="1",y} 2\n', cache)
 
 
 def test_selector_and_agent_discovery() -> None:

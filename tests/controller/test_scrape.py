@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
@@ -34,11 +35,23 @@ from jouleledger.metrics.webconfig import load_web_config
 from tests._tls import PASSWORD, SERVER_NAME, USER, Pki, make_pki
 from tests.metrics._views import NODE, example_view
 
-CHUNK_BYTES = 64 * 1024  # the most httpcore reads from a socket at once
+CHUNK_BYTES = 64 * 1024  # the scraper reads the body in chunks of this size
+
+
+def _counting() -> tuple[aiohttp.TraceConfig, list[aiohttp.ClientResponse]]:
+    """A trace that keeps the responses: ``content.total_bytes`` is what the client received from the socket."""
+    responses: list[aiohttp.ClientResponse] = []
+    trace = aiohttp.TraceConfig()
+
+    async def on_end(session: object, context: object, params: aiohttp.TraceRequestEndParams) -> None:
+        responses.append(params.response)
+
+    trace.on_request_end.append(on_end)
+    return trace, responses
 
 
 class _CountingTransport(httpx.AsyncBaseTransport):
-    """The real transport, counting the body bytes the client actually received from the socket."""
+    """The real httpx transport (the serving pods' scrape), counting the body bytes received from the socket."""
 
     def __init__(self) -> None:
         self.inner = httpx.AsyncHTTPTransport()
@@ -65,6 +78,10 @@ class _CountingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def _client(*traces: aiohttp.TraceConfig) -> aiohttp.ClientSession:
+    return build_agent_client(AgentClientConfig(), concurrency=4, trace_configs=traces)
 
 
 @dataclass
@@ -113,7 +130,7 @@ async def _agent(serve: Callable[[_Agent, asyncio.StreamWriter], Awaitable[None]
         await server.wait_closed()
 
 
-def _scraper(client: httpx.AsyncClient, *, timeout_s: float = 5.0, max_body_bytes: int = 1 << 20) -> AgentScraper:
+def _scraper(client: aiohttp.ClientSession, *, timeout_s: float = 5.0, max_body_bytes: int = 1 << 20) -> AgentScraper:
     return AgentScraper(
         client,
         timeout_s=timeout_s,
@@ -135,7 +152,7 @@ async def _drip(agent: _Agent, writer: asyncio.StreamWriter) -> None:
 
 
 async def test_a_dripping_agent_is_cut_at_the_total_timeout() -> None:
-    async with _agent(_drip) as agent, httpx.AsyncClient(trust_env=False) as client:
+    async with _agent(_drip) as agent, _client() as client:
         [outcome] = await _scraper(client, timeout_s=0.5).scrape_all([agent.target()])
     assert outcome.result == TIMEOUT
     assert "0.5 s" in outcome.error
@@ -160,15 +177,13 @@ def _endless(total_bytes: int, *, declare: bool) -> Callable[[_Agent, asyncio.St
 @pytest.mark.parametrize("declare", [False, True], ids=["streamed", "declared-length"])
 async def test_a_300_mb_body_is_aborted_at_the_cap_without_reading_it(declare: bool) -> None:
     cap = 1 << 20
-    transport = _CountingTransport()
-    async with (
-        _agent(_endless(300 * 1024 * 1024, declare=declare)) as agent,
-        httpx.AsyncClient(transport=transport, trust_env=False) as client,
-    ):
+    trace, received = _counting()
+    async with _agent(_endless(300 * 1024 * 1024, declare=declare)) as agent, _client(trace) as client:
         [outcome] = await _scraper(client, max_body_bytes=cap).scrape_all([agent.target()])
     assert outcome.result == TOO_LARGE
     assert str(cap) in outcome.error
-    assert transport.read_bytes <= cap + CHUNK_BYTES
+    [response] = received
+    assert 0 < response.content.total_bytes <= cap + 2 * CHUNK_BYTES  # what sat in the client's read buffer
     assert not agent.finished
 
 
@@ -183,7 +198,7 @@ async def test_a_gzip_bomb_is_capped_on_its_decoded_size() -> None:
         )
         await writer.drain()
 
-    async with _agent(serve) as agent, httpx.AsyncClient(trust_env=False) as client:
+    async with _agent(serve) as agent, _client() as client:
         [outcome] = await _scraper(client, max_body_bytes=1 << 20).scrape_all([agent.target()])
     assert outcome.result == TOO_LARGE
 
@@ -193,7 +208,7 @@ async def test_a_body_that_is_not_utf8_is_an_error_not_a_crash() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\n\xff\xfe\xfd\n")
         await writer.drain()
 
-    async with _agent(serve) as agent, httpx.AsyncClient(trust_env=False) as client:
+    async with _agent(serve) as agent, _client() as client:
         [outcome] = await _scraper(client).scrape_all([agent.target()])
     assert outcome.result == ERROR
     assert "utf-8" in outcome.error

@@ -1,4 +1,4 @@
-"""Fuzzing what an agent can answer the operator's scrape (``controller/scrape.py`` over ``httpx.MockTransport``,
+"""Fuzzing what an agent can answer the operator's scrape (``controller/scrape.py`` over an in-process session,
 the exposition parser and :func:`parse_agent_samples`), folded into a footprint book as a pass folds it.
 
 Whatever one agent sends (broken lines, NaN/inf/negative/huge values, 4,300-digit numbers, duplicate series,
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import urllib.parse
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import httpx
+import multidict
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -71,30 +73,58 @@ class Answer:
 
 @dataclass
 class Agents:
-    """``httpx.MockTransport`` of both agents: each answers the body of its IP."""
+    """Both agents, in process: each answers the body of its IP (status, headers and body as given)."""
 
     answers: dict[str, Answer] = field(default_factory=dict)
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        answer = self.answers[request.url.host]
-        return httpx.Response(answer.status, headers=answer.headers, content=answer.body)
+    def get(self, url: str, **_: object) -> _Response:
+        return _Response(self.answers[urllib.parse.urlsplit(url).hostname or ""])
+
+
+class _Content:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def iter_chunked(self, size: int) -> AsyncIterator[bytes]:
+        for start in range(0, len(self._body), size):
+            yield self._body[start : start + size]
+
+
+class _Response:
+    """The part of an ``aiohttp`` response the scraper reads (``session.get(...)`` as a context manager)."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.status = answer.status
+        self.headers = multidict.CIMultiDict(answer.headers)
+        self.content = _Content(answer.body)
+
+    async def __aenter__(self) -> _Response:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
 
 
 async def _passes(agents: Agents, answers: list[tuple[Answer, Answer]], ledger: FoldedLedger) -> list[ScrapeOutcome]:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(agents.handle)) as client:
-        scraper = AgentScraper(client, timeout_s=5.0, concurrency=2, backoff_base_s=0.0, backoff_max_s=0.0)
-        bad_outcomes: list[ScrapeOutcome] = []
-        for step, (good, bad) in enumerate(answers, start=1):
-            agents.answers = {GOOD.ip: good, BAD.ip: bad}
-            outcomes = await scraper.scrape_all([GOOD, BAD])
-            by_node = {outcome.target.node: outcome for outcome in outcomes}
-            assert by_node["good"].result == OK, by_node["good"].error
-            assert by_node["bad"].result in (OK, ERROR, TOO_LARGE)
-            assert by_node["bad"].result == OK or by_node["bad"].error
-            bad_outcomes.append(by_node["bad"])
-            ledger.fold(outcomes, T0 + 100 * step)
-            assert ledger.energy_mj("uid-good") == good_energy_mj(step)
-            ledger.check_footprints()
+    scraper = AgentScraper(
+        agents,  # type: ignore[arg-type]
+        timeout_s=5.0,
+        concurrency=2,
+        backoff_base_s=0.0,
+        backoff_max_s=0.0,
+    )
+    bad_outcomes: list[ScrapeOutcome] = []
+    for step, (good, bad) in enumerate(answers, start=1):
+        agents.answers = {GOOD.ip: good, BAD.ip: bad}
+        outcomes = await scraper.scrape_all([GOOD, BAD])
+        by_node = {outcome.target.node: outcome for outcome in outcomes}
+        assert by_node["good"].result == OK, by_node["good"].error
+        assert by_node["bad"].result in (OK, ERROR, TOO_LARGE)
+        assert by_node["bad"].result == OK or by_node["bad"].error
+        bad_outcomes.append(by_node["bad"])
+        ledger.fold(outcomes, T0 + 100 * step)
+        assert ledger.energy_mj("uid-good") == good_energy_mj(step)
+        ledger.check_footprints()
     return bad_outcomes
 
 

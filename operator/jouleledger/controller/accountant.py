@@ -25,6 +25,7 @@ from jouleledger.controller.scrape import OK, ScrapeOutcome
 from jouleledger.controller.serving import ServingAccounting
 from jouleledger.core.contract import sanitize_label
 from jouleledger.core.deltas import AgentScrape, DeltaTracker, PodIdentity
+from jouleledger.core.folded import FoldedUntil
 from jouleledger.core.footprints import (
     CLOCK_SKEW_ALLOWANCE_S,
     Attribution,
@@ -107,6 +108,7 @@ class Accountant:
         self.clock_skew_s = clock_skew_s
         self.ledger = FootprintBook(config.currency)
         self.tracker = DeltaTracker(max_gpu_power_w=config.max_gpu_power_w)
+        self.folded = FoldedUntil()  # per node, the finished pods agents may leave out (core/folded.py)
         self.stats = OperatorStats()
         self.relister = Relister(
             cluster, api, self.stats, every_passes=relist_every_passes(config.relist_interval_s, scrape_interval_s)
@@ -164,6 +166,7 @@ class Accountant:
         for account in accounts:
             if self.shard.owns(account.ref.uid):  # another shard's footprints: it restores and writes them
                 self.ledger.restore(account)
+                self.folded.restored_from(account.folded_until)
         watermarks = self.tracker.restore_all(self.ledger.watermarks())
         self.restored = True
         log.info("restored %d footprints (%d series watermarks)", len(self.ledger.accounts), watermarks)
@@ -185,7 +188,7 @@ class Accountant:
         await self.relister.maybe_reconcile()  # forget what was deleted while a watch was down (controller/relist.py)
         targets = self.cluster.agent_targets()
         self.stats.agents = len(targets)
-        outcomes = await self.scraper.scrape_all(targets)
+        outcomes = await self.scraper.scrape_all(targets, self.folded.values())
         scraped = self._monotonic()
         now = self._clock()
         folded_mj, scraped_ok = await self._fold(outcomes, now)
@@ -193,8 +196,13 @@ class Accountant:
             await self.serving.run_pass(self.api, now)
         finalized = self.recorder.finalize(now, self._folded_tick, self._scrape_ok)
         folded = self._monotonic()
-        written, write_errors = await self._persist(now)
+        # Final footprints first and their Jobs annotated at once; then the running ones (a Job's annotation never
+        # waits behind the periodic writes of thousands of running workloads).
+        written, write_errors = await self._persist(now, finals_only=True)
         annotated = await self.recorder.annotate(now)
+        more, more_errors = await self._persist(now, budget=self.writes_per_pass - written - write_errors)
+        written, write_errors = written + more, write_errors + more_errors
+        self.folded.advance(self.ledger.persisted)
         self._collect_garbage(now)
         self.passes += 1
         self._last_pass_s = self._monotonic()
@@ -266,6 +274,7 @@ class Accountant:
             self.serving.add_deltas(deltas, rates)
         self._last_end[scrape.node] = now
         self._folded_tick[scrape.node] = scrape.last_tick_unix_s
+        self.folded.folded(scrape)
         self.stats.node_intensity[scrape.node] = NodeIntensity(reading.zone, reading.source, reading.g_per_kwh)
         return summary.energy_mj
 
@@ -284,8 +293,13 @@ class Accountant:
 
     # --- persistence -------------------------------------------------------------------------------------------
 
-    async def _persist(self, now: float) -> tuple[int, int]:  # final ones first, then the least recently written
-        return await self._write_all(self.ledger.due_for_write(now, self.write_interval_s, self.writes_per_pass), now)
+    async def _persist(self, now: float, *, finals_only: bool = False, budget: int | None = None) -> tuple[int, int]:
+        # Final ones first, then the least recently written; ``finals_only``: the final ones not written yet.
+        limit = self.writes_per_pass if budget is None else max(0, budget)
+        due = self.ledger.due_for_write(now, self.write_interval_s, limit)
+        if finals_only:
+            due = [account for account in due if account.final is not None and not account.final_written]
+        return await self._write_all(due, now)
 
     async def flush(self) -> tuple[int, int]:
         """Persist every changed footprint now, without the per-pass limit (at shutdown)."""
@@ -307,6 +321,7 @@ class Accountant:
             log.debug("dry run: would write footprint %s/%s (%s %s)", ref.namespace, ref.uid, ref.kind, ref.name)
             account.written(now)
             return True
+        account.folded_until.update(self.folded.persisted_for(account.nodes))
         try:
             conflicts = await self.footprints.save(account, currency=self.config.currency, merge=self._merge_stored)
         except ApiError as error:

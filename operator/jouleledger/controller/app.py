@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import httpx
+import aiohttp
 import kopf
 from prometheus_client import CollectorRegistry
 
@@ -149,7 +149,7 @@ class OperatorApp:
         self.accountant: Accountant | None = None
         self.metrics_port: int | None = None
         self._kube: KubeApi | None = None
-        self._agent_client: httpx.AsyncClient | None = None
+        self._agent_client: aiohttp.ClientSession | None = None
         self._source: PrometheusSource | None = None
         self._stop = asyncio.Event()
         self._flushed = True  # nothing to flush before accounting started
@@ -247,7 +247,7 @@ class OperatorApp:
         if self._kube is not None:
             await self._kube.aclose()
         if self._agent_client is not None:
-            await self._agent_client.aclose()
+            await self._agent_client.close()
         self._kube = self._agent_client = None
         if self._source is not None:
             await self._source.aclose()

@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 class AccountingSource(Protocol):
     """Where a pass reads the agents' counters: the direct scraper, or :class:`PrometheusSource`."""
 
-    async def scrape_all(self, targets: Sequence[AgentTarget]) -> list[ScrapeOutcome]: ...
+    async def scrape_all(
+        self, targets: Sequence[AgentTarget], folded_until: Mapping[str, float] | None = None
+    ) -> list[ScrapeOutcome]: ...
 
 
 class PrometheusSource:
@@ -57,8 +59,11 @@ class PrometheusSource:
         self.query = self._plain_query
         return self._api.query(self.query, time_s, finite=False)
 
-    async def scrape_all(self, targets: Sequence[AgentTarget]) -> list[ScrapeOutcome]:
-        """One outcome per agent target, all from one query."""
+    async def scrape_all(
+        self, targets: Sequence[AgentTarget], folded_until: Mapping[str, float] | None = None
+    ) -> list[ScrapeOutcome]:
+        """One outcome per agent target, all from one query (``folded_until`` does not apply: Prometheus holds
+        what it scraped, finished pods included)."""
         try:
             result = await asyncio.to_thread(self._query, self._clock())
         except PrometheusError as error:

@@ -17,19 +17,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import resource
 import ssl
 import time
-from collections.abc import Callable, Sequence
+import urllib.parse
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import aiohttp
 import httpx
 
 from jouleledger.controller.cluster import AgentTarget
+from jouleledger.core.contract import FOLDED_UNTIL_PARAM
 from jouleledger.core.deltas import AgentScrape, ScrapeFormatError, parse_agent_samples
 from jouleledger.core.units import positive
-from jouleledger.metrics.operator_collector import ExpositionError, parse_exposition
+from jouleledger.metrics.operator_collector import ExpositionError, LabelsCache, parse_exposition
 
 __all__ = [
     "AgentClientConfig",
@@ -37,7 +42,9 @@ __all__ = [
     "BodyTooLargeError",
     "ScrapeOutcome",
     "build_agent_client",
+    "fetch_agent",
     "fetch_bounded",
+    "open_file_budget",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,21 +123,44 @@ class AgentClientConfig:
         return {}
 
 
-def build_agent_client(config: AgentClientConfig, *, concurrency: int) -> httpx.AsyncClient:
-    """The HTTP client of the scraper, one for the operator's lifetime (never the environment's proxies).
+def build_agent_client(
+    config: AgentClientConfig,
+    *,
+    concurrency: int,
+    trace_configs: Sequence[aiohttp.TraceConfig] = (),
+) -> aiohttp.ClientSession:
+    """The HTTP client of the scraper, one for the operator's lifetime (never the environment's proxies); call it
+    with an event loop running.
 
-    Connections are kept alive across passes, at most ``concurrency`` of them (the pool closes an idle one to
-    open another), so that small clusters skip TCP and TLS setup on every pass without one idle socket per node.
+    aiohttp rather than httpx: an agent request costs about a tenth of the CPU (measured on the benchmark's
+    expositions: 0.2 ms against 1.5-2.6 ms), which is most of a pass at a thousand agents. At most ``concurrency``
+    requests run at once; the connection to each agent is kept alive across passes (see :class:`AgentScraper` for
+    the bound on idle connections), so that a pass skips TCP and TLS setup.
     """
     context = config.ssl_context()
-    return httpx.AsyncClient(
-        verify=True if context is None else context,
-        limits=httpx.Limits(
-            max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=KEEPALIVE_EXPIRY_S
-        ),
-        trust_env=False,
-        follow_redirects=False,
+    connector = aiohttp.TCPConnector(
+        limit=concurrency, keepalive_timeout=KEEPALIVE_EXPIRY_S, ssl=True if context is None else context
     )
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,
+        auto_decompress=False,  # decoded here, under the body cap (a gzip bomb never expands in memory)
+        trace_configs=list(trace_configs) or None,
+    )
+
+
+def open_file_budget() -> int:
+    """How many agent connections may stay open between passes: half the open-file limit, raised to its hard
+    maximum first (as Go programs do), so that sockets never starve the process of file descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return max(0, soft // 2 - 64)
 
 
 @dataclass(slots=True)
@@ -182,12 +212,87 @@ async def fetch_bounded(
             await response.aclose()
 
 
+_DECODERS: Final[Mapping[str, int]] = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+READ_CHUNK_BYTES: Final = 64 * 1024
+
+
+async def fetch_agent(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    timeout_s: float,
+    max_body_bytes: int,
+    headers: Mapping[str, str],
+    server_name: str = "",
+    keep_alive: bool = True,
+) -> tuple[int, bytes]:
+    """GET an agent's ``url``: ``(status, body)``, the body read only for a 200 and only up to ``max_body_bytes``
+    once decoded (gzip and deflate are decoded here, chunk by chunk, never past the cap).
+
+    The whole request must finish within ``timeout_s`` (``TimeoutError``); a body over the cap raises
+    :class:`BodyTooLargeError` as soon as it is known; transport failures raise ``aiohttp.ClientError`` or
+    ``OSError``. ``keep_alive=False`` closes the connection after the answer.
+    """
+    request_headers = {**headers, "Accept-Encoding": "gzip"}
+    if not keep_alive:
+        request_headers["Connection"] = "close"
+    async with (
+        asyncio.timeout(timeout_s),
+        session.get(
+            url,
+            headers=request_headers,
+            allow_redirects=False,
+            server_hostname=server_name or None,
+            timeout=aiohttp.ClientTimeout(total=None),
+        ) as response,
+    ):
+        if response.status != 200:
+            return response.status, b""
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        declared = response.headers.get("Content-Length", "")
+        if encoding == "identity" and declared.isdigit() and int(declared) > max_body_bytes:
+            raise BodyTooLargeError(f"declared {declared} bytes")
+        wbits = _DECODERS.get(encoding)
+        if encoding != "identity" and wbits is None:
+            raise aiohttp.ClientPayloadError(f"unsupported Content-Encoding {encoding!r}")
+        decoder = None if wbits is None else zlib.decompressobj(wbits)
+        chunks: list[bytes] = []
+        size = 0
+        async for raw in response.content.iter_chunked(READ_CHUNK_BYTES):
+            data = raw
+            while data:
+                try:
+                    chunk = data if decoder is None else decoder.decompress(data, max_body_bytes + 1 - size)
+                except zlib.error as error:  # a body that is not what its Content-Encoding says
+                    raise aiohttp.ClientPayloadError(f"invalid {encoding} body: {error}") from error
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise BodyTooLargeError(f"aborted after {size} bytes")
+                chunks.append(chunk)
+                data = b"" if decoder is None else decoder.unconsumed_tail
+        if decoder is not None:
+            try:
+                tail = decoder.flush()
+            except zlib.error as error:
+                raise aiohttp.ClientPayloadError(f"invalid {encoding} body: {error}") from error
+            if size + len(tail) > max_body_bytes:
+                raise BodyTooLargeError(f"aborted after {size + len(tail)} bytes")
+            chunks.append(tail)
+        return 200, b"".join(chunks)
+
+
 class AgentScraper:
-    """Scrapes agent ``/metrics`` endpoints through an injected ``httpx.AsyncClient``."""
+    """Scrapes agent ``/metrics`` endpoints through an injected ``aiohttp.ClientSession``
+    (:func:`build_agent_client`).
+
+    The connections to the first ``keep_alive_agents`` agents stay open between passes; the others are closed
+    after each answer, so that idle sockets stay within the process's open-file limit (:func:`open_file_budget`,
+    the default).
+    """
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         *,
         timeout_s: float,
         concurrency: int,
@@ -196,6 +301,7 @@ class AgentScraper:
         monotonic: Callable[[], float] = time.monotonic,
         max_body_bytes: int = MAX_BODY_BYTES,
         agent_client: AgentClientConfig | None = None,
+        keep_alive_agents: int | None = None,
     ) -> None:
         positive("scrape timeout", timeout_s)
         self._client = client
@@ -207,6 +313,8 @@ class AgentScraper:
         self._max_body_bytes = max_body_bytes
         self._agent_client = agent_client if agent_client is not None else AgentClientConfig()
         self._backoff: dict[str, _Backoff] = {}
+        self._labels: dict[str, LabelsCache] = {}  # per node: its agent's label sets, parsed once
+        self._keep_alive_agents = open_file_budget() if keep_alive_agents is None else keep_alive_agents
 
     def _due(self, node: str, now_s: float) -> bool:
         state = self._backoff.get(node)
@@ -215,8 +323,12 @@ class AgentScraper:
         wait_s = min(self._max_s, self._base_s * float(2 ** min(state.failures - 1, 30) - 1))
         return now_s - state.last_failure_s >= wait_s
 
-    async def scrape_all(self, targets: Sequence[AgentTarget]) -> list[ScrapeOutcome]:
-        """One scrape of every agent that is not backing off, concurrently (bounded)."""
+    async def scrape_all(
+        self, targets: Sequence[AgentTarget], folded_until: Mapping[str, float] | None = None
+    ) -> list[ScrapeOutcome]:
+        """One scrape of every agent that is not backing off, concurrently (bounded); an agent whose node has a
+        ``folded_until`` value (:mod:`jouleledger.core.folded`) is asked to leave out the pods finished by then."""
+        until = folded_until or {}
         now_s = self._monotonic()
         due = [target for target in targets if self._due(target.node, now_s)]
         skipped = [ScrapeOutcome(target, BACKOFF) for target in targets if not self._due(target.node, now_s)]
@@ -226,7 +338,13 @@ class AgentScraper:
             log.error("cannot read the agents' scrape credentials: %s", error)
             outcomes = [ScrapeOutcome(target, ERROR, error=f"credentials: {error}") for target in due]
         else:
-            outcomes = await asyncio.gather(*(self._scrape(target, headers) for target in due))
+            keep = self._keep_alive_agents
+            outcomes = await asyncio.gather(
+                *(
+                    self._scrape(target, headers, until.get(target.node), keep_alive=index < keep)
+                    for index, target in enumerate(due)
+                )
+            )
         for outcome in outcomes:
             state = self._backoff.setdefault(outcome.target.node, _Backoff())
             if outcome.result == OK:
@@ -237,25 +355,38 @@ class AgentScraper:
         live = {target.node for target in targets}
         for node in [node for node in self._backoff if node not in live]:
             del self._backoff[node]
+        for node in [node for node in self._labels if node not in live]:
+            del self._labels[node]
         return [*outcomes, *skipped]
 
-    def _url(self, target: AgentTarget) -> str:
+    def _url(self, target: AgentTarget, folded_until_s: float | None = None) -> str:
         host = f"[{target.ip}]" if ":" in target.ip else target.ip
-        return f"{self._agent_client.scheme}://{host}:{target.port}/metrics"
+        url = f"{self._agent_client.scheme}://{host}:{target.port}/metrics"
+        if folded_until_s is None:
+            return url
+        # repr() is the shortest text that reads back as the same float: the agent compares finish times exactly.
+        return f"{url}?{FOLDED_UNTIL_PARAM}={urllib.parse.quote(repr(float(folded_until_s)))}"
 
-    async def _scrape(self, target: AgentTarget, headers: dict[str, str]) -> ScrapeOutcome:
+    async def _scrape(
+        self,
+        target: AgentTarget,
+        headers: dict[str, str],
+        folded_until_s: float | None = None,
+        *,
+        keep_alive: bool = True,
+    ) -> ScrapeOutcome:
         async with self._semaphore:
             try:
-                server_name = self._agent_client.server_name
-                status, body = await fetch_bounded(
+                status, body = await fetch_agent(
                     self._client,
-                    self._url(target),
+                    self._url(target, folded_until_s),
                     timeout_s=self._timeout_s,
                     max_body_bytes=self._max_body_bytes,
                     headers=headers,
-                    extensions={"sni_hostname": server_name} if server_name else None,
+                    server_name=self._agent_client.server_name,
+                    keep_alive=keep_alive,
                 )
-            except (TimeoutError, httpx.TimeoutException):
+            except TimeoutError:
                 log.warning("agent %s on %s: timed out after %.3g s", target.pod, target.node, self._timeout_s)
                 return ScrapeOutcome(target, TIMEOUT, error=f"no complete answer within {self._timeout_s:g} s")
             except BodyTooLargeError as error:
@@ -267,7 +398,7 @@ class AgentScraper:
                     error,
                 )
                 return ScrapeOutcome(target, TOO_LARGE, error=f"exposition larger than {self._max_body_bytes} bytes")
-            except (httpx.HTTPError, OSError) as error:  # OSError: a TLS alert can surface after the handshake
+            except (aiohttp.ClientError, OSError) as error:  # OSError: a TLS alert can surface after the handshake
                 log.warning("agent %s on %s: %s: %s", target.pod, target.node, type(error).__name__, error)
                 return ScrapeOutcome(target, ERROR, error=f"{type(error).__name__}: {error}")
         if status != 200:
@@ -275,7 +406,8 @@ class AgentScraper:
             return ScrapeOutcome(target, ERROR, error=f"HTTP {status}")
         try:
             text = body.decode("utf-8")
-            scrape = parse_agent_samples(parse_exposition(text), expected_node=target.node)
+            samples = parse_exposition(text, self._labels.setdefault(target.node, {}))
+            scrape = parse_agent_samples(samples, expected_node=target.node)
         except (UnicodeDecodeError, ExpositionError, ScrapeFormatError) as error:
             log.warning("agent %s on %s: %s", target.pod, target.node, error)
             return ScrapeOutcome(target, ERROR, error=str(error))

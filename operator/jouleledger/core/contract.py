@@ -68,6 +68,10 @@ AGENT_POD_SOURCE_ERRORS: Final = "jouleledger_agent_pod_source_errors"
 AGENT_CHECKPOINT_WRITES: Final = "jouleledger_agent_checkpoint_writes"
 AGENT_CHECKPOINT_ERRORS: Final = "jouleledger_agent_checkpoint_errors"
 
+FOLDED_UNTIL_PARAM: Final = "folded_until"
+"""The agent's ``/metrics`` query parameter: unix seconds (one of its pod finish times) up to which the scraper has
+durably folded its finished pods; those are left out of the answer (operator: core/folded.py)."""
+
 # --- operator: roll-ups for chargeback ---------------------------------------------------------------------------
 NAMESPACE_ENERGY: Final = "jouleledger_namespace_gpu_energy_joules"
 NAMESPACE_GPU_SECONDS: Final = "jouleledger_namespace_gpu_seconds"

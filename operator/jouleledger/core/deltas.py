@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from jouleledger.core import contract
 from jouleledger.core.model import Owner
@@ -106,9 +106,10 @@ class ScrapeFormatError(ValueError):
     """The exposition is not an agent's: no ``jouleledger_agent_info`` or no last-tick gauge."""
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class SeriesKey:
-    """One per-pod counter series as the agent exports it (a pod re-created under the same name shares it)."""
+class SeriesKey(NamedTuple):
+    """One per-pod counter series as the agent exports it (a pod re-created under the same name shares it).
+
+    A named tuple, not a dataclass: every pass hashes and compares tens of thousands of them."""
 
     node: str
     namespace: str
@@ -239,6 +240,12 @@ def within_power(energy_mj: int, gpu_seconds: float, power_limit_w: float) -> bo
     return energy_mj <= bound_mj
 
 
+def _duplicate(seen: dict[tuple[str, object], float], key: tuple[str, object], raw: float) -> bool:
+    """Whether a counter series already had another value in this exposition (records the first one)."""
+    first = seen.setdefault(key, raw)
+    return first is not raw and not (first == raw or (math.isnan(first) and math.isnan(raw)))
+
+
 def _series_key(node: str, labels: Mapping[str, str]) -> SeriesKey:
     return SeriesKey(
         node,
@@ -299,67 +306,81 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
     if expected_node and node != expected_node:
         raise ScrapeFormatError(f"agent reports node {node!r} but runs on node {expected_node!r}")
 
-    for name, labels, raw in pending:
+    pod_series: list[Sample] = []
+    for sample in pending:
+        name, labels, raw = sample
         if labels.get("node", node) != node:
             rejected.append(Rejection(name, labels, "wrong_node"))
             continue
-        if name == POD_INFO_SAMPLE:
+        if name in _POD_COUNTERS:
+            pod_series.append(sample)
+        elif name == POD_INFO_SAMPLE:
             identity = PodIdentity(
                 namespace=labels.get("namespace", ""),
                 name=labels.get("pod", ""),
                 uid=labels.get("uid", ""),
                 owner=_owner(labels),
-                labels={key[len("label_") :]: val for key, val in labels.items() if key.startswith("label_")},
+                labels={key[6:]: val for key, val in labels.items() if key.startswith("label_")},
             )
             if not identity.uid or not identity.namespace or not identity.name:
                 rejected.append(Rejection(name, labels, "incomplete_pod_info"))
                 continue
             pods.setdefault((identity.namespace, identity.name), []).append(identity)
             continue
-        if name in _COUNTERS:
-            seen_key = (name, _series_key(node, labels) if name in _POD_COUNTERS else labels.get("gpu", ""))
-            first = seen.setdefault(seen_key, raw)
-            if first is not raw and not (first == raw or (math.isnan(first) and math.isnan(raw))):
-                # one series with two values: which is true? Neither is counted; its baseline stays
-                rejected.append(Rejection(name, labels, "duplicate_series"))
-                if name in _POD_COUNTERS:
-                    held.add(_series_key(node, labels))
-                else:
-                    duplicated_gpus.add(labels.get("gpu", ""))
-                continue
-        value, rejection = _value(name, labels, raw)
-        if rejection is not None or value is None:
-            rejected.append(rejection or Rejection(name, labels, "invalid"))
-            if name in (POD_ENERGY_SAMPLE, POD_GPU_SECONDS_SAMPLE, POD_FROM_POWER_SAMPLE):
-                held.add(_series_key(node, labels))
-            continue
-        if name == contract.POD_FINISHED:
-            finished[(labels.get("namespace", ""), labels.get("pod", ""))] = value
-        elif name == GPU_ENERGY_SAMPLE:
-            if labels.get("model"):
-                models[labels.get("gpu", "")] = labels["model"]
-        elif name == GPU_UNALLOCATED_SAMPLE:
-            unallocated[labels.get("gpu", "")] = j_to_mj(value)
-        elif name == contract.GPU_POWER_LIMIT:
-            if value > 0:
-                limits[labels.get("gpu", "")] = value
         else:
-            key = _series_key(node, labels)
-            if name == POD_ENERGY_SAMPLE:
-                energy[key] = j_to_mj(value)
-            elif name == POD_FROM_POWER_SAMPLE:
-                from_power[key] = j_to_mj(value)
-            else:
-                seconds[key] = value
+            if name == GPU_UNALLOCATED_SAMPLE and _duplicate(seen, (name, labels.get("gpu", "")), raw):
+                rejected.append(Rejection(name, labels, "duplicate_series"))
+                duplicated_gpus.add(labels.get("gpu", ""))
+                continue
+            value, rejection = _value(name, labels, raw)
+            if rejection is not None or value is None:
+                rejected.append(rejection or Rejection(name, labels, "invalid"))
+            elif name == contract.POD_FINISHED:
+                finished[(labels.get("namespace", ""), labels.get("pod", ""))] = value
+            elif name == GPU_ENERGY_SAMPLE:
+                if labels.get("model"):
+                    models[labels.get("gpu", "")] = labels["model"]
+            elif name == GPU_UNALLOCATED_SAMPLE:
+                unallocated[labels.get("gpu", "")] = j_to_mj(value)
+            elif name == contract.GPU_POWER_LIMIT and value > 0:
+                limits[labels.get("gpu", "")] = value
+
+    # The pod counters: most of the exposition. The energy, GPU-seconds and energy-from-power lines of one series
+    # usually share one label mapping (the parser's cache), so its key is built once.
+    keys: dict[int, SeriesKey] = {}
+    for name, labels, raw in pod_series:
+        key = keys.get(id(labels))
+        if key is None:
+            key = keys[id(labels)] = _series_key(node, labels)
+        if _duplicate(seen, (name, key), raw):  # one series with two values: neither is counted, its baseline stays
+            rejected.append(Rejection(name, labels, "duplicate_series"))
+            held.add(key)
+            continue
+        maximum = MAX_GPU_SECONDS if name == POD_GPU_SECONDS_SAMPLE else MAX_COUNTER_J
+        if type(raw) is float and 0.0 <= raw <= maximum:  # the common case, no rejection bookkeeping (NaN fails)
+            value = raw
+        else:
+            checked, rejection = _value(name, labels, raw)
+            if rejection is not None or checked is None:
+                rejected.append(rejection or Rejection(name, labels, "invalid"))
+                held.add(key)
+                continue
+            value = checked
+        if name == POD_ENERGY_SAMPLE:
+            energy[key] = j_to_mj(value)
+        elif name == POD_FROM_POWER_SAMPLE:
+            from_power[key] = j_to_mj(value)
+        else:
+            seconds[key] = value
 
     for gpu in duplicated_gpus:
         unallocated.pop(gpu, None)  # its baseline stays as it is
     series: dict[SeriesKey, SeriesValue] = {}
-    for key in sorted(set(energy) | set(seconds)):
+    for key in sorted(energy.keys() | seconds.keys()):
         if key in held:
             continue
-        where = {"namespace": key.namespace, "pod": key.pod, "gpu": key.device}
         if (key.namespace, key.pod) not in pods:
+            where = {"namespace": key.namespace, "pod": key.pod, "gpu": key.device}
             rejected.append(Rejection(POD_ENERGY_SAMPLE, where, "no_pod_info"))
             continue
         total_mj = energy.get(key, 0)

@@ -202,6 +202,8 @@ class WorkloadAccount:
     dirty: bool = True
     urgent: bool = False  # a reset was folded: persist now, not at the next write interval
     written_unix_s: float = 0.0
+    folded_until: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """Per node ``(epoch, folded_until)`` when last written (:mod:`jouleledger.core.folded`)."""
 
     @property
     def finalized(self) -> bool:
@@ -276,6 +278,9 @@ class WorkloadAccount:
                 self.interval_start_unix_s or previous.interval_start_unix_s, previous.interval_start_unix_s
             )
         self.interval_end_unix_s = max(self.interval_end_unix_s, previous.interval_end_unix_s)
+        for node, (epoch, until_s) in previous.folded_until.items():
+            if node not in self.folded_until or until_s > self.folded_until[node][1]:
+                self.folded_until[node] = (epoch, until_s)
         self.dirty = True
 
     def written(self, now_unix_s: float) -> None:
@@ -419,6 +424,13 @@ class FootprintBook:
         for account in self.accounts.values():
             for (key, pod_uid), value in account.watermarks.items():
                 yield key, pod_uid, value
+
+    def persisted(self, key: SeriesKey, pod_uid: str) -> bool:
+        """Whether the footprint holding ``pod_uid``'s share of ``key`` is written with it (True when no account of
+        this book holds that share: there is nothing of it to write)."""
+        holder = self._holder.get((key, pod_uid))
+        account = None if holder is None else self.accounts.get(holder)
+        return account is None or not account.dirty
 
     def _index(self, watermark: tuple[SeriesKey, str], workload_uid: str) -> None:
         self._holder[watermark] = workload_uid

@@ -132,6 +132,11 @@ def footprint_status(account: WorkloadAccount) -> dict[str, Any]:
             for (key, pod_uid), value in sorted(account.watermarks.items())
         ],
     }
+    if account.folded_until:
+        status["foldedUntil"] = [
+            {"node": node, "epoch": epoch, "unixSeconds": until_s}
+            for node, (epoch, until_s) in sorted(account.folded_until.items())
+        ]
     final = account.final
     if final is not None:
         status["final"] = {
@@ -252,6 +257,11 @@ def account_from_object(obj: Mapping[str, Any], *, currency: str) -> WorkloadAcc
             int(_number(f"{where}: series[{index}].ticks", item.get("ticks", 0), integer=True)),
             int(_number(f"{where}: series[{index}].energyFromPowerMj", item.get("energyFromPowerMj", 0), integer=True)),
         )
+    for index, item in enumerate(status.get("foldedUntil") or ()):
+        if not isinstance(item, Mapping) or not item.get("node"):
+            raise RecordError(f"{where}: foldedUntil[{index}] is not an object with a node")
+        until_s = _number(f"{where}: foldedUntil[{index}].unixSeconds", item.get("unixSeconds"))
+        account.folded_until[str(item["node"])] = (str(item.get("epoch", "")), until_s)
     account.pods = {pod_uid for _, pod_uid in account.watermarks}
     pods = int(_number(f"{where}: pods", status.get("pods", 0), integer=True))
     account.pods_before = max(0, pods - len(account.pods))

@@ -55,7 +55,7 @@ __all__ = [
     "without_folded",
 ]
 
-FOLDED_UNTIL_PARAM = "folded_until"
+FOLDED_UNTIL_PARAM = names.FOLDED_UNTIL_PARAM
 """The ``/metrics`` query parameter: unix seconds up to which the scraper has folded the agent's finished pods."""
 
 MJ_PER_J = 1000
