@@ -28,10 +28,8 @@ from jouleledger.core.deltas import AgentScrape, DeltaTracker, PodIdentity
 from jouleledger.core.folded import FoldedUntil
 from jouleledger.core.footprints import (
     CLOCK_SKEW_ALLOWANCE_S,
-    Attribution,
     FootprintBook,
     WorkloadAccount,
-    attribute,
     default_finalize_deadline_s,
     default_write_interval_s,
 )
@@ -117,11 +115,11 @@ class Accountant:
         self._folded_tick: dict[str, float] = {}
         self._scrape_ok: set[str] = set()
         self._last_end: dict[str, float] = {}
-        self._team_key = sanitize_label(config.team_label)
         self._last_pass_s: float | None = None
         self.passes = 0
-        self.owners = OwnerVerifier(cluster, api, monotonic=monotonic)
-        self._untrusted: set[str] = set()  # pods whose named owner was not verified (counted once)
+        self.owners = OwnerVerifier(
+            cluster, api, monotonic=monotonic, stats=self.stats, team_key=sanitize_label(config.team_label)
+        )
         self.recorder = JobRecorder(
             ledger=self.ledger,
             cluster=cluster,
@@ -269,7 +267,7 @@ class Accountant:
         rates = self.config.interval_rates(
             start, now, zone, reading, backend=scrape.backend, simulated=scrape.simulated
         )
-        summary = self.ledger.fold(deltas, rates, self._attribute, scrape.model_of)
+        summary = self.ledger.fold(deltas, rates, self.owners.attribute, scrape.model_of)
         if self.serving is not None:
             self.serving.add_deltas(deltas, rates)
         self._last_end[scrape.node] = now
@@ -279,17 +277,7 @@ class Accountant:
         return summary.energy_mj
 
     def _workload_uid(self, pod: PodIdentity) -> str:
-        return self._attribute(pod).workload.uid
-
-    def _attribute(self, pod: PodIdentity) -> Attribution:
-        owner = self.owners.trusted(pod)
-        if owner is None and pod.owner is not None and pod.uid not in self._untrusted:
-            self._untrusted.add(pod.uid)
-            self.stats.count_rejected("unverified_owner")
-            log.warning("pod %s/%s names an owner %s not found in its namespace", pod.namespace, pod.name, pod.owner)
-        return attribute(
-            pod, owner, self.cluster.owners, team_key=self._team_key, watched_team=self.cluster.team_of(pod.uid)
-        )
+        return self.owners.attribute(pod).workload.uid
 
     # --- persistence -------------------------------------------------------------------------------------------
 

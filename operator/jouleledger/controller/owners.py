@@ -16,7 +16,9 @@ from typing import Final
 
 from jouleledger.controller.cluster import ClusterState
 from jouleledger.core.deltas import PodIdentity
+from jouleledger.core.footprints import Attribution, attribute
 from jouleledger.core.model import Owner
+from jouleledger.core.operator_stats import OperatorStats
 from jouleledger.core.workload import api_version_of
 from jouleledger.kube.api import ApiError, KubeApi, object_path
 
@@ -31,10 +33,21 @@ NEGATIVE_TTL_S: Final = 300.0
 class OwnerVerifier:
     """Verifies the owners the agents report (see the module docstring)."""
 
-    def __init__(self, cluster: ClusterState, api: KubeApi, *, monotonic: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        cluster: ClusterState,
+        api: KubeApi,
+        *,
+        monotonic: Callable[[], float],
+        stats: OperatorStats | None = None,
+        team_key: str = "",
+    ) -> None:
         self._cluster = cluster
         self._api = api
         self._monotonic = monotonic
+        self._stats = stats if stats is not None else OperatorStats()
+        self._team_key = team_key
+        self._untrusted: set[str] = set()  # pods whose named owner was not verified (counted once)
         self._found: set[tuple[str, str, str, str]] = set()  # (namespace, kind, name, uid)
         self._missing: dict[tuple[str, str, str, str], float] = {}  # -> when it was looked up
 
@@ -77,3 +90,19 @@ class OwnerVerifier:
         if namespace is not None:
             return owner if namespace == pod.namespace else None
         return owner if self._key(pod, owner) in self._found else None
+
+    def attribute(self, pod: PodIdentity) -> Attribution:
+        """The workload and team a pod's energy is charged to, through its owner only when verified (an unverified
+        owner is counted once per pod as ``unverified_owner``)."""
+        owner = self.trusted(pod)
+        if owner is None and pod.owner is not None and pod.uid not in self._untrusted:
+            self._untrusted.add(pod.uid)
+            self._stats.count_rejected("unverified_owner")
+            log.warning("pod %s/%s names an owner %s not found in its namespace", pod.namespace, pod.name, pod.owner)
+        return attribute(
+            pod,
+            owner,
+            self._cluster.owners,
+            team_key=self._team_key,
+            watched_team=self._cluster.team_of(pod.uid),
+        )
