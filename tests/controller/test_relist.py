@@ -151,7 +151,7 @@ async def test_relister_prunes_each_kind_keeps_a_racing_add_and_skips_a_kind_it_
     assert [target.node for target in cluster.agent_targets()] == ["n1"]
     assert sorted(cluster.node_zones) == ["n1", "n2"]
     assert "rs-1" in cluster.owners  # its listing failed: nothing is pruned from an incomplete answer
-    assert stats.pruned == {"pods": 1, "jobs": 1}
+    assert stats.pruned == {"pods": 1, "jobs": 1, "replicasets": 0, "nodes": 0}
     assert stats.footprint_errors == {"relist_failed": 1}
     agent_selection = {
         "labelSelector": "app.kubernetes.io/component=agent",
@@ -164,7 +164,7 @@ async def test_relister_prunes_each_kind_keeps_a_racing_add_and_skips_a_kind_it_
     assert [await relist.maybe_reconcile() for _ in range(2)] == [0, 2]  # c is not listed now; rs-1 neither
     assert sorted(cluster.jobs) == ["job-a"]
     assert "rs-1" not in cluster.owners
-    assert stats.pruned == {"pods": 1, "jobs": 2, "replicasets": 1}
+    assert stats.pruned == {"pods": 1, "jobs": 2, "replicasets": 1, "nodes": 0}
     assert relist.runs == 2
 
 
@@ -321,7 +321,8 @@ async def test_objects_deleted_while_watches_are_down_leave_the_view_at_the_reli
     assert "uid-train-2" not in cluster.jobs
     assert "pod-train-2" not in cluster.pods
     assert "n2" not in cluster.node_zones
-    assert accountant.view().pruned == {"pods": 2, "jobs": 1, "nodes": 1}  # agent-n2 and train-2-x; train-2; n2
+    # agent-n2 and train-2-x; train-2; n2
+    assert accountant.view().pruned == {"pods": 2, "jobs": 1, "nodes": 1, "replicasets": 0}
     assert accountant.ledger.accounts["uid-train-1"].totals.energy_mj == 5000 * 1000  # n2's energy stays
 
     # Both remaining Jobs complete: train-0 is final at n1's next tick; train-1 waits for n2's, which never comes.
@@ -352,6 +353,7 @@ async def test_objects_deleted_while_watches_are_down_leave_the_view_at_the_reli
     assert footprint(api, "train-1")["status"]["final"]["missingNodes"] == ["n2"]
     assert annotation_patches(api, "train-2") == 0
     figure(
-        f"relist after watches held: pruned {dict(accountant.view().pruned)}, relists {relist.runs}, "
+        f"relist after watches held: pruned { ({k: v for k, v in accountant.view().pruned.items() if v}) }, "
+        f"relists {relist.runs}, "
         f"Jobs annotated once {len(energy_j)}, mJ lost or doubled 0"
     )

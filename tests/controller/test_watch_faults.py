@@ -55,6 +55,7 @@ def test_production_watch_timeouts_are_finite() -> None:
     configure_watching(settings)
     server, client = settings.watching.server_timeout, settings.watching.client_timeout
     assert server == WATCH_SERVER_TIMEOUT_S
+    assert isinstance(server, int)  # sent as timeoutSeconds: a real API server refuses 300.0 with 400
     assert client == WATCH_CLIENT_TIMEOUT_S
     assert server is not None
     assert client is not None

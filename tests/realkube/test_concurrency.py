@@ -248,6 +248,12 @@ def test_a_watch_that_expires_is_resumed(
             lambda: _alive(process, log) and job_annotations(admin, workloads, "before-expiry"),
             90,
         )
+        # One more write, so that even the newest resourceVersion a watch holds (the Job annotation's, when it was
+        # the last write) is older than the compacted revision: a watch resuming from the compacted revision itself
+        # would still be valid.
+        admin.create(
+            f"/api/v1/namespaces/{workloads}/configmaps", {"metadata": {"name": "bump-revision"}, "data": {"a": "1"}}
+        )
         controlplane.restart_apiserver(compact=True)
         after, pod = finished_job(admin, workloads, "after-expiry", stack.node)
         report_job(stack, after, pod, admin)

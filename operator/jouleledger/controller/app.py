@@ -76,13 +76,13 @@ class OperatorOptions:
     prometheus_selector: str = ""  # extra label matchers of the agents' series in Prometheus
 
 
-WATCH_SERVER_TIMEOUT_S: Final = 300.0
+WATCH_SERVER_TIMEOUT_S: Final = 300  # whole seconds: the API server refuses "300.0" (400 Bad Request)
 """Each watch asks the API server to end it after this (``timeoutSeconds``); kopf then watches again."""
 WATCH_CLIENT_TIMEOUT_S: Final = 330.0
-KOPF_RESTART_BACKOFF_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
-"""Waits before starting kopf again after it stopped with an error nobody asked for (then 30 s each time)."""
 """A watch still open after this is dropped by the operator itself and watched again: a connection that hangs (the
 server neither sends nor closes it, a half-open TCP connection through a dead load balancer) costs at most this."""
+KOPF_RESTART_BACKOFF_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Waits before starting kopf again after it stopped with an error nobody asked for (then 30 s each time)."""
 
 
 def configure_watching(settings: kopf.OperatorSettings) -> None:

@@ -76,6 +76,8 @@ class Relister:
         self.cluster = cluster
         self.api = api
         self.stats = stats
+        for plural in LIST_PATHS:  # every kind's counter exists from the start (0), as Prometheus expects
+            stats.pruned.setdefault(plural, 0)
         self.every_passes = every_passes
         selector, namespace = cluster.agent_selection()
         self._params = {plural: list_params(plural, selector, namespace) for plural in LIST_PATHS}
