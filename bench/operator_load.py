@@ -245,6 +245,51 @@ async def drive_jobs(
                 del pods[uid]
 
 
+@dataclass
+class OperatorProcess:
+    """``jouleledger operator`` in a subprocess against the emulator, its stderr kept (first 5,000 lines)."""
+
+    process: asyncio.subprocess.Process
+    stderr_lines: list[bytes]
+    drainer: asyncio.Task[None]
+
+
+async def start_operator_process(
+    api: Any, tmp: str, args: argparse.Namespace, interval_s: float, extra: list[str]
+) -> OperatorProcess:
+    """Write a kubeconfig pointing at ``api`` and the operator's config into ``tmp``, start the operator with the
+    common flags plus ``extra`` (``args.profile``: under cProfile)."""
+    kubeconfig = Path(tmp) / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: bench\n"
+        f"clusters: [{{name: bench, cluster: {{server: '{str(api.url).rstrip('/')}'}}}}]\n"
+        "users: [{name: bench, user: {}}]\n"
+        "contexts: [{name: bench, context: {cluster: bench, user: bench}}]\n"
+    )
+    config = Path(tmp) / "config.yaml"
+    config.write_text(
+        "pue: 1.2\nprice: {defaultPerKwh: 0.15}\nintensity: {provider: static, defaultGramsPerKwh: 400}\n"
+    )
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    command = [sys.executable, *profile, "-m", "jouleledger", "--log-level", args.operator_log_level]
+    command += ["operator", "--config", str(config), "--listen-address", "127.0.0.1", "--port", "0"]
+    command += ["--agent-namespace", AGENT_NAMESPACE, "--standalone", "--scrape-interval-s", str(interval_s), *extra]
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    lines: list[bytes] = []
+
+    async def drain() -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            if len(lines) < 5000:
+                lines.append(line)
+
+    return OperatorProcess(process, lines, asyncio.create_task(drain()))
+
+
 RESULTS: dict[str, float] = {}
 """Figures of the latest run of :func:`main` (for bench/operator_curves.py)."""
 
@@ -301,39 +346,13 @@ async def main(args: argparse.Namespace) -> int:
         started = time.time()
         jobs = populate(api, sim, args.pods, min(live_jobs, args.pods), started)
         with tempfile.TemporaryDirectory() as tmp:
-            kubeconfig = Path(tmp) / "kubeconfig"
-            kubeconfig.write_text(
-                "apiVersion: v1\nkind: Config\ncurrent-context: bench\n"
-                f"clusters: [{{name: bench, cluster: {{server: '{str(api.url).rstrip('/')}'}}}}]\n"
-                "users: [{name: bench, user: {}}]\n"
-                "contexts: [{name: bench, context: {cluster: bench, user: bench}}]\n"
+            launched = await start_operator_process(
+                api, tmp, args, args.scrape_interval_s, ["--agent-port", str(agent_port)]
             )
-            config = Path(tmp) / "config.yaml"
-            config.write_text(
-                "pue: 1.2\nprice: {defaultPerKwh: 0.15}\nintensity: {provider: static, defaultGramsPerKwh: 400}\n"
-            )
-            env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-            env.pop("KUBERNETES_SERVICE_HOST", None)
-            profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-            command = [sys.executable, *profile, "-m", "jouleledger", "--log-level", args.operator_log_level]
-            command += ["operator", "--config", str(config), "--listen-address", "127.0.0.1", "--port", "0"]
-            command += ["--agent-namespace", AGENT_NAMESPACE, "--agent-port", str(agent_port), "--standalone"]
-            command += ["--scrape-interval-s", str(args.scrape_interval_s)]
-            operator = await asyncio.create_subprocess_exec(
-                *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-            )
+            operator, stderr_lines = launched.process, launched.stderr_lines
             stop = asyncio.Event()
             driver = asyncio.create_task(drive_jobs(api, sim, jobs, args.jobs_per_minute, stop))
             bookmarks = asyncio.create_task(send_bookmarks(api, stop))
-            stderr_lines: list[bytes] = []
-
-            async def drain() -> None:
-                assert operator.stderr is not None
-                async for line in operator.stderr:
-                    if len(stderr_lines) < 5000:
-                        stderr_lines.append(line)
-
-            drainer = asyncio.create_task(drain())
             await asyncio.sleep(args.warmup_s)
             cpu0, _, _ = read_proc(operator.pid)
             t0 = time.time()
@@ -347,7 +366,7 @@ async def main(args: argparse.Namespace) -> int:
             bookmarks.cancel()
             operator.terminate()
             await operator.wait()
-            drainer.cancel()
+            launched.drainer.cancel()
 
     await runner.cleanup()
     delays = [

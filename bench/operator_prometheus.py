@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import shutil
 import socket
 import statistics
@@ -38,9 +37,9 @@ from pathlib import Path
 import aiohttp
 import aiohttp.web
 import kmock
-from tests._kube_emulator import AGENT_NAMESPACE, IndexedEmulator, register_resources, send_bookmarks
+from tests._kube_emulator import IndexedEmulator, register_resources, send_bookmarks
 
-from bench.operator_load import Simulation, drive_jobs, percentile, populate, read_proc
+from bench.operator_load import Simulation, drive_jobs, percentile, populate, read_proc, start_operator_process
 from jouleledger.core.promsource import agent_query, lean_agent_query
 
 JOB = 'job="jouleledger-agent"'
@@ -291,41 +290,13 @@ async def main(args: argparse.Namespace) -> int:
             scraped_after_s = await wait_scraped(prom_url, args.nodes, 10 * args.interval_s + 120)
             proxy = QueryProxy(prom_url)
             await proxy.start()
-            kubeconfig = Path(tmp) / "kubeconfig"
-            kubeconfig.write_text(
-                "apiVersion: v1\nkind: Config\ncurrent-context: bench\n"
-                f"clusters: [{{name: bench, cluster: {{server: '{str(api.url).rstrip('/')}'}}}}]\n"
-                "users: [{name: bench, user: {}}]\n"
-                "contexts: [{name: bench, context: {cluster: bench, user: bench}}]\n"
-            )
-            config = Path(tmp) / "config.yaml"
-            config.write_text(
-                "pue: 1.2\nprice: {defaultPerKwh: 0.15}\nintensity: {provider: static, defaultGramsPerKwh: 400}\n"
-            )
-            env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-            env.pop("KUBERNETES_SERVICE_HOST", None)
-            profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-            command = [sys.executable, *profile, "-m", "jouleledger", "--log-level", args.operator_log_level]
-            command += ["operator", "--config", str(config), "--listen-address", "127.0.0.1", "--port", "0"]
-            command += ["--agent-namespace", AGENT_NAMESPACE, "--standalone"]
-            command += ["--scrape-interval-s", str(args.interval_s)]
-            command += ["--source", "prometheus", "--prometheus-url", f"http://127.0.0.1:{proxy.port}"]
-            command += ["--prometheus-selector", JOB, "--prometheus-timeout-s", "120"]
-            operator = await asyncio.create_subprocess_exec(
-                *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-            )
+            source = ["--source", "prometheus", "--prometheus-url", f"http://127.0.0.1:{proxy.port}"]
+            source += ["--prometheus-selector", JOB, "--prometheus-timeout-s", "120"]
+            launched = await start_operator_process(api, tmp, args, args.interval_s, source)
+            operator, stderr_lines = launched.process, launched.stderr_lines
             stop = asyncio.Event()
             driver = asyncio.create_task(drive_jobs(api, sim, jobs, args.jobs_per_minute, stop))
             bookmarks = asyncio.create_task(send_bookmarks(api, stop))
-            stderr_lines: list[bytes] = []
-
-            async def drain() -> None:
-                assert operator.stderr is not None
-                async for line in operator.stderr:
-                    if len(stderr_lines) < 5000:
-                        stderr_lines.append(line)
-
-            drainer = asyncio.create_task(drain())
             await asyncio.sleep(args.warmup_s)
             cpu0, _, _ = read_proc(operator.pid)
             pcpu0, _, _ = read_proc(prom.pid)
@@ -345,7 +316,7 @@ async def main(args: argparse.Namespace) -> int:
             except TimeoutError:
                 operator.kill()
                 await operator.wait()
-            drainer.cancel()
+            launched.drainer.cancel()
             head = await asyncio.to_thread(own_metric, prom_url, "prometheus_tsdb_head_series")
             appended = await asyncio.to_thread(own_metric, prom_url, "prometheus_tsdb_head_samples_appended_total")
             chunks_bytes = directory_bytes(Path(tmp) / "tsdb" / "chunks_head")
