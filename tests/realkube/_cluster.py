@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from tests._tools import REPO_ROOT
 from tests.chart._helm import CHART
 from tests.controller._exposition import Pod, agent_text
@@ -224,14 +225,21 @@ GPU_SECONDS = 60.0
 FOOTPRINTS = "/apis/jouleledger.io/v1alpha1/namespaces/{namespace}/workloadfootprints"
 
 
-def report_job(stack: Any, job: dict[str, Any], pod: str, admin: KubeClient, *, after_s: float = 30.0) -> None:
-    """The fake agent reports the Job's pod with a tick ``after_s`` after the Job completed."""
+def report_job(stack: Any, job: dict[str, Any], pod: str, admin: KubeClient) -> None:
+    """The fake agent reports the Job's pod, with a tick that is later than the Job's completion by more than the
+    operator's clock-skew allowance, and never in the future, as a real agent's tick: a tick ahead of the clock
+    would make the operator finalize the next Job before its energy is reported (it would read as "finished without
+    GPU energy"). Waits the few seconds until the clock has passed that point."""
     metadata = job["metadata"]
     pod_uid = admin.get(f"/api/v1/namespaces/{metadata['namespace']}/pods/{pod}")["metadata"]["uid"]
     completed = parse_time(job["status"]["completionTime"])
+    # completionTime is in whole seconds (rounded down): one second more is surely after the real completion.
+    tick = completed + 1.0 + CLOCK_SKEW_ALLOWANCE_S + 0.5
+    while (now := time.time()) < tick:
+        time.sleep(tick - now)
     stack.agent.text = agent_text(
         stack.node,
-        completed + after_s,
+        tick,
         [
             Pod(
                 metadata["namespace"],

@@ -243,10 +243,12 @@ def test_a_watch_that_expires_is_resumed(
     try:
         before, pod = finished_job(admin, workloads, "before-expiry", stack.node)
         report_job(stack, before, pod, admin)
-        wait_for(
+        _wait_for_operator(
             "the operator to record a Job before the restart",
-            lambda: _alive(process, log) and job_annotations(admin, workloads, "before-expiry"),
+            lambda: job_annotations(admin, workloads, "before-expiry"),
             90,
+            process,
+            log,
         )
         # One more write, so that even the newest resourceVersion a watch holds (the Job annotation's, when it was
         # the last write) is older than the compacted revision: a watch resuming from the compacted revision itself
@@ -257,10 +259,12 @@ def test_a_watch_that_expires_is_resumed(
         controlplane.restart_apiserver(compact=True)
         after, pod = finished_job(admin, workloads, "after-expiry", stack.node)
         report_job(stack, after, pod, admin)
-        wait_for(
+        _wait_for_operator(
             "the operator to record a Job finished after its watches expired",
-            lambda: _alive(process, log) and job_annotations(admin, workloads, "after-expiry"),
+            lambda: job_annotations(admin, workloads, "after-expiry"),
             120,
+            process,
+            log,
         )
         output = log.read_text(errors="replace")
         assert re.search(r"Restarting the watch-stream for jobs", output), output[-3000:]
@@ -273,6 +277,16 @@ def test_a_watch_that_expires_is_resumed(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
     assert job_annotations(admin, workloads, "after-expiry")["jouleledger.io/energy-kwh"] == "0.001000"
+
+
+def _wait_for_operator(
+    what: str, check: Callable[[], Any], timeout_s: float, process: subprocess.Popen[bytes], log: Any
+) -> Any:
+    """``wait_for`` while the operator process lives; a timeout names the end of the operator's log."""
+    try:
+        return wait_for(what, lambda: _alive(process, log) and check(), timeout_s)
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}; the operator's log ends:\n{log.read_text(errors='replace')[-4000:]}") from None
 
 
 def _alive(process: subprocess.Popen[bytes], log: Any) -> bool:
