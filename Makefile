@@ -8,6 +8,8 @@ HELM   ?= $(CURDIR)/.cache/bin/helm
 CHECKOV_VERSION ?= 3.3.30
 CHECKOV ?= $(CURDIR)/.cache/bin/checkov
 export JOULELEDGER_HELM := $(HELM)
+# pytest-xdist: one worker per core (at most 4), each test file whole in one worker (its module fixtures start once).
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
 
 .PHONY: install demo test test-fast lint format typecheck bench bench-peers chart manifests manifests-check helm checkov controlplane proto clean
 
@@ -37,11 +39,11 @@ controlplane: ## build kube-apiserver, kube-controller-manager, kubectl and etcd
 	tools/build-controlplane.sh
 
 test: lint typecheck helm checkov controlplane ## lint, type-check and run every test with coverage (helm and promtool: see .ci/run)
-	$(PY) -m pytest --cov --cov-report=term
+	$(PY) -m pytest $(PYTEST_PARALLEL) --cov --cov-report=term
 	$(BIN)/coverage report --include='operator/jouleledger/core/*' --fail-under=95
 
 test-fast: install ## unit tests only (no real servers, helm or prometheus)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 lint: install ## ruff, ruff format --check and the import layering (import-linter)
 	$(BIN)/ruff check operator tests bench

@@ -56,8 +56,19 @@ class Emulator(kmock.KubernetesEmulator):
     chaos: Callable[[str, str], Fault | None] | None = None
     """Called with ``(method, path)`` of every request: a Fault to answer it with (its count is ignored), or None."""
     _versions: Any = attrs.field(factory=lambda: itertools.count(1000))
+    _served: list[kmock.Request] = attrs.field(factory=list)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        # kmock matches each request against its reactions by walking every request it has recorded (once per
+        # reaction): quadratic, and most of a long test's time. Its own record holds only the requests in flight
+        # (the one being matched must be there); the full history is kept here, for :attr:`requests`.
+        self._served.append(request)
+        try:
+            return await self._answer(request)
+        finally:
+            self._requests[:] = [pending for pending in self._requests if pending is not request]
+
+    async def _answer(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         chaotic = None if self.chaos is None else self.chaos(request.method.value, request.url.path)
         for fault in [chaotic] if chaotic is not None else self.faults:
             if fault.count > 0 and request.method.value == fault.method and re.search(fault.path, request.url.path):
@@ -89,7 +100,7 @@ class Emulator(kmock.KubernetesEmulator):
     @property
     def requests(self) -> list[kmock.Request]:
         """Every request served so far, oldest first."""
-        return list(self._requests)
+        return list(self._served)
 
     async def gone(self, resource: str) -> None:
         """Send ``410 Gone`` to every watch of ``resource`` (kopf then lists again and re-watches)."""

@@ -9,7 +9,13 @@ from tests._figures import PREFIX
 _LINES: list[str] = []
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Hostile inputs put lone surrogates in captured logs: escape them, or a pytest-xdist worker cannot send the
+    # report (its channel encodes UTF-8 strictly) and the whole run stops.
+    report.sections = [
+        (title, text.encode("utf-8", "backslashreplace").decode("utf-8")) for title, text in report.sections
+    ]
     for line in report.capstdout.splitlines():
         text = line.removeprefix(PREFIX)
         if line.startswith(PREFIX) and text not in _LINES:

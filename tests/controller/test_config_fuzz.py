@@ -122,7 +122,6 @@ yaml_texts = st.one_of(
         [
             "pue: " + "9" * 5000,  # yaml raises ValueError (Python's 4,300-digit limit), not a YAMLError
             "pue: " + "9" * 400,  # an integer beyond float64
-            "[" * 1500 + "]" * 1500,  # yaml recurses until RecursionError
             "pue: !!python/object:os.system x",  # safe_load refuses the tag
             "\ufeffpue: 1.2",
             "a: b: c",
@@ -140,6 +139,7 @@ def test_yaml_files_give_a_config_or_one_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
 
     @settings(max_examples=200, deadline=None)
+    @example("[" * 600 + "]" * 600)  # yaml recurses until RecursionError (slow to parse: once, not drawn)
     @given(yaml_texts)
     def run(text: str) -> None:
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
@@ -197,7 +197,7 @@ def test_operator_command_line_rejects_bad_config_in_one_line(
 
 @pytest.mark.parametrize(
     "text",
-    ["[" * 5000 + "]" * 5000, "price: {zones: {'a\\nb': " + "9" * 400 + "}}"],
+    ["[" * 600 + "]" * 600, "price: {zones: {'a\\nb': " + "9" * 400 + "}}"],
     ids=["nested", "newline-key-beyond-float64"],
 )
 def test_the_command_prints_one_line_and_exits_2(tmp_path: Path, text: str) -> None:

@@ -26,7 +26,7 @@ from tests._kube_emulator import (
     pod_object,
 )
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._operator import Running, ScriptedIntensity, StartOperator, eventually, stop
+from tests.controller._operator import Running, ScriptedIntensity, StartOperator, eventually, no_sleep, stop
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ async def job_finished(
     setup(api, agents)
     base = time.time()
     agents.texts["n1"] = agent_text("n1", base, epoch=EPOCH)
-    running = await start_operator(ScriptedIntensity())
+    running = await start_operator(ScriptedIntensity(), api_sleep=no_sleep)  # retried writes wait no time
     agents.texts["n1"] = text(base + 1, train_j=3600.0, web_j=web_j)
     await running.accountant.run_pass()
     status = completed(rfc3339(base + 1.5))

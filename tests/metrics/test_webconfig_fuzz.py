@@ -28,7 +28,7 @@ VALID: dict[str, Any] = {
 }
 TEXTS = [
     "tls_server_config: {cert_file: " + "9" * 5000 + "}",  # yaml raises ValueError (the 4,300-digit limit)
-    "[" * 1500 + "]" * 1500,  # yaml recurses until RecursionError
+    "[" * 600 + "]" * 600,  # yaml recurses until RecursionError
     "tls_server_config: {cert_file: a, key_file: b, client_auth_type: [RequireAnyClientCert]}",  # unhashable
     "tls_server_config: {cert_file: a, key_file: b, min_version: {TLS12: 1}}",
     'tls_server_config: {cert_file: "a\\0b", key_file: b}',  # a NUL in a path
@@ -52,7 +52,11 @@ def test_web_config_files_give_a_config_or_one_clear_error(tmp_path: Path) -> No
     @example(TEXTS[5])
     @example(TEXTS[6])  # a user name with a newline: a two-line message
     @example("? '\n\n  '\n: null\n")  # an unknown key of newlines: likewise
-    @given(st.sampled_from(TEXTS) | st.builds(lambda doc: yaml.safe_dump(doc, allow_unicode=True), mutated(VALID)))
+    # The deeply nested text takes PyYAML about 0.1 s to reject: once, as an example, not drawn again and again.
+    @given(
+        st.sampled_from([t for t in TEXTS if t != TEXTS[1]])
+        | st.builds(lambda doc: yaml.safe_dump(doc, allow_unicode=True), mutated(VALID))
+    )
     def run(text: str) -> None:
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
         try:
