@@ -122,20 +122,30 @@ def register_resources(emulator: kmock.KubernetesEmulator) -> None:
 
 @attrs.define(kw_only=True)
 class IndexedEmulator(kmock.KubernetesEmulator):
-    """kmock with O(1) lookups of named objects (its own lookup scans every object) and a hook on Job patches."""
+    """kmock with O(1) lookups of named objects (its own lookup scans every object), a hook on Job patches, and
+    watches that resume from a ``resourceVersion`` as a real API server's do: every write through :meth:`_fast`
+    stamps an increasing ``metadata.resourceVersion``, a list answers the current one, and a watch from version
+    ``v`` replays only the objects written after ``v`` (kmock replays every object as ADDED on every watch, so
+    each reconnection, every 300 s, made the operator process the whole cluster again: not what a cluster does)."""
 
     annotated_at: dict[str, float] = attrs.field(factory=dict)
     writes: dict[str, int] = attrs.field(factory=dict)
     watch_events: dict[str, int] = attrs.field(factory=dict)
+    resource_version: int = 1
+    """The latest ``resourceVersion`` stamped (objects seeded directly into :attr:`objects` carry "1" or none)."""
+    _watch_since: dict[int, int] = attrs.field(factory=dict)  # id(watch request) -> the version it resumes from
 
     def _KubernetesEmulator__get_objs(self, request: Any, strict: bool) -> list[Any]:
         if request.name is not None and request.resource is not None:
             key = (request.resource, request.namespace, request.name)
             return [self.objects[key]] if key in self.objects else []
+        since = self._watch_since.get(id(request))
         return [
             obj
             for (resource, namespace, _), obj in self.objects.items()
-            if resource == request.resource and (request.namespace is None or namespace == request.namespace)
+            if resource == request.resource
+            and (request.namespace is None or namespace == request.namespace)
+            and (since is None or _version(obj.raw) > since)
         ]
 
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
@@ -151,16 +161,26 @@ class IndexedEmulator(kmock.KubernetesEmulator):
         return fast if fast is not None else await super()._handle(request)
 
     async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
-        async for event in super()._serve_watch(request):
-            if (
-                not isinstance(event, dict)
-                or event.get("type") == "BOOKMARK"
-                or _selected(event.get("object") or {}, request.params)
-            ):
-                if isinstance(event, dict):
-                    key = f"{request.resource.plural} {event.get('type')}"
-                    self.watch_events[key] = self.watch_events.get(key, 0) + 1
-                yield event
+        since = str(request.params.get("resourceVersion") or "")
+        if since.isdigit() and int(since) > 0:
+            self._watch_since[id(request)] = int(since)
+        try:
+            async for event in super()._serve_watch(request):
+                if (
+                    not isinstance(event, dict)
+                    or event.get("type") == "BOOKMARK"
+                    or _selected(event.get("object") or {}, request.params)
+                ):
+                    if isinstance(event, dict):
+                        key = f"{request.resource.plural} {event.get('type')}"
+                        self.watch_events[key] = self.watch_events.get(key, 0) + 1
+                    yield event
+        finally:
+            self._watch_since.pop(id(request), None)
+
+    def _stamp(self, data: dict[str, Any]) -> None:
+        self.resource_version += 1
+        data.setdefault("metadata", {})["resourceVersion"] = str(self.resource_version)
 
     async def _fast(self, request: Any) -> aiohttp.web.StreamResponse | None:
         """Serve get/create/patch/list straight from the object store (kmock's request matching costs ~20 ms per
@@ -182,7 +202,9 @@ class IndexedEmulator(kmock.KubernetesEmulator):
                 and not obj.deleted
                 and _selected(obj.raw, request.params)
             ]
-            return aiohttp.web.json_response({"metadata": {"resourceVersion": "1"}, "items": items})
+            return aiohttp.web.json_response(
+                {"metadata": {"resourceVersion": str(self.resource_version)}, "items": items}
+            )
         data = request.data if isinstance(request.data, dict) else {}
         name = request.name or (data.get("metadata") or {}).get("name")
         namespace = request.namespace or (data.get("metadata") or {}).get("namespace")
@@ -198,11 +220,13 @@ class IndexedEmulator(kmock.KubernetesEmulator):
                     return aiohttp.web.json_response(
                         {"kind": "Status", "code": 409, "reason": "AlreadyExists"}, status=409
                     )
+                self._stamp(data)
                 self.objects[key] = data
                 event = "ADDED"
             else:
                 if not exists:
                     return aiohttp.web.json_response({"kind": "Status", "code": 404, "reason": "NotFound"}, status=404)
+                self._stamp(data)
                 self.objects[key].patch(data)
                 event = "MODIFIED"
             raw = self.objects[key].raw
@@ -210,13 +234,19 @@ class IndexedEmulator(kmock.KubernetesEmulator):
         return aiohttp.web.json_response(raw)
 
 
+def _version(raw: Mapping[str, Any]) -> int:
+    version = str((raw.get("metadata") or {}).get("resourceVersion") or "")
+    return int(version) if version.isdigit() else 0
+
+
 async def send_bookmarks(api: IndexedEmulator, stop: asyncio.Event, every_s: float = 30.0) -> None:
     """BOOKMARK events on every watch, as a real API server sends them (about every minute): without them kopf
-    reconnects after 70 s of silence, and kmock answers a reconnection by re-sending every object."""
+    reconnects after 70 s of silence. Each carries the latest ``resourceVersion``, where a reconnection resumes."""
     while not stop.is_set():
         await asyncio.sleep(every_s)
         for name, (kind, _) in RESOURCES.items():
-            bookmark = {"kind": kind, "apiVersion": name.rsplit("/", 1)[0], "metadata": {"resourceVersion": "1"}}
+            version = str(api.resource_version)
+            bookmark = {"kind": kind, "apiVersion": name.rsplit("/", 1)[0], "metadata": {"resourceVersion": version}}
             await api._buses[kmock.resource(name)].put({"type": "BOOKMARK", "object": bookmark})
 
 
