@@ -6,7 +6,9 @@ Builds the instant-query answer Prometheus gives for ``--nodes`` agents of ``ben
 decoding (through an ``httpx.MockTransport``), the regrouping by node (``samples_by_node``) and the agent-sample
 parser of every node.
 Printed: CPU (process time, so other processes on the machine count less) per pass and per series, median of
-``--repeat`` passes.
+``--repeat`` passes, under CPython's default garbage-collector thresholds and under the operator's
+(``jouleledger.controller.main.GC_THRESHOLDS``, which ``jouleledger operator`` sets), and the ratio. The previous
+pass's result stays alive while the next is decoded, as the operator's ledger does.
 
     .venv/bin/python -m bench.promsource_parse [--nodes 3000] [--pods-per-node 8] [--repeat 5]
 """
@@ -14,6 +16,7 @@ Printed: CPU (process time, so other processes on the machine count less) per pa
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -22,6 +25,7 @@ import time
 import httpx
 
 from bench.operator_load import SimPod, Simulation
+from jouleledger.controller.main import GC_THRESHOLDS
 from jouleledger.core.deltas import parse_agent_samples
 from jouleledger.core.promsource import samples_by_node
 from jouleledger.metrics.operator_collector import parse_exposition
@@ -65,8 +69,32 @@ def main(argv: list[str] | None = None) -> int:
         return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
 
     api = PrometheusApi(httpx.Client(base_url="http://prometheus", transport=httpx.MockTransport(handler)))
+    print("Joule Ledger Prometheus source: CPU per pass on a synthetic query result (process time, medians)")
+    labels = "with job and instance" if args.with_target_labels else "without target labels (the lean query)"
+    size = f"{len(body) / 2**20:.1f} MiB of JSON {labels}"
+    print(f"  {args.nodes} nodes x {args.pods_per_node} pods: {series} series, {size}")
+    totals: dict[str, float] = {}
+    before = gc.get_threshold()
+    try:
+        for name, thresholds in (("default", (700, 10, 10)), ("operator", GC_THRESHOLDS)):
+            whose = "CPython default" if name == "default" else "the operator"
+            gc.set_threshold(*thresholds)
+            phases = _run(api, nodes, now, args.repeat)
+            print(f"  garbage-collector thresholds {thresholds} ({whose}):")
+            for phase, values in phases.items():
+                median = statistics.median(values)
+                print(f"    {phase:>6}: {median:.2f} s per pass, {1e6 * median / series:.1f} us per series")
+            totals[name] = statistics.median(phases["total"])
+    finally:
+        gc.set_threshold(*before)
+    print(f"  total, default / operator's thresholds: {totals['default'] / totals['operator']:.2f}x")
+    return 0
+
+
+def _run(api: PrometheusApi, nodes: list[str], now: float, repeat: int) -> dict[str, list[float]]:
     phases: dict[str, list[float]] = {"decode": [], "group": [], "parse": [], "total": []}
-    for _ in range(args.repeat):
+    kept: object = None  # the previous pass's samples, alive while the next is decoded
+    for _ in range(repeat):
         started = time.process_time()
         result = api.query("q", now)
         decoded = time.process_time()
@@ -75,18 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         for node in nodes:
             parse_agent_samples(by_node[node], expected_node=node)
         parsed = time.process_time()
+        kept = (result, by_node)
         phases["decode"].append(decoded - started)
         phases["group"].append(grouped - decoded)
         phases["parse"].append(parsed - grouped)
         phases["total"].append(parsed - started)
-    print("Joule Ledger Prometheus source: CPU per pass on a synthetic query result (process time, medians)")
-    labels = "with job and instance" if args.with_target_labels else "without target labels (the lean query)"
-    size = f"{len(body) / 2**20:.1f} MiB of JSON {labels}"
-    print(f"  {args.nodes} nodes x {args.pods_per_node} pods: {series} series, {size}")
-    for phase, values in phases.items():
-        median = statistics.median(values)
-        print(f"  {phase:>6}: {median:.2f} s per pass, {1e6 * median / series:.1f} us per series")
-    return 0
+    del kept
+    return phases
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,17 @@ def test_collector_renders_rollups_and_self_metrics() -> None:
     assert value("jouleledger_operator_annotation_delay_seconds_bucket", {"le": "+Inf"}) == 2
     assert value("jouleledger_operator_annotation_delay_seconds_sum") == 44.0
     assert value("jouleledger_operator_rejected_samples_total", {"reason": "wrong_node"}) == 5
+
+
+def test_the_operator_process_raises_the_garbage_collector_thresholds() -> None:
+    """``run`` tunes the collector before anything else (here it then fails on a missing config file)."""
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        parser = argparse.ArgumentParser()
+        operator_main.add_arguments(parser)
+        assert operator_main.run(parser.parse_args(["--config", "/nonexistent/config.yaml", "--once"])) == 2
+        assert gc.get_threshold() == operator_main.GC_THRESHOLDS
+        assert operator_main.GC_THRESHOLDS[0] > 700
+    finally:
+        gc.set_threshold(*before)

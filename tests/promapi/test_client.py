@@ -141,6 +141,44 @@ def test_errors_are_one_line(answer: Handler, message: str) -> None:
     assert "\n" not in str(raised.value)
 
 
+def _vector_body(metric_json: str) -> bytes:
+    return (
+        '{"status": "success", "data": {"resultType": "vector", "result": [{"metric": '
+        + metric_json
+        + ', "value": [1, "2"]}]}}'
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "metric_json",
+    [
+        '{"a": 7}',  # a number: no escape in the answer, so only the type check stands between it and the caller
+        '{"a": ["x"]}',
+        '{"a": null}',
+        '{"a": "\\ud800"}',  # a lone surrogate, spelled as a JSON escape
+        '{"\\uDFFF": "x"}',  # in a name, upper case
+        '{"ok": "fine", "a": "x\\udc00y"}',
+    ],
+)
+def test_labels_that_are_not_strings_or_not_valid_text_are_refused(metric_json: str) -> None:
+    api = Recorder(lambda _: httpx.Response(200, content=_vector_body(metric_json))).api(base_url="http://prom")
+    with pytest.raises(PrometheusError, match="malformed label"):
+        api.query("x", 0)
+
+
+def test_valid_labels_pass_with_and_without_escapes() -> None:
+    """An escape of a valid character (or of a backslash before "ud800") only takes the slower, per-string check."""
+    for metric_json, labels in [
+        ('{"a": "b", "c": "d"}', {"a": "b", "c": "d"}),
+        ('{"a": "\\u00e9"}', {"a": "\u00e9"}),
+        ('{"a": "\\\\ud800"}', {"a": "\\ud800"}),  # a backslash, then the letters: valid text
+        ('{"a": "\\ud83d\\ude00"}', {"a": "\U0001f600"}),  # a surrogate pair: one valid character
+    ]:
+        body = _vector_body(metric_json)
+        api = Recorder(lambda _, body=body: httpx.Response(200, content=body)).api(base_url="http://prom")
+        assert api.query("x", 0) == [(labels, 2.0)], metric_json
+
+
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)

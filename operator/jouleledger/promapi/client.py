@@ -7,7 +7,9 @@ a bearer token or basic auth and a private CA.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -135,17 +137,28 @@ def _shown(raw: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _labels(item: Any, expr: str) -> dict[str, str]:
-    """The ``metric`` object of one series: string names and values, valid Unicode (as Prometheus writes them)."""
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A JSON escape of a UTF-16 surrogate: the only way a decoded answer can hold a string that is not valid Unicode."""
+
+
+def _labels(item: Any, expr: str, *, escapes: bool = True) -> dict[str, str]:
+    """The ``metric`` object of one series: string names and values, valid Unicode (as Prometheus writes them).
+    ``escapes`` False: the answer spelled no surrogate escape, so every string in it is valid Unicode already (the
+    per-string check, most of the decoding cost of a large result, is skipped)."""
     if not isinstance(item, dict):
         raise PrometheusError(f"query {expr!r}: malformed series {_shown(item)}")
     metric = item.get("metric") or {}
     if not isinstance(metric, dict):
         raise PrometheusError(f"query {expr!r}: malformed labels {_shown(metric)}")
+    if not escapes and _STR.issuperset(map(type, metric.values())):
+        return metric  # every value a string (JSON keys always are), none can hold a lone surrogate
     for key, value in metric.items():
         if not isinstance(value, str) or not _valid_text(key) or not _valid_text(value):
             raise PrometheusError(f"query {expr!r}: malformed label {_shown(key)}={_shown(value)}")
-    return dict(metric)
+    return metric
+
+
+_STR: Final = frozenset({str})
 
 
 def _valid_text(text: str) -> bool:
@@ -170,7 +183,8 @@ class PrometheusApi:
     def close(self) -> None:
         self._client.close()
 
-    def _get(self, path: str, params: Mapping[str, str], expr: str) -> Any:
+    def _get(self, path: str, params: Mapping[str, str], expr: str) -> tuple[Any, bool]:
+        """The answer's ``data``, and whether the answer spelled a surrogate escape (see :func:`_labels`)."""
         self.requests += 1
         where = f"{self.base_url.rstrip('/')}{path}"
         try:
@@ -186,7 +200,9 @@ class PrometheusApi:
                 " and --org-id"
             )
         try:
-            body = response.json()
+            # From the bytes: JSON is UTF-8 (json detects UTF-16/32 too); httpx's .json() first decodes the whole
+            # body to text, which doubled the cost of a large answer.
+            body = json.loads(response.content)
         except (ValueError, RecursionError) as error:  # RecursionError: JSON nested thousands deep
             raise PrometheusError(
                 f"Prometheus at {where} answered {response.status_code} with a body that is not JSON"
@@ -200,17 +216,17 @@ class PrometheusApi:
         data = body.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("result"), list):
             raise PrometheusError(f"query {expr!r}: Prometheus answered without a result list")
-        return data
+        return data, _SURROGATE_ESCAPE.search(response.content) is not None
 
     def query_range(self, expr: str, start_s: float, end_s: float, step_s: float) -> list[RangeSeries]:
         """``expr`` evaluated at ``start_s``, ``start_s + step_s``, ... up to ``end_s`` (a matrix)."""
         params = {"query": expr, "start": repr(float(start_s)), "end": repr(float(end_s)), "step": repr(float(step_s))}
-        data = self._get("/api/v1/query_range", params, expr)
+        data, escapes = self._get("/api/v1/query_range", params, expr)
         if data.get("resultType") != "matrix":
             raise PrometheusError(f"query {expr!r}: expected a matrix, got {_shown(data.get('resultType'))}")
         series: list[RangeSeries] = []
         for item in data["result"]:
-            labels = _labels(item, expr)
+            labels = _labels(item, expr, escapes=escapes)
             values = item.get("values") or []
             if not isinstance(values, list):
                 raise PrometheusError(f"query {expr!r}: malformed points {_shown(values)}")
@@ -220,11 +236,11 @@ class PrometheusApi:
     def query(self, expr: str, time_s: float, *, finite: bool = True) -> list[tuple[Mapping[str, str], float]]:
         """``expr`` at one instant (a vector). A NaN or infinite sample is an error unless ``finite`` is False
         (the operator's source: it rejects and counts each such sample as a direct scrape does)."""
-        data = self._get("/api/v1/query", {"query": expr, "time": repr(float(time_s))}, expr)
+        data, escapes = self._get("/api/v1/query", {"query": expr, "time": repr(float(time_s))}, expr)
         if data.get("resultType") != "vector":
             raise PrometheusError(f"query {expr!r}: expected a vector, got {_shown(data.get('resultType'))}")
         result: list[tuple[Mapping[str, str], float]] = []
         for item in data["result"]:
-            labels = _labels(item, expr)
+            labels = _labels(item, expr, escapes=escapes)
             result.append((labels, _point(item.get("value"), expr, finite=finite)[1]))
         return result
