@@ -413,27 +413,38 @@ async def main(args: argparse.Namespace) -> int:
             ):
                 print("   ", request.method.value, request.url.path_qs)
     if len(delays) < len(considered) or args.operator_log_level != "WARNING":
-        print("  operator stderr (first lines):")
-        for line in stderr_lines[-60:]:
-            print("   ", line.decode(errors="replace").rstrip())
+        print_operator_stderr(stderr_lines, 60)
     return 0
+
+
+def print_operator_stderr(lines: list[bytes], count: int) -> None:
+    """The last ``count`` lines the operator wrote to stderr (when Jobs went unannotated, or asked for)."""
+    print("  operator stderr (last lines):")
+    for line in lines[-count:]:
+        print("   ", line.decode(errors="replace").rstrip())
+
+
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both operator benchmarks share: the Job churn, the agents' retention, the operator's profile and
+    log level."""
+    parser.add_argument("--jobs-per-minute", type=float, default=200.0)
+    parser.add_argument("--job-minutes", type=float, default=10.0, help="how long a Job's pod runs (live Jobs)")
+    parser.add_argument(
+        "--agent-retention-s", type=float, default=3600.0, help="how long agents export a finished pod (real: 3600)"
+    )
+    parser.add_argument("--profile", default="", help="write a cProfile of the operator process to this file")
+    parser.add_argument("--operator-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pods", type=int, default=10_000)
     parser.add_argument("--nodes", type=int, default=1_250)
-    parser.add_argument("--jobs-per-minute", type=float, default=200.0)
-    parser.add_argument("--job-minutes", type=float, default=10.0, help="how long a Job's pod runs (live Jobs)")
     parser.add_argument("--scrape-interval-s", type=float, default=5.0)
     parser.add_argument("--duration-s", type=float, default=90.0)
     parser.add_argument("--warmup-s", type=float, default=30.0)
-    parser.add_argument(
-        "--agent-retention-s", type=float, default=3600.0, help="how long agents export a finished pod (real: 3600)"
-    )
     parser.add_argument("--show-watches", action="store_true", help="print the list and watch requests served")
-    parser.add_argument("--profile", default="", help="write a cProfile of the operator process to this file")
-    parser.add_argument("--operator-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
+    add_workload_arguments(parser)
     return parser.parse_args(argv)
 
 

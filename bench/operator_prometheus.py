@@ -38,8 +38,18 @@ import aiohttp
 import aiohttp.web
 import kmock
 from tests._kube_emulator import IndexedEmulator, register_resources, send_bookmarks
+from tests._prometheus import logged_process
 
-from bench.operator_load import Simulation, drive_jobs, percentile, populate, read_proc, start_operator_process
+from bench.operator_load import (
+    Simulation,
+    add_workload_arguments,
+    drive_jobs,
+    percentile,
+    populate,
+    print_operator_stderr,
+    read_proc,
+    start_operator_process,
+)
 from jouleledger.core.promsource import agent_query, lean_agent_query
 
 JOB = 'job="jouleledger-agent"'
@@ -198,27 +208,19 @@ def prometheus(
         f"--web.listen-address=127.0.0.1:{port}",
     ]
     url = f"http://127.0.0.1:{port}"
-    with (where / "prometheus.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if process.poll() is not None:
-                    raise SystemExit(f"prometheus exited with {process.returncode}: see {where / 'prometheus.log'}")
-                with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise SystemExit("prometheus not ready within 120 s")
-                time.sleep(0.5)
-            yield process, url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+    # A large TSDB takes a while to close: 30 s before it is killed.
+    with logged_process(command, where / "prometheus.log", stop_timeout_s=30.0) as process:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"prometheus exited with {process.returncode}: see {where / 'prometheus.log'}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+                if response.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit("prometheus not ready within 120 s")
+            time.sleep(0.5)
+        yield process, url
 
 
 def instant(url: str, expr: str) -> list[tuple[dict[str, str], float]]:
@@ -387,9 +389,7 @@ async def main(args: argparse.Namespace) -> int:
     print(f"  pods exported at the end: {exported} ({finished} finished, kept {args.agent_retention_s:g} s)")
     print(f"  API writes by the operator: {dict(sorted(api.writes.items()))}")
     if len(delays) < len(considered) or args.operator_log_level != "WARNING":
-        print("  operator stderr (last lines):")
-        for line in stderr_lines[-40:]:
-            print("   ", line.decode(errors="replace").rstrip())
+        print_operator_stderr(stderr_lines, 40)
     return 0
 
 
@@ -399,20 +399,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=12_500)
     parser.add_argument("--exporters", type=int, default=4, help="fake exporter servers")
     parser.add_argument("--targets", type=int, default=64, help="Prometheus targets (node slices) over them")
-    parser.add_argument("--jobs-per-minute", type=float, default=200.0)
-    parser.add_argument("--job-minutes", type=float, default=10.0, help="how long a Job's pod runs (live Jobs)")
     parser.add_argument("--interval-s", type=float, default=15.0, help="the operator's accounting interval")
     parser.add_argument(
         "--scrape-s", type=float, default=0.0, help="Prometheus' scrape interval of the agents (default: --interval-s)"
     )
     parser.add_argument("--duration-s", type=float, default=180.0)
     parser.add_argument("--warmup-s", type=float, default=60.0)
-    parser.add_argument(
-        "--agent-retention-s", type=float, default=3600.0, help="how long agents export a finished pod (real: 3600)"
-    )
     parser.add_argument("--stop-timeout-s", type=float, default=20.0, help="how long the operator may take to stop")
-    parser.add_argument("--profile", default="", help="write a cProfile of the operator process to this file")
-    parser.add_argument("--operator-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
+    add_workload_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp.web
 import attrs
@@ -107,6 +107,17 @@ class Emulator(kmock.KubernetesEmulator):
         await self._buses[kmock.resource(resource)].put(
             {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}}
         )
+
+
+E = TypeVar("E", bound=kmock.KubernetesEmulator)
+
+
+@contextlib.asynccontextmanager
+async def served(emulator: E) -> AsyncIterator[E]:
+    """``emulator`` entered, listening on a local port, with the operator's resources registered."""
+    async with emulator, kmock.Server(emulator):
+        register_resources(emulator)
+        yield emulator
 
 
 def register_resources(emulator: kmock.KubernetesEmulator) -> None:

@@ -83,9 +83,9 @@ def serve(tsdb: Path, log: Path, config_text: str = "global: {}\n") -> Iterator[
 
 @contextlib.contextmanager
 def logged_process(
-    command: list[str], log: Path, env: dict[str, str] | None = None
+    command: list[str], log: Path, env: dict[str, str] | None = None, *, stop_timeout_s: float = 10.0
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``command`` running with its output in ``log``; terminated (then killed) on exit."""
+    """``command`` running with its output in ``log``; terminated on exit (killed after ``stop_timeout_s``)."""
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
@@ -93,7 +93,7 @@ def logged_process(
         finally:
             process.terminate()
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=stop_timeout_s)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)

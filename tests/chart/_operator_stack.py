@@ -17,9 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import kmock
-
-from tests._kube_emulator import AGENT_NAMESPACE, Emulator, agent_pod, node_object, register_resources
+from tests._kube_emulator import AGENT_NAMESPACE, Emulator, agent_pod, node_object, served
 
 __all__ = ["AGENT_NAMESPACE", "MockKubernetesApi", "agent_pod", "node_object", "write_kubeconfig"]
 
@@ -62,8 +60,7 @@ class MockKubernetesApi:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with Emulator() as emulator, kmock.Server(emulator):
-            register_resources(emulator)
+        async with served(Emulator()) as emulator:
             self.url = str(emulator.url).rstrip("/")
             self._ready.set()
             await self._stop.wait()

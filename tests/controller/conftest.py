@@ -7,14 +7,13 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import kmock
 import kopf
 import pytest
 import pytest_asyncio
 
 from jouleledger.controller.app import OperatorApp, OperatorOptions
 from jouleledger.controller.config import OperatorConfig, parse_config
-from tests._kube_emulator import AGENT_NAMESPACE, Emulator, FakeAgents, register_resources, serve_fake_agents
+from tests._kube_emulator import AGENT_NAMESPACE, Emulator, FakeAgents, serve_fake_agents, served
 from tests.controller._operator import (
     FIXTURE_CONFIG,
     Running,
@@ -28,8 +27,7 @@ from tests.controller._operator import (
 
 @pytest_asyncio.fixture()
 async def api() -> AsyncIterator[Emulator]:
-    async with Emulator() as emulator, kmock.Server(emulator):
-        register_resources(emulator)
+    async with served(Emulator()) as emulator:
         yield emulator
 
 

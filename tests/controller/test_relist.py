@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import kmock
 import pytest
 import pytest_asyncio
 
@@ -33,8 +32,8 @@ from tests._kube_emulator import (
     job_object,
     node_object,
     pod_object,
-    register_resources,
     rfc3339,
+    served,
 )
 from tests.controller._exposition import Pod, agent_text
 from tests.controller._operator import FIXTURE_CONFIG, Running, ScriptedIntensity, StartOperator, eventually
@@ -194,8 +193,7 @@ def test_relist_interval_setting() -> None:
 @pytest_asyncio.fixture()
 async def api() -> AsyncIterator[FaultyEmulator]:
     """The emulator with watch faults (this module's ``start_operator`` runs against it)."""
-    async with FaultyEmulator() as emulator, kmock.Server(emulator):
-        register_resources(emulator)
+    async with served(FaultyEmulator()) as emulator:
         yield emulator
 
 

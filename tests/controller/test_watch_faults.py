@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
-import kmock
 import kopf
 import pytest
 import pytest_asyncio
@@ -29,8 +28,8 @@ from tests._kube_emulator import (
     job_object,
     node_object,
     pod_object,
-    register_resources,
     rfc3339,
+    served,
 )
 from tests.controller._exposition import Pod, agent_text
 from tests.controller._operator import Running, ScriptedIntensity, StartOperator, eventually, test_settings
@@ -43,8 +42,7 @@ EPOCH = "00000000feed0001"
 @pytest_asyncio.fixture()
 async def api() -> AsyncIterator[FaultyEmulator]:
     """The emulator with watch faults (this module's ``start_operator`` runs against it)."""
-    async with FaultyEmulator() as emulator, kmock.Server(emulator):
-        register_resources(emulator)
+    async with served(FaultyEmulator()) as emulator:
         yield emulator
 
 

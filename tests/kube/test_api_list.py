@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import kmock
 import kopf
 
 from jouleledger.kube.api import LIST_PAGE_SIZE, METADATA_LIST, KubeApi, build_api_client
-from tests._kube_emulator import Emulator, job_object, register_resources
+from tests._kube_emulator import Emulator, job_object, served
 
 
 async def test_a_metadata_only_list_asks_for_partial_object_metadata_in_pages() -> None:
-    async with Emulator() as emulator, kmock.Server(emulator):
-        register_resources(emulator)
+    async with served(Emulator()) as emulator:
         emulator.objects["batch/v1/jobs", "ml", "a"] = job_object("ml", "a", "job-a")
         kube = KubeApi(build_api_client(kopf.ConnectionInfo(server=str(emulator.url).rstrip("/"))))
         try:

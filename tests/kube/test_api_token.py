@@ -6,19 +6,17 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import kmock
 import kopf
 
 from jouleledger.kube.api import KubeApi, RotatingToken, build_api_client
-from tests._kube_emulator import Emulator, register_resources
+from tests._kube_emulator import Emulator, served
 
 PATH = "/apis/jouleledger.io/v1alpha1/namespaces/ml/workloadfootprints"
 
 
 async def authorizations(token: str | None, token_file: Path, steps: Sequence[Callable[[], None]] = ()) -> list[str]:
     """The ``Authorization`` header of one request logged in with ``token``, then of one more after each step."""
-    async with Emulator() as emulator, kmock.Server(emulator):
-        register_resources(emulator)
+    async with served(Emulator()) as emulator:
         info = kopf.ConnectionInfo(server=str(emulator.url).rstrip("/"), token=token)
         api = KubeApi(build_api_client(info, token_path=token_file))
         try:

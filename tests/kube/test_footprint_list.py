@@ -8,12 +8,11 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import kmock
 import pytest
 import pytest_asyncio
 
 from jouleledger.kube.footprint_list import FootprintListError, list_footprints
-from tests._kube_emulator import Emulator, Fault, register_resources
+from tests._kube_emulator import Emulator, Fault, served
 
 RESOURCE = "jouleledger.io/v1alpha1/workloadfootprints"
 
@@ -36,8 +35,7 @@ def kubeconfig(path: Path, server: str) -> Path:
 
 @pytest_asyncio.fixture()
 async def api() -> AsyncIterator[Emulator]:
-    async with Emulator() as emulator, kmock.Server(emulator):
-        register_resources(emulator)
+    async with served(Emulator()) as emulator:
         for namespace, name in (("ml", "job-1"), ("ml", "job-2"), ("vision", "job-3")):
             emulator.objects[RESOURCE, namespace, name] = {
                 "apiVersion": "jouleledger.io/v1alpha1",

@@ -139,6 +139,7 @@ def _shown(raw: Any, limit: int = 80) -> str:
 
 _SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
 """A JSON escape of a UTF-16 surrogate: the only way a decoded answer can hold a string that is not valid Unicode."""
+_STR: Final = frozenset({str})
 
 
 def _labels(item: Any, expr: str, *, escapes: bool = True) -> dict[str, str]:
@@ -156,9 +157,6 @@ def _labels(item: Any, expr: str, *, escapes: bool = True) -> dict[str, str]:
         if not isinstance(value, str) or not _valid_text(key) or not _valid_text(value):
             raise PrometheusError(f"query {expr!r}: malformed label {_shown(key)}={_shown(value)}")
     return metric
-
-
-_STR: Final = frozenset({str})
 
 
 def _valid_text(text: str) -> bool:
