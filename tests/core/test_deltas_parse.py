@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
-from jouleledger.core.deltas import ScrapeFormatError, SeriesKey, SeriesValue, parse_agent_samples
+from jouleledger.core.deltas import ParseMemo, ScrapeFormatError, SeriesKey, SeriesValue, parse_agent_samples
 from jouleledger.core.model import Owner
+from jouleledger.metrics.operator_collector import parse_exposition
 from tests.controller._exposition import agent_text
 from tests.core._footprints import H100, job_pod, scrape_of
 
@@ -51,3 +54,29 @@ def test_parse_refuses_what_is_not_an_agent_of_that_node() -> None:
     text = agent_text("n1", 1.0).replace("last_tick_timestamp_seconds", "other_gauge")
     with pytest.raises(ScrapeFormatError, match="last_tick"):
         scrape_of(text)
+
+
+def test_a_memo_gives_the_same_scrape_and_reuses_only_the_very_same_label_mappings() -> None:
+    cache: dict[str, Mapping[str, str]] = {}
+    memo = ParseMemo()
+    first_text = agent_text("n1", 10.0, [job_pod(5.0, 1.0)])
+    first = parse_agent_samples(parse_exposition(first_text, cache), expected_node="n1", memo=memo)
+    assert first == parse_agent_samples(parse_exposition(first_text), expected_node="n1")
+    # The next scrape: the same label mappings (the exposition parser's cache), so the same identity object.
+    second = parse_agent_samples(parse_exposition(agent_text("n1", 11.0, [job_pod(6.0, 1.5)]), cache), memo=memo)
+    assert second.newest_pod("ml", "train-x") is first.newest_pod("ml", "train-x")
+    assert second.series[SeriesKey("n1", "ml", "train-x", "main", "GPU-a")] == SeriesValue(6000, 1.5)
+    # A new mapping that happens to get the id of a remembered one is not taken for it.
+    fresh = parse_exposition(agent_text("n1", 12.0, [job_pod(7.0, 2.0)]).replace('uid="pod-1"', 'uid="pod-2"'))
+    info = next(labels for name, labels, _ in fresh if name == "jouleledger_pod_info")
+    remembered = next(iter(memo.identities.values()))
+    memo.identities = {id(info): remembered}  # the id now names an entry made for another mapping
+    memo.keys = {
+        id(labels): (next(iter(memo.keys.values()))[0], "n1", SeriesKey("n1", "x", "y", "", ""))
+        for _, labels, _ in fresh
+    }
+    third = parse_agent_samples(fresh, expected_node="n1", memo=memo)
+    pod = third.newest_pod("ml", "train-x")
+    assert pod is not None
+    assert pod.uid == "pod-2"
+    assert set(third.series) == {SeriesKey("n1", "ml", "train-x", "main", "GPU-a")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jouleledger.core.deltas import parse_agent_samples
-from jouleledger.core.promsource import AGENT_SAMPLE_NAMES, agent_query, samples_by_node
+from jouleledger.core.promsource import AGENT_SAMPLE_NAMES, RegroupMemo, agent_query, samples_by_node
 from jouleledger.metrics.operator_collector import parse_exposition
 from tests.controller._exposition import Pod, agent_text
 
@@ -62,3 +62,18 @@ def test_agent_labels_renamed_by_prometheus_win_back() -> None:
     by_node = samples_by_node(result)
     assert list(by_node) == ["n1"]
     assert parse_agent_samples(by_node["n1"]) == parse_agent_samples(parse_exposition(text))
+
+
+def test_a_regroup_memo_gives_the_same_samples_and_keeps_each_mapping_apart() -> None:
+    text = agent_text("n1", 100.0, [Pod("ml", "a", "uid-a", 12.5, 3.0), Pod("ml", "b", "uid-b", 1.0, 1.0)])
+    result = _as_prometheus_returns(text, job="jouleledger-agent")
+    memo = RegroupMemo()
+    first = samples_by_node(result, memo)
+    assert first == samples_by_node(result)
+    again = samples_by_node(result, memo)
+    assert [labels for _, labels, _ in again["n1"]] == [labels for _, labels, _ in first["n1"]]
+    assert all(a[1] is b[1] for a, b in zip(first["n1"], again["n1"], strict=True))  # the same agent labels
+    # A new mapping under the id of a remembered one is regrouped from its own labels.
+    moved = [({**labels, "node": "n2"}, value) for labels, value in result]
+    memo.entries = {id(labels): next(iter(memo.entries.values())) for labels, _ in moved}
+    assert sorted(samples_by_node(moved, memo)) == ["n2"]

@@ -19,8 +19,14 @@ from typing import Protocol
 
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.controller.scrape import ERROR, OK, ScrapeOutcome
-from jouleledger.core.deltas import ScrapeFormatError, parse_agent_samples
-from jouleledger.core.promsource import DUPLICATE_SERIES_ERROR, agent_query, lean_agent_query, samples_by_node
+from jouleledger.core.deltas import ParseMemo, ScrapeFormatError, parse_agent_samples
+from jouleledger.core.promsource import (
+    DUPLICATE_SERIES_ERROR,
+    RegroupMemo,
+    agent_query,
+    lean_agent_query,
+    samples_by_node,
+)
 from jouleledger.promapi import PrometheusApi, PrometheusError
 
 __all__ = ["AccountingSource", "PrometheusSource"]
@@ -44,6 +50,8 @@ class PrometheusSource:
         self.query = lean_agent_query(selector)
         self._plain_query = agent_query(selector)
         self._clock = clock
+        self._regroup = RegroupMemo()
+        self._memos: dict[str, ParseMemo] = {}  # per node (see ParseMemo), kept for the nodes of the last pass
 
     def _query(self, time_s: float) -> list[tuple[Mapping[str, str], float]]:
         # One agent's NaN must not fail the query of every node: parse_agent_samples rejects and counts it.
@@ -69,7 +77,8 @@ class PrometheusSource:
         except PrometheusError as error:
             log.warning("%s", error)
             return [ScrapeOutcome(target, ERROR, error=str(error)) for target in targets]
-        by_node = samples_by_node(result)
+        by_node = samples_by_node(result, self._regroup)
+        memos, self._memos = self._memos, {}
         outcomes: list[ScrapeOutcome] = []
         for target in targets:
             samples = by_node.get(target.node)
@@ -77,7 +86,8 @@ class PrometheusSource:
                 outcomes.append(ScrapeOutcome(target, ERROR, error="Prometheus holds no series of this node's agent"))
                 continue
             try:
-                scrape = parse_agent_samples(samples, expected_node=target.node)
+                memo = self._memos[target.node] = memos.get(target.node) or ParseMemo()
+                scrape = parse_agent_samples(samples, expected_node=target.node, memo=memo)
             except ScrapeFormatError as error:
                 log.warning("agent on %s (through Prometheus): %s", target.node, error)
                 outcomes.append(ScrapeOutcome(target, ERROR, error=str(error)))

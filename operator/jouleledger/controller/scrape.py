@@ -32,7 +32,7 @@ import httpx
 
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.core.contract import FOLDED_UNTIL_PARAM
-from jouleledger.core.deltas import AgentScrape, ScrapeFormatError, parse_agent_samples
+from jouleledger.core.deltas import AgentScrape, ParseMemo, ScrapeFormatError, parse_agent_samples
 from jouleledger.core.units import positive
 from jouleledger.metrics.operator_collector import ExpositionError, LabelsCache, parse_exposition
 
@@ -314,6 +314,7 @@ class AgentScraper:
         self._agent_client = agent_client if agent_client is not None else AgentClientConfig()
         self._backoff: dict[str, _Backoff] = {}
         self._labels: dict[str, LabelsCache] = {}  # per node: its agent's label sets, parsed once
+        self._memos: dict[str, ParseMemo] = {}  # per node: identities and series keys of those label sets
         self._keep_alive_agents = open_file_budget() if keep_alive_agents is None else keep_alive_agents
 
     def _due(self, node: str, now_s: float) -> bool:
@@ -357,6 +358,7 @@ class AgentScraper:
             del self._backoff[node]
         for node in [node for node in self._labels if node not in live]:
             del self._labels[node]
+            self._memos.pop(node, None)
         return [*outcomes, *skipped]
 
     def _url(self, target: AgentTarget, folded_until_s: float | None = None) -> str:
@@ -407,7 +409,8 @@ class AgentScraper:
         try:
             text = body.decode("utf-8")
             samples = parse_exposition(text, self._labels.setdefault(target.node, {}))
-            scrape = parse_agent_samples(samples, expected_node=target.node)
+            memo = self._memos.setdefault(target.node, ParseMemo())
+            scrape = parse_agent_samples(samples, expected_node=target.node, memo=memo)
         except (UnicodeDecodeError, ExpositionError, ScrapeFormatError) as error:
             log.warning("agent %s on %s: %s", target.pod, target.node, error)
             return ScrapeOutcome(target, ERROR, error=str(error))

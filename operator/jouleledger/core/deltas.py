@@ -45,6 +45,7 @@ __all__ = [
     "RESET",
     "AgentScrape",
     "DeltaTracker",
+    "ParseMemo",
     "PodDelta",
     "PodIdentity",
     "Rejection",
@@ -256,14 +257,41 @@ def _series_key(node: str, labels: Mapping[str, str]) -> SeriesKey:
     )
 
 
-def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -> AgentScrape:
+class ParseMemo:
+    """What :func:`parse_agent_samples` derived from one agent's label sets at its previous scrape (pod identities
+    and series keys), for a parser that hands the same label mapping for an unchanged series every scrape (the
+    exposition parser's label cache). An entry is keyed by the mapping's ``id`` and holds the mapping itself, so
+    the ``id`` cannot be reused while the entry lives, and it is used only for that very object; label mappings
+    are never mutated. Only what the latest scrape used is kept."""
+
+    __slots__ = ("identities", "keys")
+
+    def __init__(self) -> None:
+        self.identities: dict[int, tuple[Mapping[str, str], PodIdentity]] = {}
+        self.keys: dict[int, tuple[Mapping[str, str], str, SeriesKey]] = {}
+
+
+def _identity(labels: Mapping[str, str]) -> PodIdentity:
+    return PodIdentity(
+        namespace=labels.get("namespace", ""),
+        name=labels.get("pod", ""),
+        uid=labels.get("uid", ""),
+        owner=_owner(labels),
+        labels={key[6:]: val for key, val in labels.items() if key.startswith("label_")},
+    )
+
+
+def parse_agent_samples(
+    samples: Iterable[Sample], *, expected_node: str = "", memo: ParseMemo | None = None
+) -> AgentScrape:
     """Build an :class:`AgentScrape` from an agent's samples.
 
     ``expected_node`` (the node the operator found the agent pod on) must match the agent's own ``node``
     label when given; per-pod and per-GPU series of another node are rejected, and so is a value no counter can
     hold (``out_of_range``) and a counter series given twice with different values (``duplicate_series``); a pod
     series with a rejected sample is *held* (neither counted nor missing). Raises
-    :class:`ScrapeFormatError` when the exposition lacks the agent's info or last-tick series.
+    :class:`ScrapeFormatError` when the exposition lacks the agent's info or last-tick series. ``memo`` (one per
+    agent, kept across scrapes) reuses the identities and series keys of label mappings seen at the previous scrape.
     """
     agent_info: Mapping[str, str] | None = None
     last_tick: float | None = None
@@ -306,6 +334,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
     if expected_node and node != expected_node:
         raise ScrapeFormatError(f"agent reports node {node!r} but runs on node {expected_node!r}")
 
+    old_identities = memo.identities if memo is not None else {}
+    identities: dict[int, tuple[Mapping[str, str], PodIdentity]] = {}
     pod_series: list[Sample] = []
     for sample in pending:
         name, labels, raw = sample
@@ -315,13 +345,9 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
         if name in _POD_COUNTERS:
             pod_series.append(sample)
         elif name == POD_INFO_SAMPLE:
-            identity = PodIdentity(
-                namespace=labels.get("namespace", ""),
-                name=labels.get("pod", ""),
-                uid=labels.get("uid", ""),
-                owner=_owner(labels),
-                labels={key[6:]: val for key, val in labels.items() if key.startswith("label_")},
-            )
+            known = old_identities.get(id(labels))
+            identity = known[1] if known is not None and known[0] is labels else _identity(labels)
+            identities[id(labels)] = (labels, identity)
             if not identity.uid or not identity.namespace or not identity.name:
                 rejected.append(Rejection(name, labels, "incomplete_pod_info"))
                 continue
@@ -347,11 +373,15 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
 
     # The pod counters: most of the exposition. The energy, GPU-seconds and energy-from-power lines of one series
     # usually share one label mapping (the parser's cache), so its key is built once.
-    keys: dict[int, SeriesKey] = {}
+    old_keys = memo.keys if memo is not None else {}
+    keys: dict[int, tuple[Mapping[str, str], str, SeriesKey]] = {}
     for name, labels, raw in pod_series:
-        key = keys.get(id(labels))
-        if key is None:
-            key = keys[id(labels)] = _series_key(node, labels)
+        known_key = keys.get(id(labels)) or old_keys.get(id(labels))
+        if known_key is not None and known_key[0] is labels and known_key[1] == node:
+            key = known_key[2]
+        else:
+            key = _series_key(node, labels)
+        keys[id(labels)] = (labels, node, key)
         if _duplicate(seen, (name, key), raw):  # one series with two values: neither is counted, its baseline stays
             rejected.append(Rejection(name, labels, "duplicate_series"))
             held.add(key)
@@ -373,6 +403,8 @@ def parse_agent_samples(samples: Iterable[Sample], *, expected_node: str = "") -
         else:
             seconds[key] = value
 
+    if memo is not None:
+        memo.identities, memo.keys = identities, keys
     for gpu in duplicated_gpus:
         unallocated.pop(gpu, None)  # its baseline stays as it is
     series: dict[SeriesKey, SeriesValue] = {}
@@ -426,8 +458,8 @@ class _SeriesState:
 @dataclass(frozen=True, slots=True)
 class PodDelta:
     """New energy (``from_power_mj`` of it integrated from power) and GPU-seconds of one pod on one series since
-    the previous scrape. ``share`` is the pod's cumulative share of the series after this delta: the watermark its
-    footprint stores (without epoch and ticks, which the scrape's deltas carry).
+    the previous scrape. ``share`` is the pod's cumulative share of the series after this delta, read under the
+    scrape's epoch and tick count: the watermark its footprint stores.
     """
 
     key: SeriesKey
@@ -461,6 +493,19 @@ class ScrapeDeltas:
     regressed: tuple[tuple[SeriesKey, str], ...] = ()
     """``(series, pod uid)`` shares whose counter went down under an unchanged epoch (persist them now: the agent
     no longer holds what they include)."""
+
+
+def _credit(
+    state: _SeriesState, share: _Share, value: SeriesValue, delta: tuple[int, float, int], ticks: int
+) -> SeriesValue:
+    """Add ``delta`` (energy, GPU-seconds, energy from power) to the pod's ``share``, move the series' baseline to
+    ``value``; the share as the watermark its footprint stores."""
+    share.energy_mj += delta[0]
+    share.gpu_seconds += delta[1]
+    share.from_power_mj += delta[2]
+    state.energy_mj, state.gpu_seconds, state.misses = value.energy_mj, value.gpu_seconds, 0
+    state.from_power_mj = value.from_power_mj
+    return SeriesValue(share.energy_mj, share.gpu_seconds, share.epoch, ticks, share.from_power_mj)
 
 
 class DeltaTracker:
@@ -546,17 +591,34 @@ class DeltaTracker:
         resets = regressions = implausible = 0
         regressed: list[tuple[SeriesKey, str]] = []
         epoch = scrape.epoch
+        ticks = int(scrape.ticks)
+        limits: dict[str, float] = {}  # device -> its power limit, looked up once per scrape
         for key, value in scrape.series.items():
             identities = scrape.pods.get((key.namespace, key.pod), ())
             if not identities:  # parse_agent_samples never yields such a series; keep the baseline as is
                 continue
             newest = identities[-1]
             state = self._series.get(key)
-            if not within_power(value.energy_mj, value.gpu_seconds, scrape.power_limit_w(key.device, self._max_w)):
+            limit_w = limits.get(key.device)
+            if limit_w is None:
+                limit_w = limits[key.device] = scrape.power_limit_w(key.device, self._max_w)
+            if not within_power(value.energy_mj, value.gpu_seconds, limit_w):
                 implausible += 1  # more energy than the GPU can draw in the time the pod held it
                 if state is not None:
                     state.misses = 0
                 continue
+            if state is not None and len(state.shares) == 1 and value.energy_mj >= state.energy_mj:
+                # The common case, one pod's series going up under its epoch: what the general rules below give
+                # (no stale, vanished or dropped share; CONTINUED), without their bookkeeping.
+                only = state.shares.get(newest.uid)
+                if only is not None and not (epoch and only.epoch and only.epoch != epoch):
+                    energy_mj = value.energy_mj - state.energy_mj
+                    gpu_seconds = max(0.0, value.gpu_seconds - state.gpu_seconds)
+                    power_mj = min(energy_mj, max(0, value.from_power_mj - state.from_power_mj))
+                    only.epoch = epoch
+                    watermark = _credit(state, only, value, (energy_mj, gpu_seconds, power_mj), ticks)
+                    pods.append(PodDelta(key, newest, energy_mj, gpu_seconds, CONTINUED, watermark, power_mj))
+                    continue
             if state is None:
                 origin = ADOPTED if first else NEW
                 energy_mj, gpu_seconds, power_mj = value.energy_mj, value.gpu_seconds, value.from_power_mj
@@ -608,12 +670,7 @@ class DeltaTracker:
             for share in state.shares.values():
                 share.epoch = epoch
             share = state.shares.setdefault(newest.uid, _Share(epoch=epoch))
-            share.energy_mj += energy_mj
-            share.gpu_seconds += gpu_seconds
-            share.from_power_mj += power_mj
-            state.energy_mj, state.gpu_seconds, state.misses = value.energy_mj, value.gpu_seconds, 0
-            state.from_power_mj = value.from_power_mj
-            watermark = SeriesValue(share.energy_mj, share.gpu_seconds, from_power_mj=share.from_power_mj)
+            watermark = _credit(state, share, value, (energy_mj, gpu_seconds, power_mj), ticks)
             pods.append(PodDelta(key, newest, energy_mj, gpu_seconds, origin, watermark, power_mj))
 
         pruned: list[SeriesKey] = []
@@ -665,7 +722,7 @@ class DeltaTracker:
             tuple(sorted(pruned)),
             regressions,
             epoch,
-            int(scrape.ticks),
+            ticks,
             implausible,
             tuple(regressed),
         )

@@ -16,10 +16,9 @@ with 6 decimals, ``co2e-grams`` operational + embodied with 3, ``cost`` as ``"<a
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from jouleledger.core.carbon import embodied_g, energy_cost, operational_g
 from jouleledger.core.deltas import RESET, DeltaTracker, PodIdentity, ScrapeDeltas, SeriesKey, SeriesValue
@@ -458,6 +457,11 @@ class FootprintBook:
         ``model_of`` the GPU model of a device id."""
         counted = late = 0
         touched: set[str] = set()
+        # Running sums of this fold, added in the same order as Totals would be (the same floats), built once.
+        namespaces: dict[str, list[Any]] = {}
+        teams: dict[str, list[Any]] = {}
+        workloads: dict[str, tuple[WorkloadAccount, list[Any]]] = {}
+        models: dict[str, str] = {}
         for delta in deltas.pods:
             attribution = attribute(delta.pod)
             ref = attribution.workload
@@ -470,10 +474,16 @@ class FootprintBook:
             if holder is not None and holder != ref.uid:  # the pod moved workload (owner resolved later)
                 self._forget(watermark)
             self._index(watermark, ref.uid)
-            share = dataclasses.replace(delta.share, epoch=deltas.epoch, ticks=deltas.ticks)
+            share = delta.share  # under the scrape's epoch and ticks
             before = account.watermarks.get(watermark)
             account.watermarks[watermark] = share
-            if before is None or dataclasses.replace(before, ticks=share.ticks) != share:
+            if (  # a new tick count alone is no change to persist
+                before is None
+                or before.energy_mj != share.energy_mj
+                or before.gpu_seconds != share.gpu_seconds
+                or before.from_power_mj != share.from_power_mj
+                or before.epoch != share.epoch
+            ):
                 account.dirty = True
             if delta.origin == RESET:
                 account.urgent = True
@@ -487,18 +497,28 @@ class FootprintBook:
                     account.pods.add(delta.pod.uid)
                     account.dirty = True
                 continue
-            operational = operational_g(delta.energy_mj, rates.pue, rates.intensity_g_per_kwh)
-            embodied = embodied_g(delta.gpu_seconds, rates.embodied_rate(model_of(delta.key.device)))
-            cost = energy_cost(delta.energy_mj, rates.pue, rates.price_per_kwh)
-            added = Totals(delta.energy_mj, delta.gpu_seconds, operational, embodied, cost, delta.from_power_mj)
-            self._namespaces[ref.namespace] = self._namespaces.get(ref.namespace, ZERO) + added
-            self._teams[account.team] = self._teams.get(account.team, ZERO) + added
+            model = models.get(delta.key.device)
+            if model is None:
+                model = models[delta.key.device] = model_of(delta.key.device)
+            added = (
+                delta.energy_mj,
+                delta.gpu_seconds,
+                operational_g(delta.energy_mj, rates.pue, rates.intensity_g_per_kwh),
+                embodied_g(delta.gpu_seconds, rates.embodied_rate(model)),
+                energy_cost(delta.energy_mj, rates.pue, rates.price_per_kwh),
+                delta.from_power_mj,
+            )
+            _add(_running(namespaces, ref.namespace, self._namespaces), added)
+            _add(_running(teams, account.team, self._teams), added)
             if account.final is not None:
                 account.late_energy_mj += delta.energy_mj
                 late += delta.energy_mj
                 continue
             account.pods.add(delta.pod.uid)
-            account.totals = account.totals + added
+            running = workloads.get(ref.uid)
+            if running is None or running[0] is not account:
+                running = workloads[ref.uid] = (account, _fields(account.totals))
+            _add(running[1], added)
             account.sources.add(rates.intensity_source)
             if delta.from_power_mj:
                 account.methods.add(rates.power_method)
@@ -508,6 +528,12 @@ class FootprintBook:
                 account.interval_start_unix_s = rates.start_unix_s
             account.interval_end_unix_s = max(account.interval_end_unix_s, rates.end_unix_s)
             counted += delta.energy_mj
+        for name, sums in namespaces.items():
+            self._namespaces[name] = Totals(*sums)
+        for name, sums in teams.items():
+            self._teams[name] = Totals(*sums)
+        for account, sums in workloads.values():
+            account.totals = Totals(*sums)
         for watermark in deltas.regressed:  # the agent went back: only the footprint still holds these shares
             behind = self.accounts.get(self._holder.get(watermark, ""))
             if behind is not None:
@@ -617,6 +643,34 @@ class Decision:
 
 CLOCK_SKEW_ALLOWANCE_S: Final = 2.0
 """How far a node's clock may run behind the API server's before a tick could be mistaken for a later one."""
+
+
+def _fields(totals: Totals) -> list[Any]:
+    return [
+        totals.energy_mj,
+        totals.gpu_seconds,
+        totals.operational_g,
+        totals.embodied_g,
+        totals.cost,
+        totals.energy_from_power_mj,
+    ]
+
+
+def _running(sums: dict[str, list[Any]], name: str, totals: Mapping[str, Totals]) -> list[Any]:
+    running = sums.get(name)
+    if running is None:
+        running = sums[name] = _fields(totals.get(name, ZERO))
+    return running
+
+
+def _add(running: list[Any], added: tuple[int, float, float, float, float, int]) -> None:
+    """``running`` (the six fields of a :class:`Totals`) plus ``added``: what ``Totals.__add__`` computes."""
+    running[0] += added[0]
+    running[1] += added[1]
+    running[2] += added[2]
+    running[3] += added[3]
+    running[4] += added[4]
+    running[5] += added[5]
 
 
 def default_write_interval_s(scrape_interval_s: float) -> float:

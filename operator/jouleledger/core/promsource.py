@@ -36,6 +36,7 @@ __all__ = [
     "AGENT_SAMPLE_NAMES",
     "DUPLICATE_SERIES_ERROR",
     "TARGET_LABELS",
+    "RegroupMemo",
     "agent_query",
     "lean_agent_query",
     "samples_by_node",
@@ -123,17 +124,57 @@ def _agent_labels(labels: Mapping[str, str]) -> tuple[str, dict[str, str]]:
     return name, own
 
 
-def samples_by_node(result: Iterable[tuple[Mapping[str, str], float]]) -> dict[str, list[Sample]]:
+_ORDER: Final = {name: index for index, name in enumerate(AGENT_SAMPLE_NAMES)}
+
+_Regrouped = tuple[Mapping[str, str], str, dict[str, str], str, tuple[int, str]]
+"""What one series' labels become: ``(the query's labels, sample name, the agent's labels, node, sort key)``; the
+key is the sample's place in :data:`AGENT_SAMPLE_NAMES`, then its sorted labels as one string (NUL-separated: one
+string comparison instead of a list of pairs)."""
+
+
+class RegroupMemo:
+    """What :func:`samples_by_node` made of each label mapping of the previous answer, for a client that returns
+    the same read-only mapping for an unchanged series (:mod:`jouleledger.promapi`): keyed by the mapping's ``id``
+    and holding the mapping itself, so an entry is used only for that very object. The agent labels it hands out
+    are then the same objects every pass too, which the agent-sample parser's memo builds on."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: dict[int, _Regrouped] = {}
+
+
+def _regrouped(raw_labels: Mapping[str, str]) -> _Regrouped:
+    name, labels = _agent_labels(raw_labels)
+    ordered = "\0".join(f"{key}\0{value}" for key, value in sorted(labels.items()))
+    return raw_labels, name, labels, labels.get("node", ""), (_ORDER.get(name, -1), ordered)
+
+
+def samples_by_node(
+    result: Iterable[tuple[Mapping[str, str], float]], memo: RegroupMemo | None = None
+) -> dict[str, list[Sample]]:
     """The vector of :func:`agent_query` as each node's agent samples (``node`` label; series without one are
     dropped: no agent exports them). Series are ordered as one exposition orders them: by name, then labels."""
-    nodes: dict[str, list[Sample]] = {}
-    order = {name: index for index, name in enumerate(AGENT_SAMPLE_NAMES)}
+    nodes: dict[str, list[tuple[tuple[int, str], Sample]]] = {}
+    previous = memo.entries if memo is not None else {}
+    entries: dict[int, _Regrouped] = {}
     for raw_labels, value in result:
-        name, labels = _agent_labels(raw_labels)
-        node = labels.get("node", "")
-        if name not in order or not node:
+        entry = previous.get(id(raw_labels))
+        if entry is None or entry[0] is not raw_labels:
+            entry = _regrouped(raw_labels)
+        entries[id(raw_labels)] = entry
+        _, name, labels, node, order = entry
+        if name not in _ORDER or not node:
             continue
-        nodes.setdefault(node, []).append((name, labels, value))
-    for samples in nodes.values():
-        samples.sort(key=lambda sample: (order[sample[0]], sorted(sample[1].items())))
-    return nodes
+        nodes.setdefault(node, []).append((order, (name, labels, value)))
+    if memo is not None:
+        memo.entries = entries
+    by_node: dict[str, list[Sample]] = {}
+    for node, keyed in nodes.items():
+        keyed.sort(key=_first)
+        by_node[node] = [sample for _, sample in keyed]
+    return by_node
+
+
+def _first(keyed: tuple[tuple[int, str], Sample]) -> tuple[int, str]:
+    return keyed[0]
