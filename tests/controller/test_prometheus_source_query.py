@@ -79,3 +79,31 @@ async def test_the_lean_answer_reads_as_the_direct_scrape() -> None:
     outcomes = await source.scrape_all([TARGET])
     assert [outcome.result for outcome in outcomes] == [OK]
     assert outcomes[0].scrape == parse_agent_samples(parse_exposition(TEXT), expected_node="n1")
+
+
+async def test_the_source_reads_which_pods_exist_at_every_pass_to_order_a_re_created_pod() -> None:
+    """A pod re-created under its name: new energy is the pod's that exists now, as the pod watch says at that pass
+    (the agent's own order of the two records is lost in Prometheus)."""
+    old, new = Pod("ml", "train", "uid-z-old", 0.0, 0.0), Pod("ml", "train", "uid-b-new", 8.0, 2.0)
+    text = agent_text("n1", 100.0, [new], extra_info=[old], epoch="ab" * 8)
+    result = [
+        {"metric": {"__name__": name, **labels}, "value": [100.0, repr(value)]}
+        for name, labels, value in parse_exposition(text)
+    ]
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}, separators=(",", ":"))
+    live: dict[str, object] = {"uid-z-old": object()}  # the watch has not seen the deletion yet
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, content=body.encode()))
+    source = PrometheusSource(PrometheusApi(httpx.Client(base_url="http://p", transport=transport)), live_pods=live)
+
+    async def newest() -> str:
+        (outcome,) = await source.scrape_all([TARGET])
+        assert outcome.result == OK
+        assert outcome.scrape is not None
+        pod = outcome.scrape.newest_pod("ml", "train")
+        assert pod is not None
+        return pod.uid
+
+    assert await newest() == "uid-z-old"
+    del live["uid-z-old"]  # the watch sees the deletion and the new pod, in the same mapping
+    live["uid-b-new"] = object()
+    assert await newest() == "uid-b-new"

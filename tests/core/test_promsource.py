@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jouleledger.core.deltas import parse_agent_samples
+from jouleledger.core.deltas import DeltaTracker, SeriesValue, parse_agent_samples
 from jouleledger.core.promsource import AGENT_SAMPLE_NAMES, RegroupMemo, agent_query, samples_by_node
 from jouleledger.metrics.operator_collector import parse_exposition
 from tests.controller._exposition import Pod, agent_text
@@ -77,3 +77,25 @@ def test_a_regroup_memo_gives_the_same_samples_and_keeps_each_mapping_apart() ->
     moved = [({**labels, "node": "n2"}, value) for labels, value in result]
     memo.entries = {id(labels): next(iter(memo.entries.values())) for labels, _ in moved}
     assert sorted(samples_by_node(moved, memo)) == ["n2"]
+
+
+def test_new_energy_of_a_re_created_pod_goes_to_the_pod_that_exists_not_to_the_last_uid_in_label_order() -> None:
+    # The old record of "train" is retained by the agent (written first: the agent orders records as it saw them);
+    # its UID sorts after the new pod's, so label order alone would make the old pod the newest.
+    old = Pod("ml", "train", "uid-z-old", 0.0, 0.0)
+    new = Pod("ml", "train", "uid-b-new", 8.0, 2.0)
+    text = agent_text("n1", 100.0, [new], extra_info=[old], epoch="ab" * 8)
+    direct = parse_agent_samples(parse_exposition(text), expected_node="n1")
+    result = _as_prometheus_returns(text, job="jouleledger-agent")
+
+    unordered = parse_agent_samples(samples_by_node(result)["n1"], expected_node="n1")
+    pod = unordered.newest_pod("ml", "train")
+    assert pod is not None
+    assert pod.uid == "uid-z-old"  # what label order alone gives
+
+    ordered = parse_agent_samples(samples_by_node(result, live_pods={"uid-b-new"})["n1"], expected_node="n1")
+    assert ordered.pods == direct.pods
+    tracker = DeltaTracker()
+    tracker.restore(next(iter(ordered.series)), "uid-z-old", SeriesValue(5000, 1.0, "ab" * 8))
+    deltas = tracker.observe(ordered)
+    assert [(delta.pod.uid, delta.energy_mj) for delta in deltas.pods] == [("uid-b-new", 3000)]

@@ -184,6 +184,7 @@ class OperatorApp:
                 PrometheusApi(build_client(self.options.prometheus)),
                 selector=self.options.prometheus_selector,
                 clock=self._clock,
+                live_pods=self.cluster.pods,
             )
             scraper = self._source
         self.accountant = Accountant(

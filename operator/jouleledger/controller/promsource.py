@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Protocol
 
 from jouleledger.controller.cluster import AgentTarget
@@ -45,8 +45,16 @@ class AccountingSource(Protocol):
 class PrometheusSource:
     """Reads every agent's counters in one instant query per pass (a drop-in for the direct scraper)."""
 
-    def __init__(self, api: PrometheusApi, *, selector: str = "", clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        api: PrometheusApi,
+        *,
+        selector: str = "",
+        clock: Callable[[], float] = time.time,
+        live_pods: Container[str] = (),
+    ) -> None:
         self._api = api
+        self._live_pods = live_pods  # UIDs of the pods that exist (the pod watch): see samples_by_node
         self.query = lean_agent_query(selector)
         self._plain_query = agent_query(selector)
         self._clock = clock
@@ -77,7 +85,7 @@ class PrometheusSource:
         except PrometheusError as error:
             log.warning("%s", error)
             return [ScrapeOutcome(target, ERROR, error=str(error)) for target in targets]
-        by_node = samples_by_node(result, self._regroup)
+        by_node = samples_by_node(result, self._regroup, live_pods=self._live_pods)
         memos, self._memos = self._memos, {}
         outcomes: list[ScrapeOutcome] = []
         for target in targets:

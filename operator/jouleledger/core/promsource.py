@@ -16,7 +16,7 @@ Prometheus' JSON writes each value as the shortest decimal that reads back to th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Final
 
 from jouleledger.core import contract
@@ -151,11 +151,19 @@ def _regrouped(raw_labels: Mapping[str, str]) -> _Regrouped:
 
 
 def samples_by_node(
-    result: Iterable[tuple[Mapping[str, str], float]], memo: RegroupMemo | None = None
+    result: Iterable[tuple[Mapping[str, str], float]],
+    memo: RegroupMemo | None = None,
+    *,
+    live_pods: Container[str] = (),
 ) -> dict[str, list[Sample]]:
     """The vector of :func:`agent_query` as each node's agent samples (``node`` label; series without one are
-    dropped: no agent exports them). Series are ordered as one exposition orders them: by name, then labels."""
-    nodes: dict[str, list[tuple[tuple[int, str], Sample]]] = {}
+    dropped: no agent exports them). Series are ordered by name, then labels, except that the ``pod_info`` of a pod
+    in ``live_pods`` (UIDs of the pods that exist now) comes after those of pods that do not.
+
+    That order is what the agent-sample parser reads as "oldest first" among identities of one name: new energy
+    of a series goes to its newest pod. An agent writes a re-created pod's records in the order it first saw them;
+    Prometheus keeps no order, and of two pods of one name on a node only the re-created one can still exist."""
+    nodes: dict[str, list[tuple[tuple[int, bool, str], Sample]]] = {}
     previous = memo.entries if memo is not None else {}
     entries: dict[int, _Regrouped] = {}
     for raw_labels, value in result:
@@ -163,10 +171,11 @@ def samples_by_node(
         if entry is None or entry[0] is not raw_labels:
             entry = _regrouped(raw_labels)
         entries[id(raw_labels)] = entry
-        _, name, labels, node, order = entry
+        _, name, labels, node, (rank, ordered) = entry
         if name not in _ORDER or not node:
             continue
-        nodes.setdefault(node, []).append((order, (name, labels, value)))
+        live = name == POD_INFO_SAMPLE and labels.get("uid", "") in live_pods
+        nodes.setdefault(node, []).append(((rank, live, ordered), (name, labels, value)))
     if memo is not None:
         memo.entries = entries
     by_node: dict[str, list[Sample]] = {}
@@ -176,5 +185,5 @@ def samples_by_node(
     return by_node
 
 
-def _first(keyed: tuple[tuple[int, str], Sample]) -> tuple[int, str]:
+def _first(keyed: tuple[tuple[int, bool, str], Sample]) -> tuple[int, bool, str]:
     return keyed[0]
