@@ -11,7 +11,11 @@ runs ``run_pass`` over it. The expositions are rendered before the timing starts
 Printed: CPU per pass (process time), median of ``--passes`` passes after ``--warmup`` passes, per node and per
 pod. ``--profile FILE`` writes a cProfile of the measured passes.
 
+``--source prometheus`` reads the same counters as ``--source prometheus`` does: one instant-query answer (built
+from the expositions, as Prometheus returns them) decoded, regrouped by node and parsed by the real source.
+
     .venv/bin/python -m bench.operator_pass [--nodes 2500] [--pods 20000] [--passes 5] [--profile FILE]
+        [--source direct|prometheus]
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import json
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import httpx
 from tests._kube_emulator import AGENT_NAMESPACE
 from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity
 
@@ -33,10 +39,12 @@ from bench.operator_load import Simulation, populate
 from jouleledger.controller.accountant import Accountant
 from jouleledger.controller.cluster import AgentTarget, ClusterState
 from jouleledger.controller.main import GC_THRESHOLDS
+from jouleledger.controller.promsource import PrometheusSource
 from jouleledger.controller.scrape import OK, ScrapeOutcome
 from jouleledger.core.deltas import ParseMemo, parse_agent_samples
 from jouleledger.kube.api import KubeApi
 from jouleledger.metrics.operator_collector import LabelsCache, parse_exposition
+from jouleledger.promapi import PrometheusApi
 
 INTERVAL_S = 15.0
 
@@ -68,6 +76,29 @@ class RenderedSource:
         return outcomes
 
 
+class PrometheusAnswer:
+    """``--source prometheus``: the instant-query answer Prometheus would give for the rendered expositions
+    (compact JSON, target labels removed as the lean query asks), served to the real :class:`PrometheusSource`
+    through an ``httpx.MockTransport``. The answer is built before each pass's timing starts."""
+
+    def __init__(self) -> None:
+        self.body = b""
+
+    def render(self, texts: Mapping[str, str], now_s: float) -> None:
+        result = [
+            {"metric": {"__name__": name, **labels}, "value": [now_s, repr(value)]}
+            for text in texts.values()
+            for name, labels, value in parse_exposition(text)
+        ]
+        body = {"status": "success", "data": {"resultType": "vector", "result": result}}
+        self.body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def source(self, cluster: ClusterState, clock: Callable[[], float]) -> PrometheusSource:
+        transport = httpx.MockTransport(lambda _: httpx.Response(200, content=self.body))
+        api = PrometheusApi(httpx.Client(base_url="http://prometheus", transport=transport))
+        return PrometheusSource(api, clock=clock, live_pods=cluster.pods)
+
+
 def cluster_of(objects: Objects) -> ClusterState:
     cluster = ClusterState(
         team_label="team",
@@ -93,14 +124,17 @@ async def measure(args: argparse.Namespace) -> tuple[list[float], int]:
     jobs = populate(objects, sim, args.pods, args.live_jobs, start_s)  # type: ignore[arg-type]
     for pod in jobs[: len(jobs) // 10]:  # finished Jobs' pods, still exported as real agents keep them
         pod.finished_s = start_s - 60
-    source = RenderedSource()
+    rendered = RenderedSource()
+    answer = PrometheusAnswer()
     clock = [start_s]
+    cluster = cluster_of(objects)
+    source = answer.source(cluster, lambda: clock[0]) if args.source == "prometheus" else rendered
     accountant = Accountant(
         config=FIXTURE_CONFIG,
         provider=ScriptedIntensity(),
         api=KubeApi.__new__(KubeApi),  # dry run: never called
         scraper=source,
-        cluster=cluster_of(objects),
+        cluster=cluster,
         scrape_interval_s=INTERVAL_S,
         dry_run=True,
         clock=lambda: clock[0],
@@ -110,7 +144,9 @@ async def measure(args: argparse.Namespace) -> tuple[list[float], int]:
     profile = cProfile.Profile() if args.profile else None
     for index in range(args.warmup + args.passes):
         clock[0] += INTERVAL_S
-        source.texts = {node: sim.exposition(node, clock[0]) for node in nodes}
+        rendered.texts = {node: sim.exposition(node, clock[0]) for node in nodes}
+        if args.source == "prometheus":
+            answer.render(rendered.texts, clock[0])
         measured = index >= args.warmup
         if measured and profile is not None:
             profile.enable()
@@ -133,11 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2, help="passes before the measured ones (footprints created)")
     parser.add_argument("--profile", default="", help="write a cProfile of the measured passes to this file")
+    parser.add_argument(
+        "--source", choices=("direct", "prometheus"), default="direct", help="parse expositions, or a query answer"
+    )
     args = parser.parse_args(argv)
     gc.set_threshold(*GC_THRESHOLDS)
     times, exported = asyncio.run(measure(args))
     median = statistics.median(times)
-    print("Joule Ledger accounting pass, in-process (no HTTP, no API writes, no kopf)")
+    print(f"Joule Ledger accounting pass, in-process (no HTTP, no API writes, no kopf); source: {args.source}")
     print(f"  nodes: {args.nodes}; pods exported: {exported} ({args.pods} live)")
     print(f"  CPU per pass: median {median:.3f} s (min {min(times):.3f}, max {max(times):.3f}, {len(times)} passes)")
     print(f"  per node: {1e3 * median / args.nodes:.3f} ms; per exported pod: {1e6 * median / exported:.1f} us")

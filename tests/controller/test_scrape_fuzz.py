@@ -77,8 +77,8 @@ class Agents:
 
     answers: dict[str, Answer] = field(default_factory=dict)
 
-    def get(self, url: str, **_: object) -> _Response:
-        return _Response(self.answers[urllib.parse.urlsplit(url).hostname or ""])
+    def get(self, url: object, **_: object) -> _Response:  # a str or the yarl.URL the scraper builds once
+        return _Response(self.answers[urllib.parse.urlsplit(str(url)).hostname or ""])
 
 
 class _Content:

@@ -29,6 +29,7 @@ from typing import Final
 
 import aiohttp
 import httpx
+import yarl
 
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.core.contract import FOLDED_UNTIL_PARAM
@@ -218,7 +219,7 @@ READ_CHUNK_BYTES: Final = 64 * 1024
 
 async def fetch_agent(
     session: aiohttp.ClientSession,
-    url: str,
+    url: str | yarl.URL,
     *,
     timeout_s: float,
     max_body_bytes: int,
@@ -315,6 +316,7 @@ class AgentScraper:
         self._backoff: dict[str, _Backoff] = {}
         self._labels: dict[str, LabelsCache] = {}  # per node: its agent's label sets, parsed once
         self._memos: dict[str, ParseMemo] = {}  # per node: identities and series keys of those label sets
+        self._urls: dict[AgentTarget, yarl.URL] = {}
         self._keep_alive_agents = open_file_budget() if keep_alive_agents is None else keep_alive_agents
 
     def _due(self, node: str, now_s: float) -> bool:
@@ -359,15 +361,23 @@ class AgentScraper:
         for node in [node for node in self._labels if node not in live]:
             del self._labels[node]
             self._memos.pop(node, None)
+        current = set(targets)
+        for target in [target for target in self._urls if target not in current]:
+            del self._urls[target]
         return [*outcomes, *skipped]
 
-    def _url(self, target: AgentTarget, folded_until_s: float | None = None) -> str:
-        host = f"[{target.ip}]" if ":" in target.ip else target.ip
-        url = f"{self._agent_client.scheme}://{host}:{target.port}/metrics"
+    def _url(self, target: AgentTarget, folded_until_s: float | None = None) -> yarl.URL:
+        """The agent's ``/metrics`` URL, built once per target (aiohttp would parse and re-encode a string at every
+        request); with ``?folded_until=`` built per pass."""
+        base = self._urls.get(target)
+        if base is None:
+            host = f"[{target.ip}]" if ":" in target.ip else target.ip
+            base = self._urls[target] = yarl.URL(f"{self._agent_client.scheme}://{host}:{target.port}/metrics")
         if folded_until_s is None:
-            return url
+            return base
         # repr() is the shortest text that reads back as the same float: the agent compares finish times exactly.
-        return f"{url}?{FOLDED_UNTIL_PARAM}={urllib.parse.quote(repr(float(folded_until_s)))}"
+        value = urllib.parse.quote(repr(float(folded_until_s)))
+        return yarl.URL(f"{base}?{FOLDED_UNTIL_PARAM}={value}", encoded=True)
 
     async def _scrape(
         self,
