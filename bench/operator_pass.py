@@ -78,16 +78,20 @@ class RenderedSource:
 
 class PrometheusAnswer:
     """``--source prometheus``: the instant-query answer Prometheus would give for the rendered expositions
-    (compact JSON, target labels removed as the lean query asks), served to the real :class:`PrometheusSource`
-    through an ``httpx.MockTransport``. The answer is built before each pass's timing starts."""
+    (compact JSON, with ``job`` and ``instance`` as ``agent_query`` returns them), served to the real
+    :class:`PrometheusSource` through an ``httpx.MockTransport``. The answer is built before each pass's timing
+    starts."""
 
     def __init__(self) -> None:
         self.body = b""
 
     def render(self, texts: Mapping[str, str], now_s: float) -> None:
         result = [
-            {"metric": {"__name__": name, **labels}, "value": [now_s, repr(value)]}
-            for text in texts.values()
+            {
+                "metric": {"__name__": name, **labels, "instance": f"slice-{index % 64}", "job": "agents"},
+                "value": [now_s, repr(value)],
+            }
+            for index, text in enumerate(texts.values())
             for name, labels, value in parse_exposition(text)
         ]
         body = {"status": "success", "data": {"resultType": "vector", "result": result}}

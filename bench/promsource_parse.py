@@ -34,8 +34,8 @@ from jouleledger.promapi import PrometheusApi
 
 
 def answer(nodes: list[str], pods_per_node: int, now_s: float, *, lean: bool) -> tuple[bytes, int]:
-    """The JSON body of the source's instant query over ``nodes`` (``lean``: without the target labels, as
-    ``lean_agent_query`` asks), and its number of series."""
+    """The JSON body of the source's instant query over ``nodes`` (with ``job`` and ``instance``, as ``agent_query``
+    returns them; ``lean``: without them), and its number of series."""
     sim = Simulation(nodes, {})
     sim.started_s = now_s - 1000
     for i, node in enumerate(nodes):
@@ -61,18 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3000)
     parser.add_argument("--pods-per-node", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--with-target-labels", action="store_true", help="the answer of agent_query (job, instance)")
+    parser.add_argument("--without-target-labels", action="store_true", help="an answer without job and instance")
     args = parser.parse_args(argv)
     nodes = [f"gpu-{i:05d}" for i in range(args.nodes)]
     now = time.time()
-    body, series = answer(nodes, args.pods_per_node, now, lean=not args.with_target_labels)
+    body, series = answer(nodes, args.pods_per_node, now, lean=args.without_target_labels)
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
 
     api = PrometheusApi(httpx.Client(base_url="http://prometheus", transport=httpx.MockTransport(handler)))
     print("Joule Ledger Prometheus source: CPU per pass on a synthetic query result (process time, medians)")
-    labels = "with job and instance" if args.with_target_labels else "without target labels (the lean query)"
+    labels = "without target labels" if args.without_target_labels else "with job and instance (agent_query's answer)"
     size = f"{len(body) / 2**20:.1f} MiB of JSON {labels}"
     print(f"  {args.nodes} nodes x {args.pods_per_node} pods: {series} series, {size}")
     totals: dict[str, float] = {}

@@ -15,7 +15,7 @@ import kmock
 import pytest
 
 from jouleledger.controller.promsource import PrometheusSource
-from jouleledger.core.promsource import TARGET_LABELS, agent_query, lean_agent_query, samples_by_node
+from jouleledger.core.promsource import TARGET_LABELS, agent_query, samples_by_node
 from jouleledger.promapi import Connection, PrometheusApi, build_client
 from tests._kube_emulator import (
     Emulator,
@@ -167,7 +167,9 @@ async def test_prometheus_source_records_what_direct_scraping_records(
     assert running["energyMillijoules"] == 2_000_125 + 500_031  # all of epoch 00, then all of the new epoch 11
 
 
-async def test_the_lean_query_is_the_agents_samples_without_target_labels(agents: FakeAgents, tmp_path: Path) -> None:
+async def test_the_query_answer_regroups_to_the_agents_own_samples(agents: FakeAgents, tmp_path: Path) -> None:
+    """Against a real Prometheus: the answer carries the target labels Prometheus adds, and the regroup by node
+    leaves exactly the agents' own samples (what a direct scrape of each agent parses)."""
     require_tool("prometheus")
     agents.ips.update(NODES)
     expose(agents, 0)
@@ -175,11 +177,12 @@ async def test_the_lean_query_is_the_agents_samples_without_target_labels(agents
         await wait_for_prometheus(url, 0)
         api = PrometheusApi(build_client(Connection(url)))
         try:
-            lean = api.query(lean_agent_query('job="jouleledger-agent"'), time.time())
-            plain = api.query(agent_query('job="jouleledger-agent"'), time.time())
+            answer = api.query(agent_query('job="jouleledger-agent"'), time.time())
         finally:
             api.close()
-    assert lean
-    assert not [labels for labels, _ in lean if TARGET_LABELS & set(labels)]
-    assert all(TARGET_LABELS & set(labels) for labels, _ in plain)
-    assert samples_by_node(lean) == samples_by_node(plain)
+    assert answer
+    assert all(TARGET_LABELS & set(labels) for labels, _ in answer)
+    by_node = samples_by_node(answer)
+    assert sorted(by_node) == sorted(NODES)
+    for samples in by_node.values():
+        assert not [labels for _, labels, _ in samples if TARGET_LABELS & set(labels)]

@@ -1,11 +1,12 @@
-"""The Prometheus source's query: target labels removed by Prometheus itself, and the fallback to the query that
-keeps them when one agent's series are stored under several targets (their label sets would collide)."""
+"""The Prometheus source's query and its answer: target labels dropped by the source (also when one agent's series
+are stored under several targets), and the order of a re-created pod's records."""
 
 from __future__ import annotations
 
 import json
 import urllib.parse
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -13,7 +14,7 @@ from jouleledger.controller.cluster import AgentTarget
 from jouleledger.controller.promsource import PrometheusSource
 from jouleledger.controller.scrape import OK
 from jouleledger.core.deltas import parse_agent_samples
-from jouleledger.core.promsource import TARGET_LABELS, agent_query, lean_agent_query
+from jouleledger.core.promsource import agent_query
 from jouleledger.metrics.operator_collector import parse_exposition
 from jouleledger.promapi import PrometheusApi
 from tests.controller._exposition import Pod, agent_text
@@ -22,18 +23,11 @@ TEXT = agent_text("n1", 100.0, [Pod("ml", "a", "uid-a", 12.5, 3.0, "Job", "j", "
 TARGET = AgentTarget("n1", "agent-n1", "10.0.0.1", 9470)
 
 
-def test_the_lean_query_removes_every_target_label_and_keeps_the_selector() -> None:
-    query = lean_agent_query('job="jouleledger-agent"')
-    assert agent_query('job="jouleledger-agent"') in query
-    for label in TARGET_LABELS:
-        assert f'"{label}", "", "{label}", ".*")' in query
-
-
 def _source(prometheus: Callable[[httpx.Request], httpx.Response]) -> PrometheusSource:
     return PrometheusSource(PrometheusApi(httpx.Client(base_url="http://p", transport=httpx.MockTransport(prometheus))))
 
 
-def _vector(with_target_labels: bool) -> dict[str, object]:
+def _vector(with_target_labels: bool) -> dict[str, Any]:
     target = {"job": "a", "instance": "10.0.0.1:9470"} if with_target_labels else {}
     result = [
         {"metric": {"__name__": name, **labels, **target}, "value": [100.0, repr(value)]}
@@ -42,41 +36,26 @@ def _vector(with_target_labels: bool) -> dict[str, object]:
     return {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 
-async def test_series_under_two_targets_fall_back_to_the_query_with_target_labels() -> None:
+async def test_the_answer_with_target_labels_reads_as_the_direct_scrape() -> None:
     asked: list[str] = []
 
     def prometheus(request: httpx.Request) -> httpx.Response:
-        query = urllib.parse.parse_qs(request.content.decode())["query"][0]
-        asked.append(query)
-        if query.startswith("label_replace("):  # what Prometheus answers when two series' labels would collide
-            error = {
-                "status": "error",
-                "errorType": "execution",
-                "error": "vector cannot contain metrics with the same labelset",
-            }
-            return httpx.Response(422, content=json.dumps(error))
+        asked.append(urllib.parse.parse_qs(request.content.decode())["query"][0])
         return httpx.Response(200, content=json.dumps(_vector(with_target_labels=True)))
 
-    source = PrometheusSource(
-        PrometheusApi(httpx.Client(base_url="http://p", transport=httpx.MockTransport(prometheus)))
-    )
-    first = await source.scrape_all([TARGET])
-    second = await source.scrape_all([TARGET])
-    assert asked == [lean_agent_query(), agent_query(), agent_query()]  # the lean query is not retried every pass
-    direct = parse_agent_samples(parse_exposition(TEXT), expected_node="n1")
-    for outcomes in (first, second):
-        assert [outcome.result for outcome in outcomes] == [OK]
-        assert outcomes[0].scrape == direct
+    outcomes = await _source(prometheus).scrape_all([TARGET])
+    assert asked == [agent_query()]
+    assert [outcome.result for outcome in outcomes] == [OK]
+    assert outcomes[0].scrape == parse_agent_samples(parse_exposition(TEXT), expected_node="n1")
 
 
-async def test_the_lean_answer_reads_as_the_direct_scrape() -> None:
-    def prometheus(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=json.dumps(_vector(with_target_labels=False)))
-
-    source = PrometheusSource(
-        PrometheusApi(httpx.Client(base_url="http://p", transport=httpx.MockTransport(prometheus)))
-    )
-    outcomes = await source.scrape_all([TARGET])
+async def test_one_agent_stored_under_two_targets_is_read_once() -> None:
+    """Two scrape jobs (or an HA pair without deduplication) store the same agent's samples twice: the copies are
+    identical once the target labels are dropped, and harmless."""
+    vector = _vector(with_target_labels=True)
+    copies = [{**item, "metric": {**item["metric"], "job": "b"}} for item in vector["data"]["result"]]
+    vector["data"]["result"].extend(copies)
+    outcomes = await _source(lambda _: httpx.Response(200, content=json.dumps(vector))).scrape_all([TARGET])
     assert [outcome.result for outcome in outcomes] == [OK]
     assert outcomes[0].scrape == parse_agent_samples(parse_exposition(TEXT), expected_node="n1")
 

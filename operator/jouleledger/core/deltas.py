@@ -351,7 +351,9 @@ def parse_agent_samples(
             if not identity.uid or not identity.namespace or not identity.name:
                 rejected.append(Rejection(name, labels, "incomplete_pod_info"))
                 continue
-            pods.setdefault((identity.namespace, identity.name), []).append(identity)
+            named = pods.setdefault((identity.namespace, identity.name), [])
+            if identity not in named:  # the same series twice (one agent through two Prometheus jobs): once
+                named.append(identity)
             continue
         else:
             if name == GPU_UNALLOCATED_SAMPLE and _duplicate(seen, (name, labels.get("gpu", "")), raw):

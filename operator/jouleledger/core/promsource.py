@@ -34,11 +34,9 @@ from jouleledger.core.deltas import (
 
 __all__ = [
     "AGENT_SAMPLE_NAMES",
-    "DUPLICATE_SERIES_ERROR",
     "TARGET_LABELS",
     "RegroupMemo",
     "agent_query",
-    "lean_agent_query",
     "samples_by_node",
 ]
 
@@ -72,22 +70,6 @@ def agent_query(selector: str = "") -> str:
             raise ValueError(f"--prometheus-selector: not a label matcher: {part.strip()!r}")
     names = "|".join(re.escape(name) for name in AGENT_SAMPLE_NAMES)
     return "{" + ",".join([f'__name__=~"{names}"', *matchers]) + "}"
-
-
-DUPLICATE_SERIES_ERROR: Final = "same labelset"
-"""What Prometheus says when :func:`lean_agent_query` would return two series with the same labels (one agent's
-series stored under two targets): the source then falls back to :func:`agent_query`."""
-
-
-def lean_agent_query(selector: str = "") -> str:
-    """:func:`agent_query` with the target labels (``job``, ``instance``, ...) removed by Prometheus itself
-    (``label_replace`` to the empty value keeps ``__name__``): the same samples once those labels are dropped, in
-    about a third fewer bytes of JSON for the operator to decode every pass. Fails with
-    :data:`DUPLICATE_SERIES_ERROR` when two series differ only in target labels."""
-    expr = agent_query(selector)
-    for label in sorted(TARGET_LABELS):
-        expr = f'label_replace({expr}, "{label}", "", "{label}", ".*")'
-    return expr
 
 
 def _split(selector: str) -> list[str]:
