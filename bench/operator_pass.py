@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import json
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from tests._kube_emulator import AGENT_NAMESPACE
 from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity
 
 from bench.operator_load import Simulation, populate
+from bench.promsource_parse import vector_body
 from jouleledger.controller.accountant import Accountant
 from jouleledger.controller.cluster import AgentTarget, ClusterState
 from jouleledger.controller.main import GC_THRESHOLDS
@@ -86,16 +86,7 @@ class PrometheusAnswer:
         self.body = b""
 
     def render(self, texts: Mapping[str, str], now_s: float) -> None:
-        result = [
-            {
-                "metric": {"__name__": name, **labels, "instance": f"slice-{index % 64}", "job": "agents"},
-                "value": [now_s, repr(value)],
-            }
-            for index, text in enumerate(texts.values())
-            for name, labels, value in parse_exposition(text)
-        ]
-        body = {"status": "success", "data": {"resultType": "vector", "result": result}}
-        self.body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        self.body, _ = vector_body(texts.values(), now_s)
 
     def source(self, cluster: ClusterState, clock: Callable[[], float]) -> PrometheusSource:
         transport = httpx.MockTransport(lambda _: httpx.Response(200, content=self.body))

@@ -22,6 +22,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Iterable
 
 import httpx
 
@@ -45,14 +46,20 @@ def answer(nodes: list[str], pods_per_node: int, now_s: float, *, lean: bool) ->
                 f"team-{index % 20}", f"svc-{index}", f"pod-{index}", node, "ReplicaSet", "svc-rs", "rs-1", now_s - 500
             )
             sim.by_node.setdefault(node, {})[pod.uid] = pod
+    return vector_body([sim.exposition(node, now_s) for node in nodes], now_s, target_labels=not lean)
+
+
+def vector_body(expositions: Iterable[str], now_s: float, *, target_labels: bool = True) -> tuple[bytes, int]:
+    """The instant-query answer Prometheus gives for these agents' expositions (one per node), as it writes it:
+    compact UTF-8 JSON, labels sorted, with ``job`` and ``instance`` (64 targets) unless ``target_labels`` is
+    False; and its number of series."""
     result = []
-    for i, node in enumerate(nodes):
-        for name, labels, value in parse_exposition(sim.exposition(node, now_s)):
-            target = {} if lean else {"instance": f"slice-{i % 64}", "job": "agents"}
+    for i, text in enumerate(expositions):
+        target = {"instance": f"slice-{i % 64}", "job": "agents"} if target_labels else {}
+        for name, labels, value in parse_exposition(text):
             metric = dict(sorted({"__name__": name, **labels, **target}.items()))
             result.append({"metric": metric, "value": [now_s, repr(value)]})
     body = {"status": "success", "data": {"resultType": "vector", "result": result}}
-    # As Prometheus writes it: compact, UTF-8 (the client's fast path reads this layout).
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(), len(result)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 import httpx
@@ -23,8 +23,9 @@ TEXT = agent_text("n1", 100.0, [Pod("ml", "a", "uid-a", 12.5, 3.0, "Job", "j", "
 TARGET = AgentTarget("n1", "agent-n1", "10.0.0.1", 9470)
 
 
-def _source(prometheus: Callable[[httpx.Request], httpx.Response]) -> PrometheusSource:
-    return PrometheusSource(PrometheusApi(httpx.Client(base_url="http://p", transport=httpx.MockTransport(prometheus))))
+def _source(prometheus: Callable[[httpx.Request], httpx.Response], live_pods: Container[str] = ()) -> PrometheusSource:
+    transport = httpx.MockTransport(prometheus)
+    return PrometheusSource(PrometheusApi(httpx.Client(base_url="http://p", transport=transport)), live_pods=live_pods)
 
 
 def _vector(with_target_labels: bool) -> dict[str, Any]:
@@ -71,8 +72,7 @@ async def test_the_source_reads_which_pods_exist_at_every_pass_to_order_a_re_cre
     ]
     body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}, separators=(",", ":"))
     live: dict[str, object] = {"uid-z-old": object()}  # the watch has not seen the deletion yet
-    transport = httpx.MockTransport(lambda _: httpx.Response(200, content=body.encode()))
-    source = PrometheusSource(PrometheusApi(httpx.Client(base_url="http://p", transport=transport)), live_pods=live)
+    source = _source(lambda _: httpx.Response(200, content=body.encode()), live)
 
     async def newest() -> str:
         (outcome,) = await source.scrape_all([TARGET])

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from jouleledger.core import contract
+from jouleledger.core.memo import SameObjectMemo
 from jouleledger.core.model import Owner
 from jouleledger.core.units import InvalidValueError, checked_float, j_to_mj, positive
 
@@ -258,17 +259,15 @@ def _series_key(node: str, labels: Mapping[str, str]) -> SeriesKey:
 
 
 class ParseMemo:
-    """What :func:`parse_agent_samples` derived from one agent's label sets at its previous scrape (pod identities
-    and series keys), for a parser that hands the same label mapping for an unchanged series every scrape (the
-    exposition parser's label cache). An entry is keyed by the mapping's ``id`` and holds the mapping itself, so
-    the ``id`` cannot be reused while the entry lives, and it is used only for that very object; label mappings
-    are never mutated. Only what the latest scrape used is kept."""
+    """What :func:`parse_agent_samples` derived from one agent's label mappings at its previous scrape (pod identities
+    and series keys), for a parser that hands out the same mapping for an unchanged series every scrape (the
+    exposition parser's label cache): see :class:`~jouleledger.core.memo.SameObjectMemo`."""
 
     __slots__ = ("identities", "keys")
 
     def __init__(self) -> None:
-        self.identities: dict[int, tuple[Mapping[str, str], PodIdentity]] = {}
-        self.keys: dict[int, tuple[Mapping[str, str], str, SeriesKey]] = {}
+        self.identities: SameObjectMemo[PodIdentity] = SameObjectMemo()
+        self.keys: SameObjectMemo[tuple[str, SeriesKey]] = SameObjectMemo()  # (node, key)
 
 
 def _identity(labels: Mapping[str, str]) -> PodIdentity:
@@ -334,8 +333,7 @@ def parse_agent_samples(
     if expected_node and node != expected_node:
         raise ScrapeFormatError(f"agent reports node {node!r} but runs on node {expected_node!r}")
 
-    old_identities = memo.identities if memo is not None else {}
-    identities: dict[int, tuple[Mapping[str, str], PodIdentity]] = {}
+    identities = memo.identities if memo is not None else SameObjectMemo[PodIdentity]()
     pod_series: list[Sample] = []
     for sample in pending:
         name, labels, raw = sample
@@ -345,9 +343,8 @@ def parse_agent_samples(
         if name in _POD_COUNTERS:
             pod_series.append(sample)
         elif name == POD_INFO_SAMPLE:
-            known = old_identities.get(id(labels))
-            identity = known[1] if known is not None and known[0] is labels else _identity(labels)
-            identities[id(labels)] = (labels, identity)
+            identity = identities.get(labels) or _identity(labels)
+            identities.put(labels, identity)
             if not identity.uid or not identity.namespace or not identity.name:
                 rejected.append(Rejection(name, labels, "incomplete_pod_info"))
                 continue
@@ -375,15 +372,11 @@ def parse_agent_samples(
 
     # The pod counters: most of the exposition. The energy, GPU-seconds and energy-from-power lines of one series
     # usually share one label mapping (the parser's cache), so its key is built once.
-    old_keys = memo.keys if memo is not None else {}
-    keys: dict[int, tuple[Mapping[str, str], str, SeriesKey]] = {}
+    keys = memo.keys if memo is not None else SameObjectMemo[tuple[str, SeriesKey]]()
     for name, labels, raw in pod_series:
-        known_key = keys.get(id(labels)) or old_keys.get(id(labels))
-        if known_key is not None and known_key[0] is labels and known_key[1] == node:
-            key = known_key[2]
-        else:
-            key = _series_key(node, labels)
-        keys[id(labels)] = (labels, node, key)
+        known = keys.get(labels)
+        key = known[1] if known is not None and known[0] == node else _series_key(node, labels)
+        keys.put(labels, (node, key))
         if _duplicate(seen, (name, key), raw):  # one series with two values: neither is counted, its baseline stays
             rejected.append(Rejection(name, labels, "duplicate_series"))
             held.add(key)
@@ -405,8 +398,8 @@ def parse_agent_samples(
         else:
             seconds[key] = value
 
-    if memo is not None:
-        memo.identities, memo.keys = identities, keys
+    identities.turn()
+    keys.turn()
     for gpu in duplicated_gpus:
         unallocated.pop(gpu, None)  # its baseline stays as it is
     series: dict[SeriesKey, SeriesValue] = {}

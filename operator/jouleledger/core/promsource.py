@@ -31,6 +31,7 @@ from jouleledger.core.deltas import (
     POD_INFO_SAMPLE,
     Sample,
 )
+from jouleledger.core.memo import SameObjectMemo
 
 __all__ = [
     "AGENT_SAMPLE_NAMES",
@@ -108,28 +109,28 @@ def _agent_labels(labels: Mapping[str, str]) -> tuple[str, dict[str, str]]:
 
 _ORDER: Final = {name: index for index, name in enumerate(AGENT_SAMPLE_NAMES)}
 
-_Regrouped = tuple[Mapping[str, str], str, dict[str, str], str, tuple[int, str]]
-"""What one series' labels become: ``(the query's labels, sample name, the agent's labels, node, sort key)``; the
-key is the sample's place in :data:`AGENT_SAMPLE_NAMES`, then its sorted labels as one string (NUL-separated: one
-string comparison instead of a list of pairs)."""
+_Regrouped = tuple[str, dict[str, str], str, tuple[int, str]]
+"""What one series' labels become: ``(sample name, the agent's labels, node, sort key)``; the key is the sample's
+place in :data:`AGENT_SAMPLE_NAMES`, then its sorted labels as one string (NUL-separated: one string comparison
+instead of a list of pairs)."""
 
 
 class RegroupMemo:
     """What :func:`samples_by_node` made of each label mapping of the previous answer, for a client that returns
-    the same read-only mapping for an unchanged series (:mod:`jouleledger.promapi`): keyed by the mapping's ``id``
-    and holding the mapping itself, so an entry is used only for that very object. The agent labels it hands out
-    are then the same objects every pass too, which the agent-sample parser's memo builds on."""
+    the same read-only mapping for an unchanged series (:mod:`jouleledger.promapi`; see
+    :class:`~jouleledger.core.memo.SameObjectMemo`). The agent labels it hands out are then the same objects every
+    pass too, which the agent-sample parser's memo builds on."""
 
     __slots__ = ("entries",)
 
     def __init__(self) -> None:
-        self.entries: dict[int, _Regrouped] = {}
+        self.entries: SameObjectMemo[_Regrouped] = SameObjectMemo()
 
 
 def _regrouped(raw_labels: Mapping[str, str]) -> _Regrouped:
     name, labels = _agent_labels(raw_labels)
     ordered = "\0".join(f"{key}\0{value}" for key, value in sorted(labels.items()))
-    return raw_labels, name, labels, labels.get("node", ""), (_ORDER.get(name, -1), ordered)
+    return name, labels, labels.get("node", ""), (_ORDER.get(name, -1), ordered)
 
 
 def samples_by_node(
@@ -146,20 +147,16 @@ def samples_by_node(
     of a series goes to its newest pod. An agent writes a re-created pod's records in the order it first saw them;
     Prometheus keeps no order, and of two pods of one name on a node only the re-created one can still exist."""
     nodes: dict[str, list[tuple[tuple[int, bool, str], Sample]]] = {}
-    previous = memo.entries if memo is not None else {}
-    entries: dict[int, _Regrouped] = {}
+    entries = memo.entries if memo is not None else SameObjectMemo[_Regrouped]()
     for raw_labels, value in result:
-        entry = previous.get(id(raw_labels))
-        if entry is None or entry[0] is not raw_labels:
-            entry = _regrouped(raw_labels)
-        entries[id(raw_labels)] = entry
-        _, name, labels, node, (rank, ordered) = entry
+        entry = entries.get(raw_labels) or _regrouped(raw_labels)
+        entries.put(raw_labels, entry)
+        name, labels, node, (rank, ordered) = entry
         if name not in _ORDER or not node:
             continue
         live = name == POD_INFO_SAMPLE and labels.get("uid", "") in live_pods
         nodes.setdefault(node, []).append(((rank, live, ordered), (name, labels, value)))
-    if memo is not None:
-        memo.entries = entries
+    entries.turn()
     by_node: dict[str, list[Sample]] = {}
     for node, keyed in nodes.items():
         keyed.sort(key=_first)

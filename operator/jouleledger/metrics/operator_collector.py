@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from jouleledger.core import contract as names
 from jouleledger.core.deltas import Sample
 from jouleledger.core.footprints import RollupSnapshot, Totals
+from jouleledger.core.memo import trim_text_cache
 from jouleledger.core.operator_stats import DELAY_BUCKETS_S, OperatorView
 from jouleledger.core.units import MJ_PER_J
 
@@ -34,8 +35,6 @@ class ExpositionError(ValueError):
 _ROW = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}\n]*)\})?[ \t]+(\S+)(?:[ \t]+-?[0-9]+)?[ \t]*$", re.M)
 _LABELS = re.compile(r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")*,?')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\\n]*)"')
-LABELS_CACHE_MIN = 4096
-"""A labels cache is emptied before a parse once it holds more than this many and twice the rows of the last one."""
 
 LabelsCache = dict[str, Mapping[str, str]]
 """Label sets already parsed, by their text: an agent repeats the same ones at every scrape (never mutate them)."""
@@ -53,8 +52,8 @@ def _parse_simple(text: str, cache: LabelsCache | None = None) -> list[Sample] |
         return None  # a line that is neither a comment nor a plain sample
     if cache is None:
         cache = {}
-    elif len(cache) > LABELS_CACHE_MIN and len(cache) > 2 * len(rows):
-        cache.clear()
+    else:
+        trim_text_cache(cache, len(rows))
     samples: list[Sample] = []
     append = samples.append
     get = cache.get

@@ -19,6 +19,7 @@ from typing import Any, Final
 import httpx
 
 from jouleledger import __version__
+from jouleledger.core.memo import trim_text_cache
 
 __all__ = ["Connection", "PrometheusApi", "PrometheusError", "RangeSeries", "build_client"]
 
@@ -175,33 +176,20 @@ _VECTOR_ITEM: Final = re.compile(
 """One series of a vector as Prometheus writes it (compact JSON, ``metric`` then ``value``), in an answer without
 a backslash (so no quote is escaped: a ``}`` inside a label value ends the labels' text inside an open string,
 which then fails to decode)."""
-LABELS_CACHE_MIN: Final = 1024
-
-
-class _LabelSets:
-    """Label objects already decoded, by their JSON text: a query asked every pass returns the same series again
-    and again, so an unchanged series is decoded once and its labels are the same (read-only) mapping each time."""
-
-    def __init__(self) -> None:
-        self.by_text: dict[bytes, dict[str, str]] = {}
-
-    def fit(self, series: int) -> None:
-        """Forget everything when the cache holds far more label sets than an answer of ``series`` needs."""
-        if len(self.by_text) > LABELS_CACHE_MIN and len(self.by_text) > 2 * series:
-            self.by_text.clear()
 
 
 def fast_vector(
-    content: bytes, *, finite: bool, labels: _LabelSets | None = None
+    content: bytes, *, finite: bool, labels: dict[bytes, dict[str, str]] | None = None
 ) -> list[tuple[Mapping[str, str], float]] | None:
     """The samples of an instant-vector answer in Prometheus' own compact layout, read without decoding the whole
-    JSON document: labels by their text from ``labels`` (decoded once, with :func:`json.loads`), values with
+    JSON document: labels by their text from ``labels`` (decoded once, with :func:`json.loads`, and the same
+    read-only mapping at every query while the series is unchanged), values with
     ``float``. None when the answer is anything else (another layout, an escape, a warning, a sample time or value
     it does not take as is, a non-finite value with ``finite``): the caller then decodes it in full, and that
     path has the last word on what is valid."""
     if not content.startswith(_VECTOR_HEAD) or not content.endswith(_VECTOR_TAIL) or b"\\" in content:
         return None
-    cache = labels.by_text if labels is not None else {}
+    cache = labels if labels is not None else {}
     match = _VECTOR_ITEM.match
     isfinite = math.isfinite
     pos, end = len(_VECTOR_HEAD), len(content) - len(_VECTOR_TAIL)
@@ -233,8 +221,7 @@ def fast_vector(
             if content[pos] != 0x2C or pos + 1 == end:  # "," between series, none after the last
                 return None
             pos += 1
-    if labels is not None:
-        labels.fit(len(result))
+    trim_text_cache(cache, len(result))
     return result
 
 
@@ -244,7 +231,7 @@ class PrometheusApi:
     def __init__(self, client: httpx.Client) -> None:
         self._client = client
         self.requests = 0
-        self._labels = _LabelSets()
+        self._labels: dict[bytes, dict[str, str]] = {}  # label sets of the last answers, by their JSON text
 
     @property
     def base_url(self) -> str:

@@ -1,0 +1,38 @@
+"""``core/memo.py``: values found again only for the very same object, for one round after they were last used;
+text caches emptied once they hold far more than the last input used."""
+
+from __future__ import annotations
+
+from jouleledger.core.memo import TEXT_CACHE_MIN, SameObjectMemo, trim_text_cache
+
+
+def test_a_value_is_found_for_the_same_object_only_and_one_round_after_its_last_use() -> None:
+    memo: SameObjectMemo[str] = SameObjectMemo()
+    kept, dropped = {"a": "1"}, {"b": "2"}
+    memo.put(kept, "kept")
+    memo.put(dropped, "dropped")
+    assert memo.get(kept) == "kept"
+    assert memo.get({"a": "1"}) is None  # an equal mapping is another object
+    memo.turn()
+    memo.put(kept, "kept")  # used again in this round
+    memo.turn()
+    assert memo.get(kept) == "kept"
+    assert memo.get(dropped) is None  # not used in the last round: forgotten
+
+
+def test_an_entry_holds_its_object_so_no_new_object_takes_its_id() -> None:
+    memo: SameObjectMemo[int] = SameObjectMemo()
+    memo.put({"gone": "x"}, 7)  # the caller drops its reference at once; the memo holds the object
+    newcomers = [{"new": str(index)} for index in range(10_000)]
+    assert all(memo.get(newcomer) is None for newcomer in newcomers)
+
+
+def test_a_text_cache_is_emptied_only_when_far_larger_than_the_last_input() -> None:
+    cache = {str(index): index for index in range(TEXT_CACHE_MIN + 1)}
+    trim_text_cache(cache, used=TEXT_CACHE_MIN)  # not twice what was used
+    assert len(cache) == TEXT_CACHE_MIN + 1
+    trim_text_cache(cache, used=10)
+    assert cache == {}
+    small = {"a": 1, "b": 2}
+    trim_text_cache(small, used=0)  # under the floor
+    assert len(small) == 2
