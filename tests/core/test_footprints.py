@@ -6,6 +6,8 @@ Expected values are computed by hand in the comments next to them.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jouleledger.core.deltas import DeltaTracker, PodIdentity
 from jouleledger.core.footprints import (
@@ -17,6 +19,7 @@ from jouleledger.core.footprints import (
     KEY_SOURCE,
     KEY_VERSION,
     UNASSIGNED_TEAM,
+    AnsweredTicks,
     FootprintBook,
     attribute,
     decide_finalization,
@@ -88,6 +91,37 @@ def test_finalization_waits_for_every_agent_tick_after_completion_until_the_dead
     assert not decide_finalization(100.0, {"n1"}, ticks, 101.0, 60.0).ready  # equal is not later
     late = decide_finalization(99.5, {"n1", "n2"}, ticks, 159.5, 60.0)
     assert (late.ready, late.timed_out, late.missing_nodes) == (True, True, ("n2",))
+
+
+_NODES = st.sampled_from([f"n{index}" for index in range(6)])
+
+
+@given(
+    ticks=st.dictionaries(_NODES, st.sampled_from([98.0, 99.5, 100.0, 100.5, 103.0])),
+    own=st.sets(_NODES, max_size=3),
+    answered=st.sets(_NODES),
+    now=st.sampled_from([100.5, 159.0, 160.0, 200.0]),
+    skew=st.sampled_from([0.0, 2.0]),
+)
+def test_answering_agents_given_once_per_pass_decide_as_if_they_were_the_jobs_own_nodes(
+    ticks: dict[str, float], own: set[str], answered: set[str], now: float, skew: float
+) -> None:
+    every = AnsweredTicks(answered, ticks)
+    decision = decide_finalization(100.0, own, ticks, now, 60.0, clock_skew_s=skew, answered=every)
+    joined = decide_finalization(100.0, own | answered, ticks, now, 60.0, clock_skew_s=skew)
+    assert (decision.ready, decision.timed_out) == (joined.ready, joined.timed_out)
+    if decision.ready:
+        assert decision == joined
+    else:  # waiting: the Job's own nodes behind are named, not every answering agent
+        assert decision.missing_nodes == tuple(sorted(n for n in own if ticks.get(n, 0.0) <= 100.0 + skew))
+
+
+def test_an_answering_agent_without_a_folded_tick_holds_every_waiting_job() -> None:
+    every = AnsweredTicks({"n1", "new"}, {"n1": 105.0})
+    assert every.oldest_unix_s == float("-inf")
+    assert not decide_finalization(100.0, {"n1"}, {"n1": 105.0}, 101.0, 60.0, answered=every).ready
+    assert AnsweredTicks((), {}).oldest_unix_s == float("inf")  # nobody answered: only the Job's nodes count
+    assert decide_finalization(100.0, {"n1"}, {"n1": 105.0}, 101.0, 60.0, answered=AnsweredTicks((), {})).ready
 
 
 def test_finalization_allows_for_node_clocks_behind_the_api_server() -> None:

@@ -36,3 +36,24 @@ def test_a_text_cache_is_emptied_only_when_far_larger_than_the_last_input() -> N
     small = {"a": 1, "b": 2}
     trim_text_cache(small, used=0)  # under the floor
     assert len(small) == 2
+
+
+def test_derive_makes_a_value_once_per_object_and_keeps_it_while_the_object_is_used_each_round() -> None:
+    made: list[str] = []
+
+    def make(labels: dict[str, str]) -> str:
+        made.append(labels["pod"])
+        return labels["pod"].upper()
+
+    memo: SameObjectMemo[str] = SameObjectMemo()
+    kept, dropped = {"pod": "a"}, {"pod": "b"}
+    assert (memo.derive(kept, make), memo.derive(dropped, make), memo.derive(kept, make)) == ("A", "B", "A")
+    memo.turn()
+    assert memo.derive(kept, make) == "A"  # found from the previous round, and kept for this one
+    memo.turn()
+    assert memo.derive(kept, make) == "A"
+    assert memo.derive({"pod": "a"}, make) == "A"  # an equal mapping is another object: made again
+    assert memo.derive(dropped, make) == "B"  # not used in the last round: made again
+    assert made == ["a", "b", "a", "b"]
+    assert memo.get(kept) == "A"
+    assert memo.get(dropped) == "B"

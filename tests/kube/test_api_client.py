@@ -139,3 +139,95 @@ def test_the_environments_proxy_is_used_only_where_kopf_trusts_the_environment(
     assert trusting.configuration.proxy == "http://proxy.invalid:3128"
     explicit = build_api_client(kopf.ConnectionInfo(server="https://10.0.0.1", proxy_url="http://p.invalid:1"))
     assert explicit.configuration.proxy == "http://p.invalid:1"
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers every write with the request it received: method, path, content type, authorization, body text."""
+
+    def do_POST(self) -> None:
+        self._echo()
+
+    def do_PATCH(self) -> None:
+        self._echo()
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        received = {
+            "method": self.command,
+            "path": self.path,
+            "contentType": self.headers.get("Content-Type", ""),
+            "authorization": self.headers.get("Authorization", ""),
+            "body": self.rfile.read(length).decode("utf-8"),
+        }
+        self.server.received.append(received)  # type: ignore[attr-defined]
+        answer = json.dumps({"metadata": {"resourceVersion": "7"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, fmt: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.received = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", server.received  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+async def test_a_json_body_is_sent_exactly_as_its_json_with_the_credentials(
+    recorder: tuple[str, list[dict[str, str]]],
+) -> None:
+    url, received = recorder
+    body = {
+        "status": {
+            "energyMillijoules": 9_007_199_254_740_993,  # past float64's integers: must stay an exact int
+            "gpuSeconds": 0.1 + 0.2,
+            "team": "équipe-ü",
+            "series": [{"node": "n1", "epoch": "00ff", "ticks": 3}, {"node": "n2", "final": None, "ok": True}],
+            "nodes": ("n1", "n2"),
+        },
+        "metadata": {"resourceVersion": "6"},
+    }
+    api = KubeApi(build_api_client(kopf.ConnectionInfo(server=url, token="s3cr3t")), attempts=1)
+    try:
+        answer = await api.merge_patch("/apis/x/v1/namespaces/ml/things/a/status", body)
+        await api.create("/apis/x/v1/namespaces/ml/things", {"metadata": {"name": "b"}})
+    finally:
+        await api.aclose()
+    assert answer == {"metadata": {"resourceVersion": "7"}}
+    patch, post = received
+    assert (patch["method"], patch["path"]) == ("PATCH", "/apis/x/v1/namespaces/ml/things/a/status")
+    assert patch["contentType"] == "application/merge-patch+json"
+    assert patch["authorization"] == "Bearer s3cr3t"
+    sent = json.loads(patch["body"])
+    assert sent == {**body, "status": {**body["status"], "nodes": ["n1", "n2"]}}
+    assert sent["status"]["energyMillijoules"] == 9_007_199_254_740_993
+    assert sent["status"]["gpuSeconds"] == 0.1 + 0.2
+    assert (post["method"], post["contentType"], json.loads(post["body"])) == (
+        "POST",
+        "application/json",
+        {"metadata": {"name": "b"}},
+    )
+
+
+async def test_a_body_that_is_not_json_data_is_refused_before_anything_is_sent(
+    recorder: tuple[str, list[dict[str, str]]],
+) -> None:
+    url, received = recorder
+    api = KubeApi(build_api_client(kopf.ConnectionInfo(server=url)), attempts=3)
+    try:
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            await api.merge_patch("/apis/x/v1/namespaces/ml/things/a", {"when": object()})
+    finally:
+        await api.aclose()
+    assert received == []
+    assert api.retries == 0

@@ -29,6 +29,7 @@ from jouleledger.core.footprints import (
     KEY_COST,
     KEY_ENERGY,
     KEY_GPU_HOURS,
+    AnsweredTicks,
     FinalRecord,
     FootprintBook,
     decide_finalization,
@@ -81,6 +82,7 @@ class JobRecorder:
         """Freeze the footprints of finished Jobs that are ready (annotating happens after they are persisted)."""
         finalized = 0
         agent_nodes = {target.node for target in self.cluster.agent_targets()}
+        every = AnsweredTicks(answered, folded_tick)
         for job in list(self.cluster.jobs.values()):
             if job.uid in self.done:
                 continue
@@ -96,7 +98,6 @@ class JobRecorder:
             # Every agent that answered the latest pass must have a reading after the completion (a pod that ran
             # briefly may not have shown up yet), and so must the agents of the nodes the Job is known to have used.
             nodes = (self.cluster.job_nodes(job.uid) & agent_nodes) | (account.nodes if account else set())
-            nodes |= answered
             decision = decide_finalization(
                 state.completion_unix_s,
                 nodes,
@@ -104,6 +105,7 @@ class JobRecorder:
                 now,
                 self.deadline_s,
                 clock_skew_s=self.clock_skew_s,
+                answered=every,
             )
             if not decision.ready:
                 continue

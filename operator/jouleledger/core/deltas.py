@@ -343,8 +343,7 @@ def parse_agent_samples(
         if name in _POD_COUNTERS:
             pod_series.append(sample)
         elif name == POD_INFO_SAMPLE:
-            identity = identities.get(labels) or _identity(labels)
-            identities.put(labels, identity)
+            identity = identities.derive(labels, _identity)
             if not identity.uid or not identity.namespace or not identity.name:
                 rejected.append(Rejection(name, labels, "incomplete_pod_info"))
                 continue

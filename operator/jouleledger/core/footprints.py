@@ -16,6 +16,7 @@ with 6 decimals, ``co2e-grams`` operational + embodied with 3, ``cost`` as ``"<a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -38,6 +39,7 @@ __all__ = [
     "KEY_SOURCE",
     "KEY_VERSION",
     "UNASSIGNED_TEAM",
+    "AnsweredTicks",
     "Attribution",
     "Decision",
     "FinalRecord",
@@ -683,6 +685,18 @@ def default_finalize_deadline_s(scrape_interval_s: float) -> float:
     return max(10 * scrape_interval_s, 120.0)
 
 
+class AnsweredTicks:
+    """The agents that answered a pass (their nodes) and the oldest last tick folded from any of them, computed once
+    per pass: every finished Job waiting for its footprint is decided against all of them
+    (:func:`decide_finalization`), and a Job's wait ends only once that oldest tick is after its completion."""
+
+    __slots__ = ("nodes", "oldest_unix_s")
+
+    def __init__(self, nodes: Iterable[str], folded_tick_unix_s: Mapping[str, float]) -> None:
+        self.nodes = frozenset(nodes)
+        self.oldest_unix_s = min((folded_tick_unix_s.get(node, -math.inf) for node in self.nodes), default=math.inf)
+
+
 def decide_finalization(
     completion_unix_s: float,
     nodes: Iterable[str],
@@ -691,21 +705,34 @@ def decide_finalization(
     deadline_s: float,
     *,
     clock_skew_s: float = 0.0,
+    answered: AnsweredTicks | None = None,
 ) -> Decision:
     """Whether a Job's footprint is final.
 
     ``nodes`` are the nodes its pods ran on (only nodes with an agent); ``folded_tick_unix_s`` the last tick of each
     agent's latest *folded* scrape (the node's clock). Ready when every node's folded tick is later than the
     completion (the API server's clock) by more than ``clock_skew_s``, or when ``deadline_s`` has passed since the
-    completion (``timed_out``, ``missing_nodes`` set).
+    completion (``timed_out``, ``missing_nodes`` set). The nodes of ``answered`` must be caught up too; while one of
+    them is not (and the deadline has not passed), the decision is not ready and its ``missing_nodes`` names only
+    those of ``nodes`` that are behind: the answering agents are listed once the Job is recorded without them.
     """
     after_s = completion_unix_s + clock_skew_s
-    missing = tuple(sorted(node for node in set(nodes) if folded_tick_unix_s.get(node, float("-inf")) <= after_s))
+    timed_out = now_unix_s - completion_unix_s >= deadline_s
+    own = set(nodes)
+    if answered is not None and answered.oldest_unix_s <= after_s:
+        if not timed_out:
+            return Decision(False, _behind(own, folded_tick_unix_s, after_s))
+        own |= answered.nodes
+    missing = _behind(own, folded_tick_unix_s, after_s)
     if not missing:
         return Decision(True)
-    if now_unix_s - completion_unix_s >= deadline_s:
+    if timed_out:
         return Decision(True, missing, timed_out=True)
     return Decision(False, missing)
+
+
+def _behind(nodes: Iterable[str], folded_tick_unix_s: Mapping[str, float], after_s: float) -> tuple[str, ...]:
+    return tuple(sorted(node for node in nodes if folded_tick_unix_s.get(node, -math.inf) <= after_s))
 
 
 def job_annotations(final: FinalRecord) -> dict[str, str]:

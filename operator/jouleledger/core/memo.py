@@ -12,37 +12,64 @@ Two shapes, one rule each:
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, Final, Generic, TypeVar
 
 __all__ = ["TEXT_CACHE_MIN", "SameObjectMemo", "trim_text_cache"]
 
 V = TypeVar("V")
+K = TypeVar("K")
 
 TEXT_CACHE_MIN: Final = 4096
 """A text cache is emptied once it holds more than this many entries and twice what the last input used."""
 
 
 class SameObjectMemo(Generic[V]):
-    """Values by object identity, for this round and the previous one (see the module docstring)."""
+    """Values by object identity, for this round and the previous one (see the module docstring).
 
-    __slots__ = ("_current", "_previous")
+    One table for both rounds: an entry holds its object, its value and the last round it was used in, so that a
+    value found again is only marked, never copied into a new table (the parsers' loops use it per series)."""
+
+    __slots__ = ("_entries", "_round", "_used")
 
     def __init__(self) -> None:
-        self._previous: dict[int, tuple[object, V]] = {}
-        self._current: dict[int, tuple[object, V]] = {}
+        self._entries: dict[int, list[Any]] = {}  # id -> [object, value, last round used]
+        self._round = 0
+        self._used = 0  # entries used in this round
 
     def get(self, obj: object) -> V | None:
         """The value put for this very object in this round or the previous one, else None."""
-        entry = self._current.get(id(obj)) or self._previous.get(id(obj))
-        return entry[1] if entry is not None and entry[0] is obj else None
+        entry = self._entries.get(id(obj))
+        if entry is None or entry[0] is not obj:
+            return None
+        value: V = entry[1]
+        return value
 
     def put(self, obj: object, value: V) -> None:
-        self._current[id(obj)] = (obj, value)
+        entry = self._entries.get(id(obj))
+        if entry is None or entry[0] is not obj or entry[2] != self._round:
+            self._used += 1
+        self._entries[id(obj)] = [obj, value, self._round]
+
+    def derive(self, obj: K, make: Callable[[K], V]) -> V:
+        """:meth:`get`, else ``make(obj)``; kept for this round either way (:meth:`put`)."""
+        entry = self._entries.get(id(obj))
+        if entry is None or entry[0] is not obj:
+            entry = self._entries[id(obj)] = [obj, make(obj), self._round]
+            self._used += 1
+        elif entry[2] != self._round:
+            entry[2] = self._round
+            self._used += 1
+        value: V = entry[1]
+        return value
 
     def turn(self) -> None:
         """End the round: keep what it put, forget the rest."""
-        self._previous, self._current = self._current, {}
+        if len(self._entries) > self._used:
+            current = self._round
+            self._entries = {key: entry for key, entry in self._entries.items() if entry[2] == current}
+        self._round += 1
+        self._used = 0
 
 
 def trim_text_cache(cache: MutableMapping[Any, Any], used: int) -> None:

@@ -15,6 +15,7 @@ Prometheus' JSON writes each value as the shortest decimal that reads back to th
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Container, Iterable, Mapping
 from typing import Final
@@ -107,6 +108,7 @@ def _agent_labels(labels: Mapping[str, str]) -> tuple[str, dict[str, str]]:
     return name, own
 
 
+_FIRST: Final = operator.itemgetter(0)
 _ORDER: Final = {name: index for index, name in enumerate(AGENT_SAMPLE_NAMES)}
 
 _Regrouped = tuple[str, dict[str, str], str, tuple[int, str]]
@@ -149,9 +151,7 @@ def samples_by_node(
     nodes: dict[str, list[tuple[tuple[int, bool, str], Sample]]] = {}
     entries = memo.entries if memo is not None else SameObjectMemo[_Regrouped]()
     for raw_labels, value in result:
-        entry = entries.get(raw_labels) or _regrouped(raw_labels)
-        entries.put(raw_labels, entry)
-        name, labels, node, (rank, ordered) = entry
+        name, labels, node, (rank, ordered) = entries.derive(raw_labels, _regrouped)
         if name not in _ORDER or not node:
             continue
         live = name == POD_INFO_SAMPLE and labels.get("uid", "") in live_pods
@@ -159,10 +159,6 @@ def samples_by_node(
     entries.turn()
     by_node: dict[str, list[Sample]] = {}
     for node, keyed in nodes.items():
-        keyed.sort(key=_first)
+        keyed.sort(key=_FIRST)
         by_node[node] = [sample for _, sample in keyed]
     return by_node
-
-
-def _first(keyed: tuple[tuple[int, bool, str], Sample]) -> tuple[int, bool, str]:
-    return keyed[0]

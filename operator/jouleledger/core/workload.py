@@ -85,17 +85,17 @@ def resolve_workload(
     """
     if owner is None or not owner.uid:
         return WorkloadRef(namespace, "Pod", pod_name, pod_uid, "v1")
-    current = Owner(owner.kind, owner.name, owner.uid, api_version_of(owner.kind))
+    # the current step as plain values: this runs for every pod series of every pass
+    kind, name, uid, api_version = owner.kind, owner.name, owner.uid, api_version_of(owner.kind)
     for _ in range(MAX_DEPTH):
-        above = owners.get(current.uid)
+        above = owners.get(uid)
         if above is None or not above.uid:
             break
         if above.kind in _STOP_ABOVE:
-            return WorkloadRef(
-                namespace, current.kind, current.name, current.uid, current.api_version, above.kind, above.name
-            )
-        current = Owner(above.kind, above.name, above.uid, above.api_version or api_version_of(above.kind))
-    return WorkloadRef(namespace, current.kind, current.name, current.uid, current.api_version)
+            return WorkloadRef(namespace, kind, name, uid, api_version, above.kind, above.name)
+        kind, name, uid = above.kind, above.name, above.uid
+        api_version = above.api_version or api_version_of(kind)
+    return WorkloadRef(namespace, kind, name, uid, api_version)
 
 
 def controller_owner(metadata: Mapping[str, Any]) -> Owner | None:
