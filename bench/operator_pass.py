@@ -9,7 +9,8 @@ agent's exposition at a tick one interval later, and the accountant (``--dry-run
 runs ``run_pass`` over it. The expositions are rendered before the timing starts.
 
 Printed: CPU per pass (process time), median of ``--passes`` passes after ``--warmup`` passes, per node and per
-pod. ``--profile FILE`` writes a cProfile of the measured passes.
+pod, and the garbage collections during the measured passes (count and CPU, from ``gc.callbacks``). ``--profile
+FILE`` writes a cProfile of the measured passes.
 
 ``--source prometheus`` reads the same counters as ``--source prometheus`` does: one instant-query answer (built
 from the expositions, as Prometheus returns them) decoded, regrouped by node and parsed by the real source.
@@ -94,6 +95,25 @@ class PrometheusAnswer:
         return PrometheusSource(api, clock=clock, live_pods=cluster.pods)
 
 
+class Collections:
+    """The garbage collections during the measured passes, and the CPU they took (from gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.measuring = False
+        self.count = 0
+        self.cpu_s = 0.0
+        self._started_s = 0.0
+
+    def record(self, phase: str, info: Mapping[str, Any]) -> None:
+        if not self.measuring:
+            return
+        if phase == "start":
+            self._started_s = time.process_time()
+        else:
+            self.count += 1
+            self.cpu_s += time.process_time() - self._started_s
+
+
 def cluster_of(objects: Objects) -> ClusterState:
     cluster = ClusterState(
         team_label="team",
@@ -137,6 +157,8 @@ async def measure(args: argparse.Namespace) -> tuple[list[float], int]:
     accountant.restored = True
     times: list[float] = []
     profile = cProfile.Profile() if args.profile else None
+    collecting = Collections()
+    gc.callbacks.append(collecting.record)
     for index in range(args.warmup + args.passes):
         clock[0] += INTERVAL_S
         rendered.texts = {node: sim.exposition(node, clock[0]) for node in nodes}
@@ -146,14 +168,17 @@ async def measure(args: argparse.Namespace) -> tuple[list[float], int]:
         if measured and profile is not None:
             profile.enable()
         began = time.process_time()
+        collecting.measuring = measured
         await accountant.run_pass()
+        collecting.measuring = False
         if measured:
             times.append(time.process_time() - began)
             if profile is not None:
                 profile.disable()
     if profile is not None:
         profile.dump_stats(args.profile)
-    return times, sum(len(pods) for pods in sim.by_node.values())
+    gc.callbacks.remove(collecting.record)
+    return times, sum(len(pods) for pods in sim.by_node.values()), collecting
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,12 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     gc.set_threshold(*GC_THRESHOLDS)
-    times, exported = asyncio.run(measure(args))
+    times, exported, collections = asyncio.run(measure(args))
     median = statistics.median(times)
     print(f"Joule Ledger accounting pass, in-process (no HTTP, no API writes, no kopf); source: {args.source}")
     print(f"  nodes: {args.nodes}; pods exported: {exported} ({args.pods} live)")
     print(f"  CPU per pass: median {median:.3f} s (min {min(times):.3f}, max {max(times):.3f}, {len(times)} passes)")
     print(f"  per node: {1e3 * median / args.nodes:.3f} ms; per exported pod: {1e6 * median / exported:.1f} us")
+    print(
+        f"  garbage collections in the measured passes: {collections.count / len(times):.1f} a pass, "
+        f"{collections.cpu_s / len(times):.3f} s of CPU a pass"
+    )
     return 0
 
 

@@ -20,8 +20,6 @@ import resource
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
-
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 
@@ -52,22 +50,6 @@ async def _agent(serve: _Serve) -> AsyncIterator[AgentTarget]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class _Counting:
-    """The body bytes the scraper's client received from the socket (an aiohttp trace keeps the responses)."""
-
-    def __init__(self) -> None:
-        self.responses: list[aiohttp.ClientResponse] = []
-        self.trace = aiohttp.TraceConfig()
-        self.trace.on_request_end.append(self._on_end)
-
-    async def _on_end(self, session: object, context: object, params: aiohttp.TraceRequestEndParams) -> None:
-        self.responses.append(params.response)
-
-    @property
-    def read(self) -> int:
-        return sum(response.content.total_bytes for response in self.responses)
-
-
 async def _main(body_mb: int, cap_mb: int, timeout_s: float) -> None:
     block = b"# padding\n" * 6553
 
@@ -84,8 +66,7 @@ async def _main(body_mb: int, cap_mb: int, timeout_s: float) -> None:
             await writer.drain()
             await asyncio.sleep(0.1)
 
-    transport = _Counting()
-    async with build_agent_client(AgentClientConfig(), concurrency=1, trace_configs=[transport.trace]) as client:
+    async with build_agent_client(AgentClientConfig()) as client:
         scraper = AgentScraper(
             client,
             timeout_s=max(timeout_s, 60.0),
@@ -100,7 +81,7 @@ async def _main(body_mb: int, cap_mb: int, timeout_s: float) -> None:
             [outcome] = await scraper.scrape_all([target])
         print(
             f"endless {body_mb} MB body, cap {cap_mb} MiB: result={outcome.result},"
-            f" read {transport.read / 2**20:.1f} MiB"
+            f" read {client.received_bytes / 2**20:.1f} MiB"
             f" in {time.monotonic() - started:.2f} s, peak RSS {before:.0f} -> {_rss_mb():.0f} MB"
             f" (+{_rss_mb() - before:.0f} MB)"
         )

@@ -11,11 +11,14 @@ from typing import Any
 
 import kopf
 
+from jouleledger.controller.accountant import Accountant
 from jouleledger.controller.app import OperatorApp
 from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.config import parse_config
+from jouleledger.controller.promsource import AccountingSource
 from jouleledger.intensity import FallbackKey, IntensityReading
-from tests._kube_emulator import AGENT_NAMESPACE, FakeAgents, agent_pod, node_object
+from jouleledger.kube.api import KubeApi
+from tests._kube_emulator import AGENT_NAMESPACE, Emulator, FakeAgents, agent_pod, job_object, node_object, pod_object
 
 # --- intensity ---------------------------------------------------------------------------------------------------
 
@@ -77,6 +80,43 @@ def one_node_cluster(agents: FakeAgents, node: str = "n1", ip: str = "127.0.0.1"
     cluster.apply("nodes", None, node_object(node, "z1"))
     cluster.apply("pods", None, agent_pod(node, ip))
     return cluster
+
+
+def one_job_cluster(api: Emulator, agents: FakeAgents) -> ClusterState:
+    """:func:`one_node_cluster` running Job ``ml/train`` (UID ``job-1``, in ``api`` too) with its pod ``train-x``
+    (UID ``pod-1``) on ``n1``."""
+    cluster = one_node_cluster(agents)
+    job = job_object("ml", "train", "job-1")
+    api.objects["batch/v1/jobs", "ml", "train"] = job
+    cluster.apply("jobs", None, job)
+    cluster.apply(
+        "pods",
+        None,
+        pod_object("ml", "train-x", "pod-1", "n1", owner_kind="Job", owner_name="train", owner_uid="job-1"),
+    )
+    return cluster
+
+
+def test_accountant(
+    kube: KubeApi, scraper: AccountingSource, cluster: ClusterState, clock: Callable[[], float]
+) -> Accountant:
+    """An accountant as these tests drive it: the fixture config and intensity, a 15 s interval, every changed
+    footprint written at every pass, a one-hour finalization deadline, no clock-skew allowance."""
+    return Accountant(
+        config=FIXTURE_CONFIG,
+        provider=ScriptedIntensity(),
+        api=kube,
+        scraper=scraper,
+        cluster=cluster,
+        scrape_interval_s=15.0,
+        clock=clock,
+        write_interval_s=0.0,
+        finalize_deadline_s=3600.0,
+        clock_skew_s=0.0,
+    )
+
+
+test_accountant.__test__ = False  # type: ignore[attr-defined]
 
 
 async def no_sleep(delay_s: float) -> None:

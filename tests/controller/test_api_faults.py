@@ -14,11 +14,11 @@ import random
 import time
 from collections import Counter
 
-import aiohttp
 import kopf
 import pytest
 
 from jouleledger.controller.accountant import Accountant
+from jouleledger.controller.agent_http import AgentHttpClient
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.kube.api import KubeApi, build_api_client
 from tests._figures import figure
@@ -33,7 +33,7 @@ from tests._kube_emulator import (
     rfc3339,
 )
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity, no_sleep, one_node_cluster
+from tests.controller._operator import no_sleep, one_node_cluster, test_accountant
 
 pytestmark = pytest.mark.slow
 
@@ -88,24 +88,13 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
     def build() -> Accountant:
         info = kopf.ConnectionInfo(server=str(api.url).rstrip("/"))
         kube = KubeApi(build_api_client(info), attempts=4, sleep=no_sleep)
-        scraper_client = build_agent_client(AgentClientConfig(), concurrency=4)
+        scraper_client = build_agent_client(AgentClientConfig())
         clients.append(scraper_client)
         kubes.append(kube)
         scraper = AgentScraper(scraper_client, timeout_s=5, concurrency=4, backoff_base_s=0.0, backoff_max_s=0.0)
-        return Accountant(
-            config=FIXTURE_CONFIG,
-            provider=ScriptedIntensity(),
-            api=kube,
-            scraper=scraper,
-            cluster=cluster,
-            scrape_interval_s=15.0,
-            clock=lambda: clock["now"],
-            write_interval_s=0.0,
-            finalize_deadline_s=3600.0,
-            clock_skew_s=0.0,
-        )
+        return test_accountant(kube, scraper, cluster, lambda: clock["now"])
 
-    clients: list[aiohttp.ClientSession] = []
+    clients: list[AgentHttpClient] = []
     kubes: list[KubeApi] = []
     api.chaos = chaos
     accountant = build()
@@ -153,7 +142,7 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
     finally:
         api.chaos = None
         for client in clients:
-            await client.close()
+            await client.aclose()
         for kube in kubes:
             await kube.aclose()
 

@@ -9,12 +9,11 @@ import time
 
 import kopf
 
-from jouleledger.controller.accountant import Accountant
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.kube.api import KubeApi, build_api_client
-from tests._kube_emulator import Emulator, FakeAgents, job_object, pod_object
+from tests._kube_emulator import Emulator, FakeAgents
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._operator import FIXTURE_CONFIG, ScriptedIntensity, no_sleep, one_node_cluster
+from tests.controller._operator import no_sleep, one_job_cluster, test_accountant
 
 FOOTPRINT = ("jouleledger.io/v1alpha1/workloadfootprints", "ml", "job-1")
 
@@ -23,34 +22,16 @@ async def test_a_status_write_over_a_changed_footprint_gets_409_and_merges_the_o
     api: Emulator, agents: FakeAgents
 ) -> None:
     base = time.time()
-    cluster = one_node_cluster(agents)
-    job = job_object("ml", "train", "job-1")
-    api.objects["batch/v1/jobs", "ml", "train"] = job
-    cluster.apply("jobs", None, job)
-    cluster.apply(
-        "pods",
-        None,
-        pod_object("ml", "train-x", "pod-1", "n1", owner_kind="Job", owner_name="train", owner_uid="job-1"),
-    )
+    cluster = one_job_cluster(api, agents)
     clock = {"now": base}
     async with (
         KubeApi(
             build_api_client(kopf.ConnectionInfo(server=str(api.url).rstrip("/"))), attempts=2, sleep=no_sleep
         ) as kube,
-        build_agent_client(AgentClientConfig(), concurrency=1) as scraper_client,
+        build_agent_client(AgentClientConfig()) as scraper_client,
     ):
-        accountant = Accountant(
-            config=FIXTURE_CONFIG,
-            provider=ScriptedIntensity(),
-            api=kube,
-            scraper=AgentScraper(scraper_client, timeout_s=5, concurrency=1, backoff_base_s=0.0, backoff_max_s=0.0),
-            cluster=cluster,
-            scrape_interval_s=15.0,
-            clock=lambda: clock["now"],
-            write_interval_s=0.0,
-            finalize_deadline_s=3600.0,
-            clock_skew_s=0.0,
-        )
+        scraper = AgentScraper(scraper_client, timeout_s=5, concurrency=1, backoff_base_s=0.0, backoff_max_s=0.0)
+        accountant = test_accountant(kube, scraper, cluster, lambda: clock["now"])
 
         async def run_pass(tick: int, energy_j: float) -> None:
             pod = Pod("ml", "train-x", "pod-1", energy_j, energy_j / 100, "Job", "train", "job-1")

@@ -1,5 +1,6 @@
-"""Fuzzing what an agent can answer the operator's scrape (``controller/scrape.py`` over an in-process session,
-the exposition parser and :func:`parse_agent_samples`), folded into a footprint book as a pass folds it.
+"""Fuzzing what an agent can answer the operator's scrape (``controller/scrape.py`` and its HTTP client over an
+in-memory connection, the exposition parser and :func:`parse_agent_samples`), folded into a footprint book as a
+pass folds it.
 
 Whatever one agent sends (broken lines, NaN/inf/negative/huge values, 4,300-digit numbers, duplicate series,
 hostile label values, missing labels, wrong types, truncated or non-UTF-8 bodies, odd status codes and headers):
@@ -11,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import urllib.parse
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import multidict
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from jouleledger.controller.agent_http import AgentConnection, AgentHttpClient
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.controller.scrape import ERROR, OK, TOO_LARGE, AgentScraper, ScrapeOutcome
 from jouleledger.core.deltas import MAX_COUNTER_J
@@ -71,43 +70,62 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class Agents:
-    """Both agents, in process: each answers the body of its IP (status, headers and body as given)."""
+class _Wire(asyncio.Transport):
+    """An in-memory transport: each request written to it is answered by the agent its Host header names."""
 
-    answers: dict[str, Answer] = field(default_factory=dict)
+    def __init__(self, connection: AgentConnection, agents: Agents) -> None:
+        super().__init__()
+        self._connection = connection
+        self._agents = agents
+        self._closing = False
 
-    def get(self, url: object, **_: object) -> _Response:  # a str or the yarl.URL the scraper builds once
-        return _Response(self.answers[urllib.parse.urlsplit(str(url)).hostname or ""])
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        head = bytes(data).decode("latin-1")
+        host = next(line[6:] for line in head.split("\r\n") if line.startswith("Host: ")).rpartition(":")[0]
+        asyncio.get_running_loop().call_soon(self._connection.data_received, self._agents.raw(host))
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            asyncio.get_running_loop().call_soon(self._connection.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
 
 
-class _Content:
-    def __init__(self, body: bytes) -> None:
-        self._body = body
+class Agents(AgentHttpClient):
+    """Both agents, in process, behind the operator's real agent client: each answers the body of its IP (status,
+    headers and body as given, on the wire as an HTTP/1.1 answer; a Content-Length unless the headers give one)."""
 
-    async def iter_chunked(self, size: int) -> AsyncIterator[bytes]:
-        for start in range(0, len(self._body), size):
-            yield self._body[start : start + size]
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: dict[str, Answer] = {}
 
+    def raw(self, host: str) -> bytes:
+        answer = self.answers[host]
+        headers = {"Content-Type": "text/plain; version=0.0.4", "Content-Length": str(len(answer.body))}
+        headers.update(answer.headers)
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        return f"HTTP/1.1 {answer.status} Whatever\r\n{head}\r\n".encode("latin-1") + answer.body
 
-class _Response:
-    """The part of an ``aiohttp`` response the scraper reads (``session.get(...)`` as a context manager)."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.status = answer.status
-        self.headers = multidict.CIMultiDict(answer.headers)
-        self.content = _Content(answer.body)
-
-    async def __aenter__(self) -> _Response:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
+    async def _open(self, host: str, port: int, server_name: str) -> AgentConnection:
+        connection = AgentConnection()
+        connection.connection_made(_Wire(connection, self))
+        return connection
 
 
 async def _passes(agents: Agents, answers: list[tuple[Answer, Answer]], ledger: FoldedLedger) -> list[ScrapeOutcome]:
     scraper = AgentScraper(
-        agents,  # type: ignore[arg-type]
+        agents,
         timeout_s=5.0,
         concurrency=2,
         backoff_base_s=0.0,

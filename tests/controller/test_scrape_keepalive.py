@@ -31,7 +31,7 @@ async def test_three_passes_reuse_one_connection_per_agent_within_the_open_file_
     await site.start()
     port = runner.addresses[0][1]
     try:
-        async with build_agent_client(AgentClientConfig(), concurrency=4) as client:
+        async with build_agent_client(AgentClientConfig()) as client:
             scraper = AgentScraper(
                 client,
                 timeout_s=5.0,

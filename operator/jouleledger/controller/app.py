@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import aiohttp
 import kopf
 from prometheus_client import CollectorRegistry
 
 from jouleledger.controller.accountant import Accountant, PassSummary
+from jouleledger.controller.agent_http import AgentHttpClient
 from jouleledger.controller.cluster import JOBS, NODES, PODS, REPLICASETS, ClusterState, parse_selector
 from jouleledger.controller.config import OperatorConfig
 from jouleledger.controller.promsource import AccountingSource, PrometheusSource
@@ -149,7 +149,7 @@ class OperatorApp:
         self.accountant: Accountant | None = None
         self.metrics_port: int | None = None
         self._kube: KubeApi | None = None
-        self._agent_client: aiohttp.ClientSession | None = None
+        self._agent_client: AgentHttpClient | None = None
         self._source: PrometheusSource | None = None
         self._stop = asyncio.Event()
         self._flushed = True  # nothing to flush before accounting started
@@ -170,7 +170,7 @@ class OperatorApp:
 
     def _build(self, connection: kopf.ConnectionInfo) -> Accountant:
         self._kube = KubeApi(build_api_client(connection), sleep=self._api_sleep)
-        self._agent_client = build_agent_client(self.options.agent_client, concurrency=self.config.scrape_concurrency)
+        self._agent_client = build_agent_client(self.options.agent_client)
         scraper: AccountingSource = AgentScraper(
             self._agent_client,
             timeout_s=self.config.scrape_timeout_s,
@@ -248,7 +248,7 @@ class OperatorApp:
         if self._kube is not None:
             await self._kube.aclose()
         if self._agent_client is not None:
-            await self._agent_client.close()
+            await self._agent_client.aclose()
         self._kube = self._agent_client = None
         if self._source is not None:
             await self._source.aclose()

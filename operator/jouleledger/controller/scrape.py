@@ -21,16 +21,14 @@ import resource
 import ssl
 import time
 import urllib.parse
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import aiohttp
 import httpx
-import yarl
 
+from jouleledger.controller.agent_http import AgentHttpClient, AgentHttpError, BodyTooLargeError
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.core.contract import FOLDED_UNTIL_PARAM
 from jouleledger.core.deltas import AgentScrape, ParseMemo, ScrapeFormatError, parse_agent_samples
@@ -43,7 +41,6 @@ __all__ = [
     "BodyTooLargeError",
     "ScrapeOutcome",
     "build_agent_client",
-    "fetch_agent",
     "fetch_bounded",
     "open_file_budget",
 ]
@@ -58,8 +55,6 @@ BACKOFF: Final = "backoff"
 RESULTS: Final = (OK, ERROR, TIMEOUT, TOO_LARGE)
 """Every result a tried scrape can have (``backoff`` means not tried)."""
 MAX_BODY_BYTES: Final = 64 * 1024 * 1024
-KEEPALIVE_EXPIRY_S: Final = 120.0
-"""Idle agent connections are kept this long: longer than the scrape interval, so a pass reuses the last one's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,40 +109,28 @@ class AgentClientConfig:
         return context
 
     def headers(self) -> dict[str, str]:
-        """The ``Authorization`` header, read from its file now (raises ``OSError`` when it cannot be read)."""
+        """The ``Authorization`` header, read from its file now (raises ``OSError`` when it cannot be read,
+        ``ValueError`` when a bearer token holds a line break or the username a colon or a line break)."""
         if self.password_file is not None:
             password = self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            if ":" in self.username or "\n" in self.username or "\r" in self.username:
+                raise ValueError("the agent basic-auth username holds a colon or a line break")
             token = base64.b64encode(f"{self.username}:{password}".encode()).decode("ascii")
             return {"Authorization": f"Basic {token}"}
         if self.bearer_token_file is not None:
-            return {"Authorization": f"Bearer {self.bearer_token_file.read_text(encoding='utf-8').strip()}"}
+            token = self.bearer_token_file.read_text(encoding="utf-8").strip()
+            if "\n" in token or "\r" in token:
+                raise ValueError(f"the bearer token in {self.bearer_token_file} holds a line break")
+            return {"Authorization": f"Bearer {token}"}
         return {}
 
 
-def build_agent_client(
-    config: AgentClientConfig,
-    *,
-    concurrency: int,
-    trace_configs: Sequence[aiohttp.TraceConfig] = (),
-) -> aiohttp.ClientSession:
-    """The HTTP client of the scraper, one for the operator's lifetime (never the environment's proxies); call it
-    with an event loop running.
-
-    aiohttp rather than httpx: an agent request costs about a tenth of the CPU (measured on the benchmark's
-    expositions: 0.2 ms against 1.5-2.6 ms), which is most of a pass at a thousand agents. At most ``concurrency``
-    requests run at once; the connection to each agent is kept alive across passes (see :class:`AgentScraper` for
-    the bound on idle connections), so that a pass skips TCP and TLS setup.
-    """
-    context = config.ssl_context()
-    connector = aiohttp.TCPConnector(
-        limit=concurrency, keepalive_timeout=KEEPALIVE_EXPIRY_S, ssl=True if context is None else context
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        trust_env=False,
-        auto_decompress=False,  # decoded here, under the body cap (a gzip bomb never expands in memory)
-        trace_configs=list(trace_configs) or None,
-    )
+def build_agent_client(config: AgentClientConfig) -> AgentHttpClient:
+    """The HTTP client of the scraper, one for the operator's lifetime (:mod:`jouleledger.controller.agent_http`:
+    about a quarter of a general client's CPU per request, which is most of a pass at thousands of agents); it
+    keeps the connection to each agent alive across passes (see :class:`AgentScraper` for the bound on idle
+    connections), so that a pass skips TCP and TLS setup. Never the environment's proxies: agents are pod IPs."""
+    return AgentHttpClient(ssl_context=config.ssl_context())
 
 
 def open_file_budget() -> int:
@@ -168,10 +151,6 @@ def open_file_budget() -> int:
 class _Backoff:
     failures: int = 0
     last_failure_s: float = 0.0
-
-
-class BodyTooLargeError(Exception):
-    """The answer's body (decoded) is larger than the cap: abandoned while reading."""
 
 
 async def fetch_bounded(
@@ -213,77 +192,8 @@ async def fetch_bounded(
             await response.aclose()
 
 
-_DECODERS: Final[Mapping[str, int]] = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-READ_CHUNK_BYTES: Final = 64 * 1024
-
-
-async def fetch_agent(
-    session: aiohttp.ClientSession,
-    url: str | yarl.URL,
-    *,
-    timeout_s: float,
-    max_body_bytes: int,
-    headers: Mapping[str, str],
-    server_name: str = "",
-    keep_alive: bool = True,
-) -> tuple[int, bytes]:
-    """GET an agent's ``url``: ``(status, body)``, the body read only for a 200 and only up to ``max_body_bytes``
-    once decoded (gzip and deflate are decoded here, chunk by chunk, never past the cap).
-
-    The whole request must finish within ``timeout_s`` (``TimeoutError``); a body over the cap raises
-    :class:`BodyTooLargeError` as soon as it is known; transport failures raise ``aiohttp.ClientError`` or
-    ``OSError``. ``keep_alive=False`` closes the connection after the answer.
-    """
-    request_headers = {**headers, "Accept-Encoding": "gzip"}
-    if not keep_alive:
-        request_headers["Connection"] = "close"
-    async with (
-        asyncio.timeout(timeout_s),
-        session.get(
-            url,
-            headers=request_headers,
-            allow_redirects=False,
-            server_hostname=server_name or None,
-            timeout=aiohttp.ClientTimeout(total=None),
-        ) as response,
-    ):
-        if response.status != 200:
-            return response.status, b""
-        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-        declared = response.headers.get("Content-Length", "")
-        if encoding == "identity" and declared.isdigit() and int(declared) > max_body_bytes:
-            raise BodyTooLargeError(f"declared {declared} bytes")
-        wbits = _DECODERS.get(encoding)
-        if encoding != "identity" and wbits is None:
-            raise aiohttp.ClientPayloadError(f"unsupported Content-Encoding {encoding!r}")
-        decoder = None if wbits is None else zlib.decompressobj(wbits)
-        chunks: list[bytes] = []
-        size = 0
-        async for raw in response.content.iter_chunked(READ_CHUNK_BYTES):
-            data = raw
-            while data:
-                try:
-                    chunk = data if decoder is None else decoder.decompress(data, max_body_bytes + 1 - size)
-                except zlib.error as error:  # a body that is not what its Content-Encoding says
-                    raise aiohttp.ClientPayloadError(f"invalid {encoding} body: {error}") from error
-                size += len(chunk)
-                if size > max_body_bytes:
-                    raise BodyTooLargeError(f"aborted after {size} bytes")
-                chunks.append(chunk)
-                data = b"" if decoder is None else decoder.unconsumed_tail
-        if decoder is not None:
-            try:
-                tail = decoder.flush()
-            except zlib.error as error:
-                raise aiohttp.ClientPayloadError(f"invalid {encoding} body: {error}") from error
-            if size + len(tail) > max_body_bytes:
-                raise BodyTooLargeError(f"aborted after {size + len(tail)} bytes")
-            chunks.append(tail)
-        return 200, b"".join(chunks)
-
-
 class AgentScraper:
-    """Scrapes agent ``/metrics`` endpoints through an injected ``aiohttp.ClientSession``
+    """Scrapes agent ``/metrics`` endpoints through an injected :class:`AgentHttpClient`
     (:func:`build_agent_client`).
 
     The connections to the first ``keep_alive_agents`` agents stay open between passes; the others are closed
@@ -293,7 +203,7 @@ class AgentScraper:
 
     def __init__(
         self,
-        client: aiohttp.ClientSession,
+        client: AgentHttpClient,
         *,
         timeout_s: float,
         concurrency: int,
@@ -305,6 +215,9 @@ class AgentScraper:
         keep_alive_agents: int | None = None,
     ) -> None:
         positive("scrape timeout", timeout_s)
+        self._agent_client = agent_client if agent_client is not None else AgentClientConfig()
+        if client.scheme != self._agent_client.scheme:
+            raise ValueError(f"an {client.scheme} agent client for {self._agent_client.scheme} agents")
         self._client = client
         self._timeout_s = timeout_s
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -312,11 +225,9 @@ class AgentScraper:
         self._max_s = backoff_max_s
         self._monotonic = monotonic
         self._max_body_bytes = max_body_bytes
-        self._agent_client = agent_client if agent_client is not None else AgentClientConfig()
         self._backoff: dict[str, _Backoff] = {}
         self._labels: dict[str, LabelsCache] = {}  # per node: its agent's label sets, parsed once
         self._memos: dict[str, ParseMemo] = {}  # per node: identities and series keys of those label sets
-        self._urls: dict[AgentTarget, yarl.URL] = {}
         self._keep_alive_agents = open_file_budget() if keep_alive_agents is None else keep_alive_agents
 
     def _due(self, node: str, now_s: float) -> bool:
@@ -335,9 +246,10 @@ class AgentScraper:
         now_s = self._monotonic()
         due = [target for target in targets if self._due(target.node, now_s)]
         skipped = [ScrapeOutcome(target, BACKOFF) for target in targets if not self._due(target.node, now_s)]
+        self._client.close_idle()
         try:
             headers = self._agent_client.headers()
-        except OSError as error:
+        except (OSError, ValueError) as error:
             log.error("cannot read the agents' scrape credentials: %s", error)
             outcomes = [ScrapeOutcome(target, ERROR, error=f"credentials: {error}") for target in due]
         else:
@@ -361,23 +273,15 @@ class AgentScraper:
         for node in [node for node in self._labels if node not in live]:
             del self._labels[node]
             self._memos.pop(node, None)
-        current = set(targets)
-        for target in [target for target in self._urls if target not in current]:
-            del self._urls[target]
         return [*outcomes, *skipped]
 
-    def _url(self, target: AgentTarget, folded_until_s: float | None = None) -> yarl.URL:
-        """The agent's ``/metrics`` URL, built once per target (aiohttp would parse and re-encode a string at every
-        request); with ``?folded_until=`` built per pass."""
-        base = self._urls.get(target)
-        if base is None:
-            host = f"[{target.ip}]" if ":" in target.ip else target.ip
-            base = self._urls[target] = yarl.URL(f"{self._agent_client.scheme}://{host}:{target.port}/metrics")
+    @staticmethod
+    def _path(folded_until_s: float | None) -> str:
+        """``/metrics``, with ``?folded_until=`` when the operator has folded the node's finished pods."""
         if folded_until_s is None:
-            return base
+            return "/metrics"
         # repr() is the shortest text that reads back as the same float: the agent compares finish times exactly.
-        value = urllib.parse.quote(repr(float(folded_until_s)))
-        return yarl.URL(f"{base}?{FOLDED_UNTIL_PARAM}={value}", encoded=True)
+        return f"/metrics?{FOLDED_UNTIL_PARAM}={urllib.parse.quote(repr(float(folded_until_s)))}"
 
     async def _scrape(
         self,
@@ -389,15 +293,16 @@ class AgentScraper:
     ) -> ScrapeOutcome:
         async with self._semaphore:
             try:
-                status, body = await fetch_agent(
-                    self._client,
-                    self._url(target, folded_until_s),
-                    timeout_s=self._timeout_s,
-                    max_body_bytes=self._max_body_bytes,
-                    headers=headers,
-                    server_name=self._agent_client.server_name,
-                    keep_alive=keep_alive,
-                )
+                async with asyncio.timeout(self._timeout_s):
+                    status, body = await self._client.get(
+                        target.ip,
+                        target.port,
+                        self._path(folded_until_s),
+                        headers=headers,
+                        max_body_bytes=self._max_body_bytes,
+                        server_name=self._agent_client.server_name,
+                        keep_alive=keep_alive,
+                    )
             except TimeoutError:
                 log.warning("agent %s on %s: timed out after %.3g s", target.pod, target.node, self._timeout_s)
                 return ScrapeOutcome(target, TIMEOUT, error=f"no complete answer within {self._timeout_s:g} s")
@@ -410,7 +315,7 @@ class AgentScraper:
                     error,
                 )
                 return ScrapeOutcome(target, TOO_LARGE, error=f"exposition larger than {self._max_body_bytes} bytes")
-            except (aiohttp.ClientError, OSError) as error:  # OSError: a TLS alert can surface after the handshake
+            except (AgentHttpError, OSError) as error:  # OSError: a TLS alert can surface after the handshake
                 log.warning("agent %s on %s: %s: %s", target.pod, target.node, type(error).__name__, error)
                 return ScrapeOutcome(target, ERROR, error=f"{type(error).__name__}: {error}")
         if status != 200:
