@@ -28,7 +28,8 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from bench.operator_load import Simulation
+from bench.operator_load import Simulation, populate
+from bench.operator_pass import Objects  # the benchmark's cluster, without an API
 from jouleledger.controller.agent_http import AgentHttpClient
 
 PORT = 19400
@@ -61,10 +62,6 @@ def exposition() -> bytes:
     sim = Simulation(nodes, {"node-00000": "127.0.0.1"})
     now_s = time.time()
     sim.started_s = now_s - 600
-    from bench.operator_pass import Objects  # the benchmark's cluster, without an API
-
-    from bench.operator_load import populate
-
     jobs = populate(Objects(), sim, 8, 2, now_s - 3600)  # type: ignore[arg-type]
     for pod in jobs[:1]:
         pod.finished_s = now_s - 60
@@ -154,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         stdout=subprocess.PIPE,
     )
     try:
-        assert server.stdin is not None and server.stdout is not None
+        assert server.stdin is not None
+        assert server.stdout is not None
         server.stdin.write(body)
         server.stdin.close()
         if server.stdout.readline().strip() != b"ready":

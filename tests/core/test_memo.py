@@ -57,3 +57,16 @@ def test_derive_makes_a_value_once_per_object_and_keeps_it_while_the_object_is_u
     assert made == ["a", "b", "a", "b"]
     assert memo.get(kept) == "A"
     assert memo.get(dropped) == "B"
+
+
+def test_put_again_replaces_the_value_and_keeps_the_entry_for_the_round() -> None:
+    memo: SameObjectMemo[str] = SameObjectMemo()
+    labels = {"pod": "a"}
+    memo.put(labels, "first")
+    memo.turn()
+    memo.put(labels, "second")  # the entry of the round before, updated in place
+    memo.put(labels, "third")  # twice in one round: the last value, used once
+    memo.turn()
+    assert memo.get(labels) == "third"
+    memo.turn()  # a round without it: forgotten
+    assert memo.get(labels) is None

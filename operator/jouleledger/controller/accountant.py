@@ -294,7 +294,13 @@ class Accountant:
         self._last_end[scrape.node] = now
         self._folded_tick[scrape.node] = scrape.last_tick_unix_s
         self.folded.folded(scrape)
-        self.stats.node_intensity[scrape.node] = NodeIntensity(reading.zone, reading.source, reading.g_per_kwh)
+        known = self.stats.node_intensity.get(scrape.node)
+        if known is None or (known.zone, known.source, known.g_per_kwh) != (
+            reading.zone,
+            reading.source,
+            reading.g_per_kwh,
+        ):
+            self.stats.node_intensity[scrape.node] = NodeIntensity(reading.zone, reading.source, reading.g_per_kwh)
         return summary.energy_mj
 
     def _workload_uid(self, pod: PodIdentity) -> str:

@@ -374,8 +374,10 @@ def parse_agent_samples(
     keys = memo.keys if memo is not None else SameObjectMemo[tuple[str, SeriesKey]]()
     for name, labels, raw in pod_series:
         known = keys.get(labels)
-        key = known[1] if known is not None and known[0] == node else _series_key(node, labels)
-        keys.put(labels, (node, key))
+        if known is None or known[0] != node:
+            known = (node, _series_key(node, labels))
+        keys.put(labels, known)  # the same pair again: nothing allocated
+        key = known[1]
         if _duplicate(seen, (name, key), raw):  # one series with two values: neither is counted, its baseline stays
             rejected.append(Rejection(name, labels, "duplicate_series"))
             held.add(key)

@@ -107,7 +107,8 @@ class FoldedUntil:
             else:
                 for identity in identities[:-1]:
                     final[identity.uid] = -math.inf
-        state.durable &= final.keys()
+        if state.durable:
+            state.durable.intersection_update(final)  # in place: most nodes have nothing durable to drop
         waiting = {uid for uid in final if uid not in state.durable}
         keys: dict[tuple[str, str], list[SeriesKey]] = {}
         if waiting:
@@ -123,7 +124,9 @@ class FoldedUntil:
                     pending[identity.uid] = _Pending(final[identity.uid], tuple(keys.get(name, ())))
         state.pending = pending
         until = state.until_s
-        state.finish_times = sorted({f for f in scrape.finished_unix_s.values() if until is None or f > until})
+        finish_times = sorted({f for f in scrape.finished_unix_s.values() if until is None or f > until})
+        if finish_times or state.finish_times:  # (an empty list stays the one the node has)
+            state.finish_times = finish_times
 
     def advance(self, persisted: Persisted) -> None:
         """After the pass's writes: drop what became durable and move each node's value as far as is safe."""

@@ -380,8 +380,9 @@ class FootprintBook:
         self.accounts: dict[str, WorkloadAccount] = {}
         self._holder: dict[tuple[SeriesKey, str], str] = {}  # watermark -> workload uid
         self._by_series: dict[SeriesKey, set[str]] = {}  # series -> pod uids with a watermark
-        self._namespaces: dict[str, Totals] = {}
-        self._teams: dict[str, Totals] = {}
+        # Roll-up sums, the six fields of a Totals each, added in place by every fold (rollups() makes the Totals).
+        self._namespaces: dict[str, list[Any]] = {}
+        self._teams: dict[str, list[Any]] = {}
         self._unallocated: dict[str, int] = {}
         self._unallocated_g: dict[str, float] = {}
         self._unallocated_cost: dict[str, float] = {}
@@ -459,9 +460,9 @@ class FootprintBook:
         ``model_of`` the GPU model of a device id."""
         counted = late = 0
         touched: set[str] = set()
-        # Running sums of this fold, added in the same order as Totals would be (the same floats), built once.
-        namespaces: dict[str, list[Any]] = {}
-        teams: dict[str, list[Any]] = {}
+        # The roll-ups' sums (kept as sums) and this fold's per workload, added in the order Totals would add them
+        # (the same floats); a workload's Totals made once per fold.
+        namespaces, teams = self._namespaces, self._teams
         workloads: dict[str, tuple[WorkloadAccount, list[Any]]] = {}
         models: dict[str, str] = {}
         for delta in deltas.pods:
@@ -510,8 +511,8 @@ class FootprintBook:
                 energy_cost(delta.energy_mj, rates.pue, rates.price_per_kwh),
                 delta.from_power_mj,
             )
-            _add(_running(namespaces, ref.namespace, self._namespaces), added)
-            _add(_running(teams, account.team, self._teams), added)
+            _add(_sums_of(namespaces, ref.namespace), added)
+            _add(_sums_of(teams, account.team), added)
             if account.final is not None:
                 account.late_energy_mj += delta.energy_mj
                 late += delta.energy_mj
@@ -530,10 +531,6 @@ class FootprintBook:
                 account.interval_start_unix_s = rates.start_unix_s
             account.interval_end_unix_s = max(account.interval_end_unix_s, rates.end_unix_s)
             counted += delta.energy_mj
-        for name, sums in namespaces.items():
-            self._namespaces[name] = Totals(*sums)
-        for name, sums in teams.items():
-            self._teams[name] = Totals(*sums)
         for account, sums in workloads.values():
             account.totals = Totals(*sums)
         for watermark in deltas.regressed:  # the agent went back: only the footprint still holds these shares
@@ -617,8 +614,8 @@ class FootprintBook:
 
     def rollups(self) -> RollupSnapshot:
         return RollupSnapshot(
-            namespaces=dict(self._namespaces),
-            teams=dict(self._teams),
+            namespaces={name: Totals(*sums) for name, sums in self._namespaces.items()},
+            teams={name: Totals(*sums) for name, sums in self._teams.items()},
             unallocated_mj=dict(self._unallocated),
             currency=self.currency,
             unallocated_g=dict(self._unallocated_g),
@@ -658,10 +655,10 @@ def _fields(totals: Totals) -> list[Any]:
     ]
 
 
-def _running(sums: dict[str, list[Any]], name: str, totals: Mapping[str, Totals]) -> list[Any]:
+def _sums_of(sums: dict[str, list[Any]], name: str) -> list[Any]:
     running = sums.get(name)
     if running is None:
-        running = sums[name] = _fields(totals.get(name, ZERO))
+        running = sums[name] = _fields(ZERO)
     return running
 
 

@@ -46,10 +46,17 @@ class SameObjectMemo(Generic[V]):
         return value
 
     def put(self, obj: object, value: V) -> None:
+        """Keep ``value`` for this very object in this round (an entry of the object is updated in place: a pass
+        that puts every series again allocates nothing for those it saw before)."""
         entry = self._entries.get(id(obj))
-        if entry is None or entry[0] is not obj or entry[2] != self._round:
+        if entry is None or entry[0] is not obj:
+            self._entries[id(obj)] = [obj, value, self._round]
             self._used += 1
-        self._entries[id(obj)] = [obj, value, self._round]
+            return
+        if entry[2] != self._round:
+            entry[2] = self._round
+            self._used += 1
+        entry[1] = value
 
     def derive(self, obj: K, make: Callable[[K], V]) -> V:
         """:meth:`get`, else ``make(obj)``; kept for this round either way (:meth:`put`)."""
