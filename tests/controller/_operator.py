@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from jouleledger.controller.accountant import Accountant
+from jouleledger.controller.agent_http import AgentHttpClient
 from jouleledger.controller.app import OperatorApp
 from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.config import parse_config
 from jouleledger.controller.promsource import AccountingSource
+from jouleledger.controller.scrape import AgentClientConfig, build_agent_client
 from jouleledger.intensity import FallbackKey, IntensityReading
-from jouleledger.kube.api import KubeApi
+from jouleledger.kube.api import KubeApi, build_api_client
 from tests._kube_emulator import AGENT_NAMESPACE, Emulator, FakeAgents, agent_pod, job_object, node_object, pod_object
 
 # --- intensity ---------------------------------------------------------------------------------------------------
@@ -117,6 +119,17 @@ def test_accountant(
 
 
 test_accountant.__test__ = False  # type: ignore[attr-defined]
+
+
+@contextlib.asynccontextmanager
+async def api_and_agent_clients(api: Emulator) -> AsyncIterator[tuple[KubeApi, AgentHttpClient]]:
+    """The operator's API client on ``api`` (two attempts, no backoff sleep) and a plain agent client."""
+    info = kopf.ConnectionInfo(server=str(api.url).rstrip("/"))
+    async with (
+        KubeApi(build_api_client(info), attempts=2, sleep=no_sleep) as kube,
+        build_agent_client(AgentClientConfig()) as client,
+    ):
+        yield kube, client
 
 
 async def no_sleep(delay_s: float) -> None:

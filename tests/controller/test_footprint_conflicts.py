@@ -7,13 +7,10 @@ from __future__ import annotations
 import copy
 import time
 
-import kopf
-
-from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
-from jouleledger.kube.api import KubeApi, build_api_client
+from jouleledger.controller.scrape import AgentScraper
 from tests._kube_emulator import Emulator, FakeAgents
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._operator import no_sleep, one_job_cluster, test_accountant
+from tests.controller._operator import api_and_agent_clients, one_job_cluster, test_accountant
 
 FOOTPRINT = ("jouleledger.io/v1alpha1/workloadfootprints", "ml", "job-1")
 
@@ -24,12 +21,7 @@ async def test_a_status_write_over_a_changed_footprint_gets_409_and_merges_the_o
     base = time.time()
     cluster = one_job_cluster(api, agents)
     clock = {"now": base}
-    async with (
-        KubeApi(
-            build_api_client(kopf.ConnectionInfo(server=str(api.url).rstrip("/"))), attempts=2, sleep=no_sleep
-        ) as kube,
-        build_agent_client(AgentClientConfig()) as scraper_client,
-    ):
+    async with api_and_agent_clients(api) as (kube, scraper_client):
         scraper = AgentScraper(scraper_client, timeout_s=5, concurrency=1, backoff_base_s=0.0, backoff_max_s=0.0)
         accountant = test_accountant(kube, scraper, cluster, lambda: clock["now"])
 

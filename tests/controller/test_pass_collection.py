@@ -9,16 +9,14 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import kopf
 import pytest
 
 from jouleledger.controller.accountant import collection_paused
 from jouleledger.controller.cluster import AgentTarget
-from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, ScrapeOutcome, build_agent_client
-from jouleledger.kube.api import KubeApi, build_api_client
+from jouleledger.controller.scrape import AgentScraper, ScrapeOutcome
 from tests._kube_emulator import Emulator, FakeAgents
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._operator import no_sleep, one_job_cluster, test_accountant
+from tests.controller._operator import api_and_agent_clients, one_job_cluster, test_accountant
 
 
 class _Cycle:
@@ -77,12 +75,7 @@ async def test_a_pass_scrapes_and_folds_without_collections_and_the_collector_ru
     base = time.time()
     cluster = one_job_cluster(api, agents)
     clock = {"now": base}
-    async with (
-        KubeApi(
-            build_api_client(kopf.ConnectionInfo(server=str(api.url).rstrip("/"))), attempts=2, sleep=no_sleep
-        ) as kube,
-        build_agent_client(AgentClientConfig()) as client,
-    ):
+    async with api_and_agent_clients(api) as (kube, client):
         scraper = _WatchingScraper(
             client, timeout_s=5, concurrency=1, backoff_base_s=0.0, backoff_max_s=0.0, collected=eager_collector
         )

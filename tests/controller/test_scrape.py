@@ -292,6 +292,7 @@ def test_a_bearer_token_is_read_from_its_file(tmp_path: Path) -> None:
         ({"scheme": "https", "cert_file": Path("c")}, "both a certificate file and a key file"),
         ({"username": "u"}, "both a username and a password file"),
         ({"username": "u", "password_file": Path("p"), "bearer_token_file": Path("t")}, "exclusive"),
+        ({"username": "a:b", "password_file": Path("p")}, "cannot hold a colon"),
         ({"ca_file": Path("ca")}, "need the https scheme"),
     ],
 )

@@ -210,7 +210,7 @@ class Accountant:
             scraped = self._monotonic()
             now = self._clock()
             folded_mj, scraped_ok = await self._fold(outcomes, now)
-            del outcomes
+            del outcomes  # the scrapes are garbage now, not traversed by the collection that ends the block
         if self.serving is not None:
             await self.serving.run_pass(self.api, now)
         finalized = self.recorder.finalize(now, self._folded_tick, self._scrape_ok)

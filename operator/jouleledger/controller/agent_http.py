@@ -3,7 +3,7 @@
 A pass sends one small GET to every agent; through a general client (aiohttp) each cost about 160 us of CPU
 before the body was read (URL and header objects, cookie jar, connector pools, tracing hooks), which at thousands
 of agents was a fifth of a pass. This client does only what the scrape needs: one connection per agent kept
-between passes (closed after :data:`KEEPALIVE_EXPIRY_S` idle), the request written as one prepared byte string,
+between passes (closed after :data:`KEEPALIVE_EXPIRY_S` idle), the request written as one byte string,
 the answer read by an ``asyncio.Protocol`` (status line, headers, a ``Content-Length``, chunked or
 read-to-close body), decoded from gzip or deflate chunk by chunk under a cap on the decoded size, and TLS through
 the event loop's own ``ssl`` support.
@@ -35,7 +35,6 @@ PAUSE_READING_BYTES: Final = 1024 * 1024
 """Unread bytes at which the connection stops reading from the socket until the answer's reader catches up."""
 USER_AGENT: Final = "jouleledger-operator"
 _DECODERS: Final[Mapping[str, int]] = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-_NO_BODY: Final = frozenset({204, 304})
 
 
 class AgentHttpError(Exception):
@@ -304,7 +303,6 @@ class AgentHttpClient:
         self._keepalive_s = keepalive_s
         self._monotonic = monotonic
         self._idle: dict[tuple[str, int, str], AgentConnection] = {}
-        self._requests: dict[tuple[str, str, int], bytes] = {}  # (path, host header, keep-alive) -> request head
         self.connections_opened = 0
         """Connections opened since the client was made (each TCP connect, TLS included)."""
         self.received_bytes = 0
@@ -363,23 +361,14 @@ class AgentHttpClient:
         await self.aclose()
 
     def _request(self, host: str, port: int, path: str, headers: Mapping[str, str], keep_alive: bool) -> bytes:
-        host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if headers:
-            extra = "".join(f"{name}: {_header_value(name, value)}\r\n" for name, value in headers.items())
-        else:
-            extra = ""
-        cached = not extra and self._requests.get((path, host_header, keep_alive))
-        if cached:
-            return cached
         if "\r" in path or "\n" in path or " " in path:
             raise ValueError(f"request path {path[:80]!r} holds a space or a line break")
-        request = (
+        host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        extra = "".join(f"{name}: {_header_value(name, value)}\r\n" for name, value in headers.items())
+        return (
             f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {USER_AGENT}\r\nAccept: text/plain\r\n"
             f"Accept-Encoding: gzip\r\nConnection: {'keep-alive' if keep_alive else 'close'}\r\n{extra}\r\n"
         ).encode("latin-1")
-        if not extra and "?" not in path:  # the plain /metrics of each agent: built once
-            self._requests[path, host_header, keep_alive] = request
-        return request
 
     def _take_idle(self, key: tuple[str, int, str]) -> AgentConnection | None:
         connection = self._idle.pop(key, None)
