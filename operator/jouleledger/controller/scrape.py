@@ -32,6 +32,7 @@ from jouleledger.controller.agent_http import AgentHttpClient, AgentHttpError, B
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.core.contract import FOLDED_UNTIL_PARAM
 from jouleledger.core.deltas import AgentScrape, ParseMemo, ScrapeFormatError, parse_agent_samples
+from jouleledger.core.frozen import quick_init
 from jouleledger.core.units import positive
 from jouleledger.metrics.operator_collector import ExpositionError, LabelsCache, parse_exposition
 
@@ -57,6 +58,7 @@ RESULTS: Final = (OK, ERROR, TIMEOUT, TOO_LARGE)
 MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ScrapeOutcome:
     """``result`` is ``ok`` (``scrape`` set), ``error``, ``timeout``, ``too_large`` or ``backoff`` (not tried)."""

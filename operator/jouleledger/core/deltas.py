@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from jouleledger.core import contract
+from jouleledger.core.frozen import quick_init
 from jouleledger.core.memo import SameObjectMemo
 from jouleledger.core.model import Owner
 from jouleledger.core.units import InvalidValueError, checked_float, j_to_mj, positive
@@ -120,6 +121,7 @@ class SeriesKey(NamedTuple):
     device: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SeriesValue:
     """Cumulative values of one series: energy (integer mJ) and GPU-seconds; as a watermark, also the agent
@@ -133,6 +135,7 @@ class SeriesValue:
     """The part of ``energy_mj`` whose intervals were integrated from power (no counter, or a rejected delta)."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PodIdentity:
     """A pod as ``jouleledger_pod_info`` describes it; ``labels`` holds the allow-listed pod labels by key
@@ -145,6 +148,7 @@ class PodIdentity:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """A sample that was not counted, and why (``not_finite``, ``negative``, ``wrong_node``, ``no_pod_info``...)."""
@@ -154,6 +158,7 @@ class Rejection:
     reason: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AgentScrape:
     """What one agent exported at one scrape.
@@ -451,6 +456,7 @@ class _SeriesState:
     from_power_mj: int = 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PodDelta:
     """New energy (``from_power_mj`` of it integrated from power) and GPU-seconds of one pod on one series since
@@ -467,6 +473,7 @@ class PodDelta:
     from_power_mj: int = 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ScrapeDeltas:
     """What one scrape of one agent added. ``expired`` lists ``(series, pod uid)`` shares that left the agent

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from jouleledger.core.carbon import embodied_g, energy_cost, operational_g
 from jouleledger.core.deltas import RESET, DeltaTracker, PodIdentity, ScrapeDeltas, SeriesKey, SeriesValue
+from jouleledger.core.frozen import quick_init
 from jouleledger.core.model import Owner
 from jouleledger.core.units import S_PER_HOUR, mj_to_kwh
 from jouleledger.core.workload import WorkloadRef, resolve_workload
@@ -110,6 +111,7 @@ def method_annotation(methods: Iterable[str]) -> str:
 # --- the ledger ----------------------------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class IntervalRates:
     """What applies to one scrape interval ``(start_unix_s, end_unix_s]`` of one node."""
@@ -131,6 +133,7 @@ class IntervalRates:
         return self.embodied_g_per_gpu_hour.get(model, self.default_embodied_g_per_gpu_hour)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Totals:
     """Energy (integer mJ), GPU-seconds, operational/embodied grams CO2e and cost: one value, added with ``+``."""
@@ -161,6 +164,7 @@ class Totals:
 ZERO: Final = Totals()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class FinalRecord:
     """A finished Job's footprint, frozen once: what its annotations say, forever.
@@ -324,6 +328,7 @@ def _new_totals(theirs: Totals, mine: Totals, energy_mj: int, gpu_seconds: float
     )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Attribution:
     """Where a pod's energy goes: its workload and team (``UNASSIGNED_TEAM`` when unlabelled)."""
@@ -347,6 +352,7 @@ def attribute(
     return Attribution(workload, pod.labels.get(team_key) or watched_team or UNASSIGNED_TEAM)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class FoldSummary:
     """What one fold changed: energy counted, late energy (finalized workloads) and workloads touched."""
@@ -474,9 +480,10 @@ class FootprintBook:
                 account.first_seen_unix_s = rates.end_unix_s
             watermark = (delta.key, delta.pod.uid)
             holder = self._holder.get(watermark)
-            if holder is not None and holder != ref.uid:  # the pod moved workload (owner resolved later)
-                self._forget(watermark)
-            self._index(watermark, ref.uid)
+            if holder != ref.uid:  # indexed already when it is this workload's
+                if holder is not None:  # the pod moved workload (owner resolved later)
+                    self._forget(watermark)
+                self._index(watermark, ref.uid)
             share = delta.share  # under the scrape's epoch and ticks
             before = account.watermarks.get(watermark)
             account.watermarks[watermark] = share
@@ -631,6 +638,7 @@ def _pruned_watermarks(
     return [(key, uid) for key in pruned for uid in sorted(by_series.get(key, ()))]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """``ready``: record now; ``missing_nodes``: agents not caught up (recorded anyway when the deadline passed)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from jouleledger.core.frozen import quick_init
+
 __all__ = [
     "ContainerDevices",
     "GpuInfo",
@@ -55,6 +57,7 @@ class GpuInfo:
         return sum(instance.slices for instance in self.mig)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ProcessUsage:
     """A process running on a GPU and its SM utilisation (0-100) averaged over the interval."""
@@ -63,6 +66,7 @@ class ProcessUsage:
     sm_util: float
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class GpuReading:
     """One reading of one GPU at a sample's time.
@@ -77,6 +81,7 @@ class GpuReading:
     processes: tuple[ProcessUsage, ...] = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Owner:
     """An object's controller owner reference (``kind``/``name``/``uid``; ``api_version`` where known)."""
@@ -125,6 +130,7 @@ class NodeHeader:
     gpus: tuple[GpuInfo, ...]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Sample:
     """What was seen at time ``t_s`` (seconds, increasing).

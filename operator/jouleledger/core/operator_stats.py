@@ -9,6 +9,7 @@ from typing import Final
 
 from jouleledger.core.deltas import ScrapeDeltas
 from jouleledger.core.footprints import RollupSnapshot
+from jouleledger.core.frozen import quick_init
 
 __all__ = ["DELAY_BUCKETS_S", "NodeIntensity", "OperatorStats", "OperatorView"]
 
@@ -16,6 +17,7 @@ DELAY_BUCKETS_S: Final = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 6
 """Upper bounds of the completion-to-annotation delay histogram (``+Inf`` is implied)."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class NodeIntensity:
     """The grid intensity applied to a node's latest interval."""

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from jouleledger.core.frozen import quick_init
 from jouleledger.core.model import Owner
 
 __all__ = ["API_VERSIONS", "MAX_DEPTH", "WorkloadRef", "api_version_of", "controller_owner", "resolve_workload"]
@@ -53,6 +54,7 @@ def api_version_of(kind: str) -> str:
     return API_VERSIONS.get(kind, "")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class WorkloadRef:
     """The workload a pod is charged to. ``uid`` names its ``WorkloadFootprint``; ``parent_*`` names the
