@@ -207,6 +207,9 @@ class Accountant:
         self.stats.agents = len(targets)
         with collection_paused():  # the allocations of the scrape and the fold: see collection_paused
             outcomes = await self.scraper.scrape_all(targets, self.folded.values())
+            # Let the loop finish the step that resumed this task: its wake-up holds the finished future, and so
+            # every agent's answer (or the query's), until the task next yields, and the fold may not yield.
+            await asyncio.sleep(0)
             scraped = self._monotonic()
             now = self._clock()
             folded_mj, scraped_ok = await self._fold(outcomes, now)

@@ -63,12 +63,15 @@ class PrometheusSource:
     ) -> list[ScrapeOutcome]:
         """One outcome per agent target, all from one query (``folded_until`` does not apply: Prometheus holds
         what it scraped, finished pods included)."""
+        answer: list[list[tuple[Mapping[str, str], float]]] = []
         try:
-            result = await asyncio.to_thread(self._query, self._clock())
+            # The answer is handed over in ``answer``, not as the thread's result: the finished future lives on
+            # in the loop's wake-up of this task, and would keep every series of it alive through the pass.
+            await asyncio.to_thread(lambda time_s: answer.append(self._query(time_s)), self._clock())
         except PrometheusError as error:
             log.warning("%s", error)
             return [ScrapeOutcome(target, ERROR, error=str(error)) for target in targets]
-        by_node = samples_by_node(result, self._regroup, live_pods=self._live_pods)
+        by_node = samples_by_node(answer.pop(), self._regroup, live_pods=self._live_pods)
         memos, self._memos = self._memos, {}
         outcomes: list[ScrapeOutcome] = []
         for target in targets:
