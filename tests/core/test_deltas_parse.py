@@ -46,6 +46,17 @@ def test_parse_rejects_untrusted_values_and_counts_them() -> None:
     assert list(scrape.series) == [SeriesKey("n1", "ml", "train-x", "main", "GPU-a")]
 
 
+def test_a_pod_series_of_another_node_is_rejected_wherever_it_comes_in_the_exposition() -> None:
+    other = 'jouleledger_pod_gpu_energy_joules_total{container="main",gpu="GPU-a",namespace="ml",node="n2",pod="x"} 9\n'
+    text = agent_text("n1", 10.0, [job_pod(5.0, 1.0)])
+    for exposition in (other + text, text + other):  # before the agent's info too: read once its node is known
+        scrape = scrape_of(exposition)
+        assert [(bad.sample, bad.reason) for bad in scrape.rejected] == [
+            ("jouleledger_pod_gpu_energy_joules_total", "wrong_node")
+        ]
+        assert scrape.series == {SeriesKey("n1", "ml", "train-x", "main", "GPU-a"): SeriesValue(5000, 1.0)}
+
+
 def test_parse_refuses_what_is_not_an_agent_of_that_node() -> None:
     with pytest.raises(ScrapeFormatError, match="not a Joule Ledger agent"):
         parse_agent_samples([("up", {}, 1.0)])

@@ -83,11 +83,8 @@ ENERGY_SLACK: Final = 0.01
 ENERGY_SLACK_MJ: Final = 1_000
 """Absolute allowance on the physical bounds (whole-mJ rounding of every interval's shares)."""
 
-_PENDING: Final = frozenset(
+_PENDING: Final = frozenset(  # read once the agent's node is known (the pod counters: in a list of their own)
     {
-        POD_ENERGY_SAMPLE,
-        POD_GPU_SECONDS_SAMPLE,
-        POD_FROM_POWER_SAMPLE,
         POD_INFO_SAMPLE,
         contract.POD_FINISHED,
         GPU_ENERGY_SAMPLE,
@@ -313,8 +310,12 @@ def parse_agent_samples(
     duplicated_gpus: set[str] = set()
     rejected: list[Rejection] = []
     pending: list[Sample] = []
-    for name, labels, raw in samples:
-        if name == AGENT_INFO_SAMPLE:
+    pod_series: list[Sample] = []  # the pod counters: most of the exposition
+    for sample in samples:
+        name, labels, raw = sample
+        if name in _POD_COUNTERS:
+            pod_series.append(sample)
+        elif name == AGENT_INFO_SAMPLE:
             agent_info = labels
         elif name == contract.AGENT_LAST_TICK:
             value, rejection = _value(name, labels, raw)
@@ -327,7 +328,7 @@ def parse_agent_samples(
                 rejected.append(rejection)  # counted; the tick count is then unknown (0)
             ticks = tick_count or 0.0
         elif name in _PENDING:
-            pending.append((name, labels, raw))
+            pending.append(sample)
     if agent_info is None:
         raise ScrapeFormatError(f"no {AGENT_INFO_SAMPLE} series: not a Joule Ledger agent")
     if last_tick is None:
@@ -339,15 +340,11 @@ def parse_agent_samples(
         raise ScrapeFormatError(f"agent reports node {node!r} but runs on node {expected_node!r}")
 
     identities = memo.identities if memo is not None else SameObjectMemo[PodIdentity]()
-    pod_series: list[Sample] = []
-    for sample in pending:
-        name, labels, raw = sample
+    for name, labels, raw in pending:
         if labels.get("node", node) != node:
             rejected.append(Rejection(name, labels, "wrong_node"))
             continue
-        if name in _POD_COUNTERS:
-            pod_series.append(sample)
-        elif name == POD_INFO_SAMPLE:
+        if name == POD_INFO_SAMPLE:
             identity = identities.derive(labels, _identity)
             if not identity.uid or not identity.namespace or not identity.name:
                 rejected.append(Rejection(name, labels, "incomplete_pod_info"))
@@ -356,28 +353,30 @@ def parse_agent_samples(
             if identity not in named:  # the same series twice (one agent through two Prometheus jobs): once
                 named.append(identity)
             continue
-        else:
-            if name == GPU_UNALLOCATED_SAMPLE and _duplicate(seen, (name, labels.get("gpu", "")), raw):
-                rejected.append(Rejection(name, labels, "duplicate_series"))
-                duplicated_gpus.add(labels.get("gpu", ""))
-                continue
-            value, rejection = _value(name, labels, raw)
-            if rejection is not None or value is None:
-                rejected.append(rejection or Rejection(name, labels, "invalid"))
-            elif name == contract.POD_FINISHED:
-                finished[(labels.get("namespace", ""), labels.get("pod", ""))] = value
-            elif name == GPU_ENERGY_SAMPLE:
-                if labels.get("model"):
-                    models[labels.get("gpu", "")] = labels["model"]
-            elif name == GPU_UNALLOCATED_SAMPLE:
-                unallocated[labels.get("gpu", "")] = j_to_mj(value)
-            elif name == contract.GPU_POWER_LIMIT and value > 0:
-                limits[labels.get("gpu", "")] = value
+        if name == GPU_UNALLOCATED_SAMPLE and _duplicate(seen, (name, labels.get("gpu", "")), raw):
+            rejected.append(Rejection(name, labels, "duplicate_series"))
+            duplicated_gpus.add(labels.get("gpu", ""))
+            continue
+        value, rejection = _value(name, labels, raw)
+        if rejection is not None or value is None:
+            rejected.append(rejection or Rejection(name, labels, "invalid"))
+        elif name == contract.POD_FINISHED:
+            finished[(labels.get("namespace", ""), labels.get("pod", ""))] = value
+        elif name == GPU_ENERGY_SAMPLE:
+            if labels.get("model"):
+                models[labels.get("gpu", "")] = labels["model"]
+        elif name == GPU_UNALLOCATED_SAMPLE:
+            unallocated[labels.get("gpu", "")] = j_to_mj(value)
+        elif name == contract.GPU_POWER_LIMIT and value > 0:
+            limits[labels.get("gpu", "")] = value
 
     # The pod counters: most of the exposition. The energy, GPU-seconds and energy-from-power lines of one series
     # usually share one label mapping (the parser's cache), so its key is built once.
     keys = memo.keys if memo is not None else SameObjectMemo[tuple[str, SeriesKey]]()
     for name, labels, raw in pod_series:
+        if labels.get("node", node) != node:
+            rejected.append(Rejection(name, labels, "wrong_node"))
+            continue
         known = keys.get(labels)
         if known is None or known[0] != node:
             known = (node, _series_key(node, labels))
