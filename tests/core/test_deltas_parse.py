@@ -55,6 +55,11 @@ def test_a_pod_series_of_another_node_is_rejected_wherever_it_comes_in_the_expos
             ("jouleledger_pod_gpu_energy_joules_total", "wrong_node")
         ]
         assert scrape.series == {SeriesKey("n1", "ml", "train-x", "main", "GPU-a"): SeriesValue(5000, 1.0)}
+    cache: dict[str, Mapping[str, str]] = {}
+    memo = ParseMemo()
+    for _ in range(2):  # the same label mappings at the next scrape: still checked, still rejected
+        again = parse_agent_samples(parse_exposition(text + other, cache), expected_node="n1", memo=memo)
+        assert [bad.reason for bad in again.rejected] == ["wrong_node"]
 
 
 def test_parse_refuses_what_is_not_an_agent_of_that_node() -> None:

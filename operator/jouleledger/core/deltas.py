@@ -374,11 +374,11 @@ def parse_agent_samples(
     # usually share one label mapping (the parser's cache), so its key is built once.
     keys = memo.keys if memo is not None else SameObjectMemo[tuple[str, SeriesKey]]()
     for name, labels, raw in pod_series:
-        if labels.get("node", node) != node:
-            rejected.append(Rejection(name, labels, "wrong_node"))
-            continue
         known = keys.get(labels)
-        if known is None or known[0] != node:
+        if known is None or known[0] != node:  # a label mapping in the memo passed this node's check before
+            if labels.get("node", node) != node:
+                rejected.append(Rejection(name, labels, "wrong_node"))
+                continue
             known = (node, _series_key(node, labels))
         keys.put(labels, known)  # the same pair again: nothing allocated
         key = known[1]
