@@ -17,7 +17,7 @@ from jouleledger.controller.app import OperatorApp
 from jouleledger.controller.cluster import ClusterState
 from jouleledger.controller.config import parse_config
 from jouleledger.controller.promsource import AccountingSource
-from jouleledger.controller.scrape import AgentClientConfig, build_agent_client
+from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.intensity import FallbackKey, IntensityReading
 from jouleledger.kube.api import KubeApi, build_api_client
 from tests._kube_emulator import AGENT_NAMESPACE, Emulator, FakeAgents, agent_pod, job_object, node_object, pod_object
@@ -119,6 +119,15 @@ def test_accountant(
 
 
 test_accountant.__test__ = False  # type: ignore[attr-defined]
+
+
+def one_job_accountant(
+    api: Emulator, agents: FakeAgents, kube: KubeApi, client: AgentHttpClient, clock: Mapping[str, float]
+) -> Accountant:
+    """:func:`test_accountant` on :func:`one_job_cluster`, scraping the agents directly (one at a time, no backoff),
+    its clock ``clock["now"]``."""
+    scraper = AgentScraper(client, timeout_s=5, concurrency=1, backoff_base_s=0.0, backoff_max_s=0.0)
+    return test_accountant(kube, scraper, one_job_cluster(api, agents), lambda: clock["now"])
 
 
 @contextlib.asynccontextmanager

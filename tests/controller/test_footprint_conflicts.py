@@ -7,10 +7,9 @@ from __future__ import annotations
 import copy
 import time
 
-from jouleledger.controller.scrape import AgentScraper
 from tests._kube_emulator import Emulator, FakeAgents
 from tests.controller._exposition import Pod, agent_text
-from tests.controller._operator import api_and_agent_clients, one_job_cluster, test_accountant
+from tests.controller._operator import api_and_agent_clients, one_job_accountant
 
 FOOTPRINT = ("jouleledger.io/v1alpha1/workloadfootprints", "ml", "job-1")
 
@@ -19,11 +18,9 @@ async def test_a_status_write_over_a_changed_footprint_gets_409_and_merges_the_o
     api: Emulator, agents: FakeAgents
 ) -> None:
     base = time.time()
-    cluster = one_job_cluster(api, agents)
     clock = {"now": base}
     async with api_and_agent_clients(api) as (kube, scraper_client):
-        scraper = AgentScraper(scraper_client, timeout_s=5, concurrency=1, backoff_base_s=0.0, backoff_max_s=0.0)
-        accountant = test_accountant(kube, scraper, cluster, lambda: clock["now"])
+        accountant = one_job_accountant(api, agents, kube, scraper_client, clock)
 
         async def run_pass(tick: int, energy_j: float) -> None:
             pod = Pod("ml", "train-x", "pod-1", energy_j, energy_j / 100, "Job", "train", "job-1")

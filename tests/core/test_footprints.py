@@ -124,6 +124,13 @@ def test_an_answering_agent_without_a_folded_tick_holds_every_waiting_job() -> N
     assert decide_finalization(100.0, {"n1"}, {"n1": 105.0}, 101.0, 60.0, answered=AnsweredTicks((), {})).ready
 
 
+def test_the_lag_of_the_answering_agents_is_now_less_their_oldest_folded_tick() -> None:
+    assert AnsweredTicks({"n1", "n2"}, {"n1": 105.0, "n2": 98.5, "gone": 50.0}).lag_s(100.0) == 1.5
+    assert AnsweredTicks({"n1"}, {"n1": 101.0}).lag_s(100.0) == -1.0  # that node's clock runs ahead
+    assert AnsweredTicks({"n1", "new"}, {"n1": 105.0}).lag_s(100.0) == float("inf")  # "new" never folded
+    assert AnsweredTicks((), {"n1": 105.0}).lag_s(100.0) is None  # nobody answered: no lag is known
+
+
 def test_finalization_allows_for_node_clocks_behind_the_api_server() -> None:
     ticks = {"n1": 101.5}
     # A tick 1.5 s after the completion could be a reading from before it on a node whose clock is 2 s behind.

@@ -29,6 +29,7 @@ def _busy() -> tuple[OperatorStats, RollupSnapshot]:
     stats.footprints_written = 7
     stats.count_error("api_error")
     stats.rejected["wrong_node"] = 4
+    stats.oldest_tick_age_s = 17.25
     stats.node_intensity["gpu-node-1"] = NodeIntensity("eu-west-1", "electricitymaps", 212.5)
     for delay_s in (3.0, 14.0, 29.5):
         stats.observe_delay(delay_s)

@@ -29,6 +29,7 @@ from jouleledger.core.deltas import AgentScrape, DeltaTracker, PodIdentity
 from jouleledger.core.folded import FoldedUntil
 from jouleledger.core.footprints import (
     CLOCK_SKEW_ALLOWANCE_S,
+    AnsweredTicks,
     FootprintBook,
     WorkloadAccount,
     default_finalize_deadline_s,
@@ -216,7 +217,9 @@ class Accountant:
             del outcomes  # the scrapes are garbage now, not traversed by the collection that ends the block
         if self.serving is not None:
             await self.serving.run_pass(self.api, now)
-        finalized = self.recorder.finalize(now, self._folded_tick, self._scrape_ok)
+        answered = AnsweredTicks(self._scrape_ok, self._folded_tick)
+        self.stats.oldest_tick_age_s = answered.lag_s(now)
+        finalized = self.recorder.finalize(now, self._folded_tick, answered)
         folded = self._monotonic()
         # Final footprints first and their Jobs annotated at once; then the running ones (a Job's annotation never
         # waits behind the periodic writes of thousands of running workloads).

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Set
+from collections.abc import Mapping
 from typing import Final
 
 from jouleledger.controller.cluster import ClusterState, JobInfo
@@ -78,11 +78,11 @@ class JobRecorder:
 
     # --- Jobs --------------------------------------------------------------------------------------------------
 
-    def finalize(self, now: float, folded_tick: Mapping[str, float], answered: Set[str]) -> int:
-        """Freeze the footprints of finished Jobs that are ready (annotating happens after they are persisted)."""
+    def finalize(self, now: float, folded_tick: Mapping[str, float], every: AnsweredTicks) -> int:
+        """Freeze the footprints of finished Jobs that are ready (annotating happens after they are persisted);
+        ``every``: the agents that answered the latest pass and their oldest folded tick."""
         finalized = 0
         agent_nodes = {target.node for target in self.cluster.agent_targets()}
-        every = AnsweredTicks(answered, folded_tick)
         for job in list(self.cluster.jobs.values()):
             if job.uid in self.done:
                 continue

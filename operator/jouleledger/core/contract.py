@@ -98,6 +98,7 @@ OPERATOR_ANNOTATION_DELAY: Final = "jouleledger_operator_annotation_delay_second
 OPERATOR_ANNOTATION_TAMPERING: Final = "jouleledger_operator_annotation_tampering"
 OPERATOR_SERVING_READS: Final = "jouleledger_operator_serving_reads"
 OPERATOR_STALE_PRUNED: Final = "jouleledger_operator_stale_objects_pruned"
+OPERATOR_OLDEST_TICK_AGE: Final = "jouleledger_operator_oldest_tick_age_seconds"
 
 # --- operator: serving workloads (pods labelled jouleledger.io/serving), from the same per-pod energy deltas -----
 # The ratios cover the latest interval between two reads of the server's counters; absent without requests.
@@ -318,6 +319,13 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
         "Objects deleted while a watch was down, found by the periodic relist and removed from the operator's view, "
         "by kind (pods: agent pods; jobs; replicasets; nodes).",
         ("kind",),
+    ),
+    MetricSpec(
+        OPERATOR_OLDEST_TICK_AGE,
+        "gauge",
+        "Seconds from the oldest last tick folded from the agents that answered the latest pass to that pass: a "
+        "finished Job's footprint waits at least this long after its completion (+Inf while an agent that answered "
+        "has never been folded; absent while no agent answers).",
     ),
     MetricSpec(
         OPERATOR_SERVING_READS, "counter", "Reads of serving pods' request and token counters, by result.", ("result",)

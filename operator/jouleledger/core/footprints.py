@@ -701,6 +701,15 @@ class AnsweredTicks:
         self.nodes = frozenset(nodes)
         self.oldest_unix_s = min((folded_tick_unix_s.get(node, -math.inf) for node in self.nodes), default=math.inf)
 
+    def lag_s(self, now_unix_s: float) -> float | None:
+        """How far the ledger's view of the slowest answering agent is behind ``now_unix_s``: a finished Job waits
+        at least this long after its completion (plus the clock-skew allowance) for its footprint. ``+Inf`` while
+        an agent that answered has never been folded (the API could not yet say who owns its pods); None when no
+        agent answered. Negative when that agent's clock runs ahead of the operator's."""
+        if not self.nodes:
+            return None
+        return now_unix_s - self.oldest_unix_s
+
 
 def decide_finalization(
     completion_unix_s: float,

@@ -44,6 +44,7 @@ class OperatorView:
     delay_bucket_counts: tuple[int, ...] = (0,) * (len(DELAY_BUCKETS_S) + 1)  # per bucket, not cumulative
     delay_sum_s: float = 0.0
     pruned: Mapping[str, int] = field(default_factory=dict)  # objects deleted while a watch was down, by kind
+    oldest_tick_age_s: float | None = None  # the latest pass's lag behind its slowest answering agent (None: none)
 
 
 class OperatorStats:
@@ -62,6 +63,7 @@ class OperatorStats:
         self.delay_sum_s = 0.0
         self.delays_s: list[float] = []  # every delay, for benchmarks and logs (bounded)
         self.pruned: dict[str, int] = {}
+        self.oldest_tick_age_s: float | None = None  # see AnsweredTicks.lag_s
 
     def count_pruned(self, kind: str, count: int) -> None:
         """Objects a reconciliation found deleted (while a watch was down) and removed from the cluster view."""
@@ -109,4 +111,5 @@ class OperatorStats:
             delay_bucket_counts=tuple(self.delay_bucket_counts),
             delay_sum_s=self.delay_sum_s,
             pruned=dict(self.pruned),
+            oldest_tick_age_s=self.oldest_tick_age_s,
         )

@@ -195,6 +195,9 @@ def _families(view: OperatorView) -> list[Metric]:
     pruned = CounterMetricFamily(names.OPERATOR_STALE_PRUNED, _HELP[names.OPERATOR_STALE_PRUNED], labels=("kind",))
     for kind, count in sorted(view.pruned.items()):
         pruned.add_metric([kind], count)
+    lag = GaugeMetricFamily(names.OPERATOR_OLDEST_TICK_AGE, _HELP[names.OPERATOR_OLDEST_TICK_AGE])
+    if view.oldest_tick_age_s is not None:
+        lag.add_metric([], view.oldest_tick_age_s)
     cumulative = 0
     buckets: list[tuple[str, float]] = []
     for bound, count in zip((*DELAY_BUCKETS_S, float("inf")), view.delay_bucket_counts, strict=True):
@@ -221,6 +224,7 @@ def _families(view: OperatorView) -> list[Metric]:
         fallbacks,
         rejected,
         pruned,
+        lag,
         delay,
     ]
 
