@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import os
 import random
+import socket
 import statistics
 import sys
 import tempfile
@@ -28,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiohttp.web
 import kmock
+from prometheus_client.parser import text_string_to_metric_families
 from tests._kube_emulator import (
     AGENT_NAMESPACE,
     IndexedEmulator,
@@ -39,6 +44,8 @@ from tests._kube_emulator import (
     rfc3339,
     send_bookmarks,
 )
+
+from jouleledger.core.contract import OPERATOR_LAST_PASS_PHASE, OPERATOR_OLDEST_TICK_AGE, OPERATOR_PASS_DURATION
 
 POWER_W = 300.0
 EPOCH = "00000000be4c4001"
@@ -254,11 +261,73 @@ class OperatorProcess:
     drainer: asyncio.Task[None]
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class SelfMetrics:
+    """The operator's own ``/metrics`` read every ``every_s`` during the measured window: its lag behind the oldest
+    agent tick, its latest pass by phase, and its pass-duration histogram's sum and count at the first and last
+    read (the mean pass time of the window)."""
+
+    port: int
+    every_s: float
+    lag_s: list[float] = field(default_factory=list)
+    phases_s: dict[str, list[float]] = field(default_factory=dict)
+    passes: list[tuple[float, float]] = field(default_factory=list)  # (sum, count) at each read
+    errors: int = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with aiohttp.ClientSession() as session:
+            while not stop.is_set():
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.port}/metrics") as response:
+                        self._read(await response.text())
+                except (aiohttp.ClientError, ValueError):
+                    self.errors += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.every_s)
+
+    def _read(self, text: str) -> None:
+        total = {"sum": math.nan, "count": math.nan}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == OPERATOR_OLDEST_TICK_AGE:
+                    self.lag_s.append(sample.value)
+                elif sample.name == OPERATOR_LAST_PASS_PHASE:
+                    self.phases_s.setdefault(sample.labels["phase"], []).append(sample.value)
+                elif sample.name in (f"{OPERATOR_PASS_DURATION}_sum", f"{OPERATOR_PASS_DURATION}_count"):
+                    total[sample.name.rsplit("_", 1)[1]] = sample.value
+        self.passes.append((total["sum"], total["count"]))
+
+    def summary(self) -> str:
+        parts = []
+        if self.lag_s:
+            parts.append(
+                f"lag behind the oldest agent tick median {statistics.median(self.lag_s):.1f} s "
+                f"(max {max(self.lag_s):.1f} s)"
+            )
+        if self.phases_s:
+            phases = ", ".join(f"{phase} {statistics.median(v):.2f} s" for phase, v in self.phases_s.items())
+            parts.append(f"latest pass by phase, median: {phases}")
+        if len(self.passes) >= 2 and self.passes[-1][1] > self.passes[0][1]:
+            (sum0, count0), (sum1, count1) = self.passes[0], self.passes[-1]
+            parts.append(f"mean pass {(sum1 - sum0) / (count1 - count0):.2f} s over {count1 - count0:.0f} passes")
+        reads = f"{len(self.passes)} reads every {self.every_s:g} s" + (
+            f", {self.errors} failed" if self.errors else ""
+        )
+        return f"  operator's own metrics ({reads}): " + ("; ".join(parts) or "none")
+
+
 async def start_operator_process(
-    api: Any, tmp: str, args: argparse.Namespace, interval_s: float, extra: list[str]
+    api: Any, tmp: str, args: argparse.Namespace, interval_s: float, extra: list[str], *, port: int = 0
 ) -> OperatorProcess:
     """Write a kubeconfig pointing at ``api`` and the operator's config into ``tmp``, start the operator with the
-    common flags plus ``extra`` (``args.profile``: under cProfile)."""
+    common flags plus ``extra`` (``args.profile``: under cProfile), serving ``/metrics`` on ``port`` (0: any)."""
     kubeconfig = Path(tmp) / "kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: bench\n"
@@ -274,7 +343,7 @@ async def start_operator_process(
     env.pop("KUBERNETES_SERVICE_HOST", None)
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
     command = [sys.executable, *profile, "-m", "jouleledger", "--log-level", args.operator_log_level]
-    command += ["operator", "--config", str(config), "--listen-address", "127.0.0.1", "--port", "0"]
+    command += ["operator", "--config", str(config), "--listen-address", "127.0.0.1", "--port", str(port)]
     command += ["--agent-namespace", AGENT_NAMESPACE, "--standalone", "--scrape-interval-s", str(interval_s), *extra]
     process = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
@@ -346,21 +415,25 @@ async def main(args: argparse.Namespace) -> int:
         started = time.time()
         jobs = populate(api, sim, args.pods, min(live_jobs, args.pods), started)
         with tempfile.TemporaryDirectory() as tmp:
+            self_metrics = SelfMetrics(free_port(), args.scrape_interval_s)
             launched = await start_operator_process(
-                api, tmp, args, args.scrape_interval_s, ["--agent-port", str(agent_port)]
+                api, tmp, args, args.scrape_interval_s, ["--agent-port", str(agent_port)], port=self_metrics.port
             )
             operator, stderr_lines = launched.process, launched.stderr_lines
-            stop = asyncio.Event()
+            stop, window_over = asyncio.Event(), asyncio.Event()
             driver = asyncio.create_task(drive_jobs(api, sim, jobs, args.jobs_per_minute, stop))
             bookmarks = asyncio.create_task(send_bookmarks(api, stop))
             await asyncio.sleep(args.warmup_s)
             cpu0, _, _ = read_proc(operator.pid)
             t0 = time.time()
             scrapes0, folded0, lines0 = sim.scrapes, sim.folded_scrapes, sim.exported_lines
+            sampler = asyncio.create_task(self_metrics.run(window_over))
             await asyncio.sleep(args.duration_s)
             cpu1, rss, peak = read_proc(operator.pid)
             t1 = time.time()
             scrapes1, folded1, lines1 = sim.scrapes, sim.folded_scrapes, sim.exported_lines
+            window_over.set()
+            await sampler
             stop.set()
             driver.cancel()
             bookmarks.cancel()
@@ -400,6 +473,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"  completion -> annotation delay: p50 {p50:.2f} s, p99 {p99:.2f} s over {len(delays)} Jobs")
         print(f"  p99 / scrape interval: {p99 / args.scrape_interval_s:.2f} (target < 2)")
     print(f"  Jobs annotated in window: {len(delays)}/{len(considered)}")
+    print(self_metrics.summary())
     print(f"  API writes by the operator: {dict(sorted(api.writes.items()))}")
     print(f"  watch events sent to the operator: {dict(sorted(api.watch_events.items()))}")
     if args.show_watches:

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,9 +40,11 @@ from tests._kube_emulator import IndexedEmulator, register_resources, send_bookm
 from tests._prometheus import logged_process
 
 from bench.operator_load import (
+    SelfMetrics,
     Simulation,
     add_workload_arguments,
     drive_jobs,
+    free_port,
     percentile,
     populate,
     print_operator_stderr,
@@ -53,13 +54,6 @@ from bench.operator_load import (
 from jouleledger.core.promsource import TARGET_LABELS, agent_query
 
 JOB = 'job="jouleledger-agent"'
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def grouped(texts: list[str]) -> str:
@@ -303,9 +297,10 @@ async def main(args: argparse.Namespace) -> int:
             await proxy.start()
             source = ["--source", "prometheus", "--prometheus-url", f"http://127.0.0.1:{proxy.port}"]
             source += ["--prometheus-selector", JOB, "--prometheus-timeout-s", "120"]
-            launched = await start_operator_process(api, tmp, args, args.interval_s, source)
+            self_metrics = SelfMetrics(free_port(), args.interval_s)
+            launched = await start_operator_process(api, tmp, args, args.interval_s, source, port=self_metrics.port)
             operator, stderr_lines = launched.process, launched.stderr_lines
-            stop = asyncio.Event()
+            stop, window_over = asyncio.Event(), asyncio.Event()
             driver = asyncio.create_task(drive_jobs(api, sim, jobs, args.jobs_per_minute, stop))
             bookmarks = asyncio.create_task(send_bookmarks(api, stop))
             await asyncio.sleep(args.warmup_s)
@@ -314,10 +309,13 @@ async def main(args: argparse.Namespace) -> int:
             t0 = time.time()
             queries0 = len(proxy.durations_s)
             scrapes0 = exporters.scrapes
+            sampler = asyncio.create_task(self_metrics.run(window_over))
             await asyncio.sleep(args.duration_s)
             cpu1, rss, peak = read_proc(operator.pid)
             pcpu1, prss, ppeak = read_proc(prom.pid)
             t1 = time.time()
+            window_over.set()
+            await sampler
             stop.set()
             driver.cancel()
             bookmarks.cancel()
@@ -365,6 +363,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"  completion -> annotation delay: p50 {p50:.2f} s, p99 {p99:.2f} s over {len(delays)} Jobs")
         print(f"  p99 / interval: {p99 / interval:.2f} (target < 2)")
     print(f"  Jobs annotated in window: {len(delays)}/{len(considered)}")
+    print(self_metrics.summary())
     if window_q:
         print(
             f"  query per pass: median {statistics.median(window_q):.2f} s (max {max(window_q):.2f} s), "

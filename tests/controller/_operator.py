@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,7 +101,11 @@ def one_job_cluster(api: Emulator, agents: FakeAgents) -> ClusterState:
 
 
 def test_accountant(
-    kube: KubeApi, scraper: AccountingSource, cluster: ClusterState, clock: Callable[[], float]
+    kube: KubeApi,
+    scraper: AccountingSource,
+    cluster: ClusterState,
+    clock: Callable[[], float],
+    monotonic: Callable[[], float],
 ) -> Accountant:
     """An accountant as these tests drive it: the fixture config and intensity, a 15 s interval, every changed
     footprint written at every pass, a one-hour finalization deadline, no clock-skew allowance."""
@@ -112,6 +117,7 @@ def test_accountant(
         cluster=cluster,
         scrape_interval_s=15.0,
         clock=clock,
+        monotonic=monotonic,
         write_interval_s=0.0,
         finalize_deadline_s=3600.0,
         clock_skew_s=0.0,
@@ -125,9 +131,10 @@ def one_job_accountant(
     api: Emulator, agents: FakeAgents, kube: KubeApi, client: AgentHttpClient, clock: Mapping[str, float]
 ) -> Accountant:
     """:func:`test_accountant` on :func:`one_job_cluster`, scraping the agents directly (one at a time, no backoff),
-    its clock ``clock["now"]``."""
+    its clock ``clock["now"]`` and its monotonic clock ``clock["monotonic"]`` (``time.monotonic`` when absent)."""
     scraper = AgentScraper(client, timeout_s=5, concurrency=1, backoff_base_s=0.0, backoff_max_s=0.0)
-    return test_accountant(kube, scraper, one_job_cluster(api, agents), lambda: clock["now"])
+    monotonic = (lambda: clock["monotonic"]) if "monotonic" in clock else time.monotonic
+    return test_accountant(kube, scraper, one_job_cluster(api, agents), lambda: clock["now"], monotonic)
 
 
 @contextlib.asynccontextmanager

@@ -92,7 +92,7 @@ async def _run(api: Emulator, agents: FakeAgents, seed: int) -> dict[str, int]:
         clients.append(scraper_client)
         kubes.append(kube)
         scraper = AgentScraper(scraper_client, timeout_s=5, concurrency=4, backoff_base_s=0.0, backoff_max_s=0.0)
-        return test_accountant(kube, scraper, cluster, lambda: clock["now"])
+        return test_accountant(kube, scraper, cluster, lambda: clock["now"], time.monotonic)
 
     clients: list[AgentHttpClient] = []
     kubes: list[KubeApi] = []

@@ -98,7 +98,7 @@ async def test_a_pass_scrapes_and_folds_without_collections_and_the_collector_ru
         scraper = _WatchingScraper(
             client, timeout_s=5, concurrency=1, backoff_base_s=0.0, backoff_max_s=0.0, collected=eager_collector
         )
-        accountant = test_accountant(kube, scraper, cluster, lambda: clock["now"])
+        accountant = test_accountant(kube, scraper, cluster, lambda: clock["now"], time.monotonic)
         for tick, energy_j in TWO_PASSES:
             agents.texts["n1"] = _job_pod_text(base, tick, energy_j)
             clock["now"] = base + tick + 0.5
@@ -183,7 +183,7 @@ async def test_the_query_answer_is_garbage_once_regrouped_and_the_scrapes_before
     source = PrometheusSource(prometheus, clock=lambda: clock["now"])
     pairs_in_fold: list[int] = []
     async with api_and_agent_clients(api) as (kube, _):
-        accountant = test_accountant(kube, source, cluster, lambda: clock["now"])
+        accountant = test_accountant(kube, source, cluster, lambda: clock["now"], time.monotonic)
         fold = accountant.ledger.fold
 
         def counting_fold(*args: Any, **kwargs: Any) -> Any:

@@ -231,6 +231,7 @@ class Accountant:
         self._collect_garbage(now)
         self.passes += 1
         self._last_pass_s = self._monotonic()
+        self.stats.observe_pass(scraped - started, folded - scraped, self._last_pass_s - folded)
         self._publish()
         log.debug(
             "pass %d: %d/%d agents in %.3fs, fold %.3fs, %d footprints written (%d failed), %d Jobs annotated, %.3fs",

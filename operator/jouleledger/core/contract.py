@@ -99,6 +99,8 @@ OPERATOR_ANNOTATION_TAMPERING: Final = "jouleledger_operator_annotation_tamperin
 OPERATOR_SERVING_READS: Final = "jouleledger_operator_serving_reads"
 OPERATOR_STALE_PRUNED: Final = "jouleledger_operator_stale_objects_pruned"
 OPERATOR_OLDEST_TICK_AGE: Final = "jouleledger_operator_oldest_tick_age_seconds"
+OPERATOR_PASS_DURATION: Final = "jouleledger_operator_pass_duration_seconds"
+OPERATOR_LAST_PASS_PHASE: Final = "jouleledger_operator_last_pass_phase_seconds"
 
 # --- operator: serving workloads (pods labelled jouleledger.io/serving), from the same per-pod energy deltas -----
 # The ratios cover the latest interval between two reads of the server's counters; absent without requests.
@@ -326,6 +328,19 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
         "Seconds from the oldest last tick folded from the agents that answered the latest pass to that pass: a "
         "finished Job's footprint waits at least this long after its completion (+Inf while an agent that answered "
         "has never been folded; absent while no agent answers).",
+    ),
+    MetricSpec(
+        OPERATOR_PASS_DURATION,
+        "histogram",
+        "Wall seconds of each accounting pass, from reading the agents to the last footprint and annotation write: "
+        "passes longer than the interval run back to back, and finished Jobs wait that much longer.",
+    ),
+    MetricSpec(
+        OPERATOR_LAST_PASS_PHASE,
+        "gauge",
+        "Wall seconds of the latest accounting pass by phase (read: the agents' scrapes or the Prometheus query; "
+        "fold: folding them and deciding which Jobs are final; write: footprints and Job annotations).",
+        ("phase",),
     ),
     MetricSpec(
         OPERATOR_SERVING_READS, "counter", "Reads of serving pods' request and token counters, by result.", ("result",)

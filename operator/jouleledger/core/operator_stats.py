@@ -11,10 +11,17 @@ from jouleledger.core.deltas import ScrapeDeltas
 from jouleledger.core.footprints import RollupSnapshot
 from jouleledger.core.frozen import quick_init
 
-__all__ = ["DELAY_BUCKETS_S", "NodeIntensity", "OperatorStats", "OperatorView"]
+__all__ = ["DELAY_BUCKETS_S", "PASS_BUCKETS_S", "PASS_PHASES", "NodeIntensity", "OperatorStats", "OperatorView"]
 
 DELAY_BUCKETS_S: Final = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 """Upper bounds of the completion-to-annotation delay histogram (``+Inf`` is implied)."""
+
+PASS_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0)
+"""Upper bounds of the accounting-pass duration histogram (``+Inf`` is implied)."""
+
+PASS_PHASES: Final = ("read", "fold", "write")
+"""The phases of a pass the latest-pass gauge splits it into: reading the agents (scrapes, or the Prometheus
+query), folding what they said and deciding which Jobs are final, writing footprints and Job annotations."""
 
 
 @quick_init
@@ -45,6 +52,9 @@ class OperatorView:
     delay_sum_s: float = 0.0
     pruned: Mapping[str, int] = field(default_factory=dict)  # objects deleted while a watch was down, by kind
     oldest_tick_age_s: float | None = None  # the latest pass's lag behind its slowest answering agent (None: none)
+    pass_bucket_counts: tuple[int, ...] = (0,) * (len(PASS_BUCKETS_S) + 1)  # per bucket, not cumulative
+    pass_sum_s: float = 0.0
+    last_pass_phases_s: Mapping[str, float] = field(default_factory=dict)  # by phase; empty before the first pass
 
 
 class OperatorStats:
@@ -64,6 +74,9 @@ class OperatorStats:
         self.delays_s: list[float] = []  # every delay, for benchmarks and logs (bounded)
         self.pruned: dict[str, int] = {}
         self.oldest_tick_age_s: float | None = None  # see AnsweredTicks.lag_s
+        self.pass_bucket_counts = [0] * (len(PASS_BUCKETS_S) + 1)
+        self.pass_sum_s = 0.0
+        self.last_pass_phases_s: dict[str, float] = {}
 
     def count_pruned(self, kind: str, count: int) -> None:
         """Objects a reconciliation found deleted (while a watch was down) and removed from the cluster view."""
@@ -96,6 +109,14 @@ class OperatorStats:
         if len(self.delays_s) < 100_000:
             self.delays_s.append(delay_s)
 
+    def observe_pass(self, read_s: float, fold_s: float, write_s: float) -> None:
+        """One finished pass's wall time by phase (:data:`PASS_PHASES`); the histogram counts their sum."""
+        phases = dict(zip(PASS_PHASES, (max(0.0, read_s), max(0.0, fold_s), max(0.0, write_s)), strict=True))
+        total_s = sum(phases.values())
+        self.pass_bucket_counts[bisect.bisect_left(PASS_BUCKETS_S, total_s)] += 1
+        self.pass_sum_s += total_s
+        self.last_pass_phases_s = phases
+
     def view(self, rollups: RollupSnapshot, fallbacks: Mapping[tuple[str, str], int]) -> OperatorView:
         return OperatorView(
             rollups=rollups,
@@ -112,4 +133,7 @@ class OperatorStats:
             delay_sum_s=self.delay_sum_s,
             pruned=dict(self.pruned),
             oldest_tick_age_s=self.oldest_tick_age_s,
+            pass_bucket_counts=tuple(self.pass_bucket_counts),
+            pass_sum_s=self.pass_sum_s,
+            last_pass_phases_s=dict(self.last_pass_phases_s),
         )

@@ -22,7 +22,7 @@ from jouleledger.core import contract as names
 from jouleledger.core.deltas import Sample
 from jouleledger.core.footprints import RollupSnapshot, Totals
 from jouleledger.core.memo import trim_text_cache
-from jouleledger.core.operator_stats import DELAY_BUCKETS_S, OperatorView
+from jouleledger.core.operator_stats import DELAY_BUCKETS_S, PASS_BUCKETS_S, OperatorView
 from jouleledger.core.units import MJ_PER_J
 
 __all__ = ["ExpositionError", "LabelsCache", "OperatorCollector", "parse_exposition"]
@@ -198,17 +198,11 @@ def _families(view: OperatorView) -> list[Metric]:
     lag = GaugeMetricFamily(names.OPERATOR_OLDEST_TICK_AGE, _HELP[names.OPERATOR_OLDEST_TICK_AGE])
     if view.oldest_tick_age_s is not None:
         lag.add_metric([], view.oldest_tick_age_s)
-    cumulative = 0
-    buckets: list[tuple[str, float]] = []
-    for bound, count in zip((*DELAY_BUCKETS_S, float("inf")), view.delay_bucket_counts, strict=True):
-        cumulative += count
-        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
-    delay = HistogramMetricFamily(
-        names.OPERATOR_ANNOTATION_DELAY,
-        _HELP[names.OPERATOR_ANNOTATION_DELAY],
-        buckets=buckets,
-        sum_value=view.delay_sum_s,
-    )
+    delay = _histogram(names.OPERATOR_ANNOTATION_DELAY, DELAY_BUCKETS_S, view.delay_bucket_counts, view.delay_sum_s)
+    passes = _histogram(names.OPERATOR_PASS_DURATION, PASS_BUCKETS_S, view.pass_bucket_counts, view.pass_sum_s)
+    phases = GaugeMetricFamily(names.OPERATOR_LAST_PASS_PHASE, _HELP[names.OPERATOR_LAST_PASS_PHASE], labels=("phase",))
+    for phase, seconds in view.last_pass_phases_s.items():
+        phases.add_metric([phase], seconds)
     return [
         *families,
         unallocated,
@@ -226,7 +220,19 @@ def _families(view: OperatorView) -> list[Metric]:
         pruned,
         lag,
         delay,
+        passes,
+        phases,
     ]
+
+
+def _histogram(name: str, bounds_s: tuple[float, ...], counts: tuple[int, ...], sum_s: float) -> Metric:
+    """A histogram family from per-bucket (not cumulative) counts, the last one for ``+Inf``."""
+    cumulative = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, count in zip((*bounds_s, math.inf), counts, strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == math.inf else repr(float(bound)), cumulative))
+    return HistogramMetricFamily(name, _HELP[name], buckets=buckets, sum_value=sum_s)
 
 
 class OperatorCollector:
