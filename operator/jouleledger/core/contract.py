@@ -338,8 +338,9 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
     MetricSpec(
         OPERATOR_LAST_PASS_PHASE,
         "gauge",
-        "Wall seconds of the latest accounting pass by phase (read: the agents' scrapes or the Prometheus query; "
-        "fold: folding them and deciding which Jobs are final; write: footprints and Job annotations).",
+        "Wall seconds of the latest accounting pass by phase (read: the agents' scrapes or the Prometheus query, and "
+        "the API relist when due; fold: folding them, reading serving pods' counters, deciding which Jobs are final; "
+        "write: footprints and Job annotations).",
         ("phase",),
     ),
     MetricSpec(

@@ -11,17 +11,13 @@ from jouleledger.core.deltas import ScrapeDeltas
 from jouleledger.core.footprints import RollupSnapshot
 from jouleledger.core.frozen import quick_init
 
-__all__ = ["DELAY_BUCKETS_S", "PASS_BUCKETS_S", "PASS_PHASES", "NodeIntensity", "OperatorStats", "OperatorView"]
+__all__ = ["DELAY_BUCKETS_S", "PASS_BUCKETS_S", "NodeIntensity", "OperatorStats", "OperatorView"]
 
 DELAY_BUCKETS_S: Final = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 """Upper bounds of the completion-to-annotation delay histogram (``+Inf`` is implied)."""
 
 PASS_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0)
 """Upper bounds of the accounting-pass duration histogram (``+Inf`` is implied)."""
-
-PASS_PHASES: Final = ("read", "fold", "write")
-"""The phases of a pass the latest-pass gauge splits it into: reading the agents (scrapes, or the Prometheus
-query), folding what they said and deciding which Jobs are final, writing footprints and Job annotations."""
 
 
 @quick_init
@@ -110,9 +106,11 @@ class OperatorStats:
             self.delays_s.append(delay_s)
 
     def observe_pass(self, read_s: float, fold_s: float, write_s: float) -> None:
-        """One finished pass's wall time by phase (:data:`PASS_PHASES`); the histogram counts their sum."""
-        phases = dict(zip(PASS_PHASES, (max(0.0, read_s), max(0.0, fold_s), max(0.0, write_s)), strict=True))
-        total_s = sum(phases.values())
+        """One finished pass's wall time by phase (a stepped clock's negative time counts as none): ``read`` the
+        agents (and the API relist when due), ``fold`` what they said (with the serving reads and the Jobs'
+        decisions), ``write`` footprints and Job annotations. The histogram counts their sum."""
+        phases = {"read": max(0.0, read_s), "fold": max(0.0, fold_s), "write": max(0.0, write_s)}
+        total_s = phases["read"] + phases["fold"] + phases["write"]
         self.pass_bucket_counts[bisect.bisect_left(PASS_BUCKETS_S, total_s)] += 1
         self.pass_sum_s += total_s
         self.last_pass_phases_s = phases
