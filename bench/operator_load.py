@@ -45,7 +45,12 @@ from tests._kube_emulator import (
     send_bookmarks,
 )
 
-from jouleledger.core.contract import OPERATOR_LAST_PASS_PHASE, OPERATOR_OLDEST_TICK_AGE, OPERATOR_PASS_DURATION
+from jouleledger.core.contract import (
+    OPERATOR_COMPLETION_READS,
+    OPERATOR_LAST_PASS_PHASE,
+    OPERATOR_OLDEST_TICK_AGE,
+    OPERATOR_PASS_DURATION,
+)
 
 POWER_W = 300.0
 EPOCH = "00000000be4c4001"
@@ -222,8 +227,13 @@ async def drive_jobs(
         now = time.time()
         pod.finished_s = now
         sim.completed_at[pod.owner_name] = now
+        # As the Job controller writes it: the pod counted, none active or uncounted.
         status = {
-            "status": {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": rfc3339(now)}]}
+            "status": {
+                "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": rfc3339(now)}],
+                "succeeded": 1,
+                "uncountedTerminatedPods": {},
+            }
         }
         async with session.patch(
             f"/apis/batch/v1/namespaces/{pod.namespace}/jobs/{pod.owner_name}/status", json=status
@@ -279,6 +289,7 @@ class SelfMetrics:
     lag_s: list[float] = field(default_factory=list)
     phases_s: dict[str, list[float]] = field(default_factory=dict)
     passes: list[tuple[float, float]] = field(default_factory=list)  # (sum, count) at each read
+    completion_reads: list[float] = field(default_factory=list)  # the counter at each read
     errors: int = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -302,6 +313,8 @@ class SelfMetrics:
                     self.phases_s.setdefault(sample.labels["phase"], []).append(sample.value)
                 elif sample.name in (f"{OPERATOR_PASS_DURATION}_sum", f"{OPERATOR_PASS_DURATION}_count"):
                     total[sample.name.rsplit("_", 1)[1]] = sample.value
+                elif sample.name == f"{OPERATOR_COMPLETION_READS}_total":
+                    self.completion_reads.append(sample.value)
         self.passes.append((total["sum"], total["count"]))
 
     def summary(self) -> str:
@@ -317,6 +330,10 @@ class SelfMetrics:
         if len(self.passes) >= 2 and self.passes[-1][1] > self.passes[0][1]:
             (sum0, count0), (sum1, count1) = self.passes[0], self.passes[-1]
             parts.append(f"mean pass {(sum1 - sum0) / (count1 - count0):.2f} s over {count1 - count0:.0f} passes")
+        if len(self.completion_reads) >= 2:
+            made = self.completion_reads[-1] - self.completion_reads[0]
+            span_s = self.every_s * (len(self.completion_reads) - 1)
+            parts.append(f"completion reads {made:.0f} ({made / span_s:.2f}/s)")
         reads = f"{len(self.passes)} reads every {self.every_s:g} s" + (
             f", {self.errors} failed" if self.errors else ""
         )

@@ -123,7 +123,8 @@ class Exporters:
 
 @dataclass
 class QueryProxy:
-    """Forwards the operator's queries to Prometheus unchanged (compression included) and times each one."""
+    """Forwards the operator's queries to Prometheus unchanged (compression included) and times each one: the
+    passes' queries apart from the completion reads' (those name their nodes: ``node=~``)."""
 
     upstream: str
     port: int = 0
@@ -131,6 +132,8 @@ class QueryProxy:
     wire_bytes: list[int] = field(default_factory=list)
     encodings: set[str] = field(default_factory=set)
     at: list[float] = field(default_factory=list)
+    completion_s: list[float] = field(default_factory=list)  # the completion reads' queries
+    completion_bytes: list[int] = field(default_factory=list)
     _runner: aiohttp.web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
 
@@ -147,7 +150,11 @@ class QueryProxy:
             ) as upstream:
                 payload = await upstream.read()
                 elapsed = time.perf_counter() - started
-                if request.path.endswith("/api/v1/query"):
+                query = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("query", [""])[0]
+                if request.path.endswith("/api/v1/query") and "node=~" in query:
+                    self.completion_s.append(elapsed)
+                    self.completion_bytes.append(len(payload))
+                elif request.path.endswith("/api/v1/query"):
                     self.durations_s.append(elapsed)
                     self.wire_bytes.append(len(payload))
                     self.encodings.add(upstream.headers.get("Content-Encoding", "identity"))
@@ -308,6 +315,7 @@ async def main(args: argparse.Namespace) -> int:
             pcpu0, _, _ = read_proc(prom.pid)
             t0 = time.time()
             queries0 = len(proxy.durations_s)
+            completions0 = len(proxy.completion_s)
             scrapes0 = exporters.scrapes
             sampler = asyncio.create_task(self_metrics.run(window_over))
             await asyncio.sleep(args.duration_s)
@@ -370,6 +378,13 @@ async def main(args: argparse.Namespace) -> int:
             f"{statistics.median(window_b) / 2**20:.1f} MiB on the wire ({'/'.join(sorted(proxy.encodings))}); "
             f"uncompressed: {plain_bytes / 2**20:.1f} MiB of JSON, answered in {plain_s:.2f} s after the run "
             f"({lean_bytes / 2**20:.1f} MiB and {lean_s:.2f} s with the target labels removed by label_replace)"
+        )
+    window_c = proxy.completion_s[completions0:]
+    if window_c:
+        print(
+            f"  completion reads' queries: {len(window_c)} in window, median {statistics.median(window_c):.3f} s "
+            f"(max {max(window_c):.3f} s), {statistics.median(proxy.completion_bytes[completions0:]) / 2**10:.1f} KiB "
+            "on the wire"
         )
     gaps = [later - earlier for earlier, later in zip(proxy.at[queries0:], proxy.at[queries0 + 1 :], strict=False)]
     if gaps:

@@ -160,6 +160,10 @@ async def test_prometheus_source_records_what_direct_scraping_records(
         summary = await app.once()
     assert summary.restored
     assert isinstance(app.accountant.scraper if app.accountant else None, PrometheusSource)
+    # Completion reads have a source of their own (its own client and memos), asking for their nodes only.
+    completions = app.accountant.completion_source if app.accountant else None
+    assert isinstance(completions, PrometheusSource)
+    assert completions is not app.accountant.scraper
     assert recorded(api) == reference
     finished = [reference[f"train-{index}"] for index in range(0, JOBS, 2)]
     assert all(annotations.get("jouleledger.io/energy-kwh") for annotations in finished)
@@ -178,8 +182,12 @@ async def test_the_query_answer_regroups_to_the_agents_own_samples(agents: FakeA
         api = PrometheusApi(build_client(Connection(url)))
         try:
             answer = api.query(agent_query('job="jouleledger-agent"'), time.time())
+            # A completion read's query: only the nodes it names (a "." in a name matches only itself).
+            one = api.query(agent_query('job="jouleledger-agent"', ["n2", "n1.zone-a"]), time.time())
         finally:
             api.close()
+    assert sorted(samples_by_node(one)) == ["n2"]
+    assert len(one) == len([1 for labels, _ in answer if labels.get("node") == "n2"])
     assert answer
     assert all(TARGET_LABELS & set(labels) for labels, _ in answer)
     by_node = samples_by_node(answer)

@@ -9,12 +9,13 @@ from collections.abc import Callable, Container
 from typing import Any
 
 import httpx
+import pytest
 
 from jouleledger.controller.cluster import AgentTarget
 from jouleledger.controller.promsource import PrometheusSource
-from jouleledger.controller.scrape import OK
+from jouleledger.controller.scrape import ERROR, OK
 from jouleledger.core.deltas import parse_agent_samples
-from jouleledger.core.promsource import agent_query
+from jouleledger.core.promsource import agent_query, node_matcher
 from jouleledger.metrics.operator_collector import parse_exposition
 from jouleledger.promapi import PrometheusApi
 from tests.controller._exposition import Pod, agent_text
@@ -86,3 +87,35 @@ async def test_the_source_reads_which_pods_exist_at_every_pass_to_order_a_re_cre
     del live["uid-z-old"]  # the watch sees the deletion and the new pod, in the same mapping
     live["uid-b-new"] = object()
     assert await newest() == "uid-b-new"
+
+
+async def test_a_completion_reads_source_asks_for_its_targets_nodes_only() -> None:
+    asked: list[str] = []
+
+    def prometheus(request: httpx.Request) -> httpx.Response:
+        asked.append(urllib.parse.parse_qs(request.content.decode())["query"][0])
+        return httpx.Response(200, content=json.dumps(_vector(with_target_labels=True)))
+
+    transport = httpx.MockTransport(prometheus)
+    api = PrometheusApi(httpx.Client(base_url="http://p", transport=transport))
+    source = PrometheusSource(api, selector='job="a"', targets_only=True)
+    other = AgentTarget("gpu-1.rack-2", "agent-x", "10.0.0.2", 9470)
+    outcomes = await source.scrape_all([TARGET, other])
+    assert asked == [agent_query('job="a"', ["n1", "gpu-1.rack-2"])]
+    assert asked[0].endswith(r',job="a",node=~"gpu-1\\.rack-2|n1"}')
+    assert [outcome.result for outcome in outcomes] == [OK, ERROR]  # Prometheus holds no series of the other node
+    assert await source.scrape_all([]) == []
+    assert len(asked) == 1
+
+    bad = AgentTarget('n1"}', "agent-y", "10.0.0.3", 9470)
+    assert [outcome.result for outcome in await source.scrape_all([bad])] == [ERROR]  # never written into a query
+    assert len(asked) == 1
+
+
+def test_the_node_matcher_takes_kubernetes_node_names_only() -> None:
+    assert node_matcher(["b", "a", "a"]) == 'node=~"a|b"'
+    for bad in ("", "N1", 'n1"', "n1|n2", "-n1", "n" * 254):
+        with pytest.raises(ValueError, match="node"):
+            node_matcher([bad])
+    with pytest.raises(ValueError, match="at least one"):
+        node_matcher([])

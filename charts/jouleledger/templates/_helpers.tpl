@@ -103,6 +103,8 @@ app.kubernetes.io/component: {{ .component }}
 - {{ .Values.agent.port | quote }}
 - --scrape-interval-s
 - {{ .Values.operator.scrapeIntervalSeconds | quote }}
+- --completion-poll-s
+- {{ .Values.operator.completionPollSeconds | quote }}
 {{- if .Values.operator.peering.enabled }}
 - --peering
 - {{ .Values.operator.peering.name }}

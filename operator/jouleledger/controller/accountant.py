@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -43,7 +44,7 @@ from jouleledger.kube.api import ApiError, KubeApi
 from jouleledger.kube.footprints import FootprintStore
 from jouleledger.kube.jobs import JobWriter
 
-__all__ = ["Accountant", "PassSummary", "collection_paused"]
+__all__ = ["Accountant", "CompletionSummary", "PassSummary", "collection_paused"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,16 @@ class PassSummary:
     annotated: int
     written: int
     write_errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionSummary:
+    """What one completion read did."""
+
+    agents: int
+    scraped_ok: int
+    finalized: int
+    annotated: int
 
 
 @contextlib.contextmanager
@@ -104,8 +115,12 @@ class Accountant:
         max_writes_per_s: float = 50.0,
         serving: ServingAccounting | None = None,
         shard: ShardSpec = UNSHARDED,
+        completion_source: AccountingSource | None = None,
+        completion_poll_s: float = 0.0,
     ) -> None:
         positive("scrape_interval_s", scrape_interval_s)
+        if not completion_poll_s >= 0:
+            raise ValueError(f"completion_poll_s must be 0 (off) or more, not {completion_poll_s!r}")
         self.config = config
         self.provider = provider
         self.api = api
@@ -152,6 +167,12 @@ class Accountant:
         self._view = self.stats.view(self.ledger.rollups(), {})
         self.serving = serving  # energy per request/token of annotated serving pods (controller/serving.py)
         self.shard = shard  # the workloads this process accounts and writes (core/sharding.py)
+        # Completion reads (run_completion_read): a second source of its own (its memos and connections are not
+        # the pass's), every completion_poll_s; 0 or no source: finished Jobs wait for the passes.
+        self.completion_source = completion_source
+        self.completion_poll_s = completion_poll_s
+        self._ledger_lock = asyncio.Lock()  # a pass's fold to its last write, or a completion read's fold to its end
+        self._read_started_s: dict[str, float] = {}  # per node: when the read folded last began (monotonic)
 
     # --- views -------------------------------------------------------------------------------------------------
 
@@ -207,20 +228,37 @@ class Accountant:
         targets = self.cluster.agent_targets()
         self.stats.agents = len(targets)
         with collection_paused():  # the allocations of the scrape and the fold: see collection_paused
+            read_started = self._monotonic()
             outcomes = await self.scraper.scrape_all(targets, self.folded.values())
             # Let the loop finish the step that resumed this task: its wake-up holds the finished future, and so
             # every agent's answer (or the query's), until the task next yields, and the fold may not yield.
             await asyncio.sleep(0)
-            scraped = self._monotonic()
-            now = self._clock()
-            folded_mj, scraped_ok = await self._fold(outcomes, now)
-            del outcomes  # the scrapes are garbage now, not traversed by the collection that ends the block
+            await self._ledger_lock.acquire()  # a completion read folding meanwhile finishes first
+            try:
+                scraped = self._monotonic()
+                now = self._clock()
+                folded_mj, scraped_ok = await self._fold(outcomes, now, read_started)
+                del outcomes  # the scrapes are garbage now, not traversed by the collection that ends the block
+            except BaseException:
+                self._ledger_lock.release()
+                raise
+        try:
+            return await self._finish_pass(now, started, scraped, agents=len(targets), folded=(folded_mj, scraped_ok))
+        finally:
+            self._ledger_lock.release()
+
+    async def _finish_pass(
+        self, now: float, started: float, scraped: float, *, agents: int, folded: tuple[int, int]
+    ) -> PassSummary:
+        """A pass after its fold (the ledger lock held): the Jobs, the writes, the stats; ``folded``: the energy
+        folded (mJ) and the agents that answered."""
+        folded_mj, scraped_ok = folded
         if self.serving is not None:
             await self.serving.run_pass(self.api, now)
         answered = AnsweredTicks(self._scrape_ok, self._folded_tick)
         self.stats.oldest_tick_age_s = answered.lag_s(now)
-        finalized = self.recorder.finalize(now, self._folded_tick, answered)
-        folded = self._monotonic()
+        finalized = len(self.recorder.finalize(now, self._folded_tick, answered))
+        decided = self._monotonic()
         # Final footprints first and their Jobs annotated at once; then the running ones (a Job's annotation never
         # waits behind the periodic writes of thousands of running workloads).
         written, write_errors = await self._persist(now, finals_only=True)
@@ -231,35 +269,79 @@ class Accountant:
         self._collect_garbage(now)
         self.passes += 1
         self._last_pass_s = self._monotonic()
-        self.stats.observe_pass(scraped - started, folded - scraped, self._last_pass_s - folded)
+        self.stats.observe_pass(scraped - started, decided - scraped, self._last_pass_s - decided)
         self._publish()
         log.debug(
             "pass %d: %d/%d agents in %.3fs, fold %.3fs, %d footprints written (%d failed), %d Jobs annotated, %.3fs",
             self.passes,
             scraped_ok,
-            len(targets),
+            agents,
             scraped - started,
-            folded - scraped,
+            decided - scraped,
             written,
             write_errors,
             annotated,
             self._last_pass_s - started,
         )
-        return PassSummary(True, len(targets), scraped_ok, folded_mj, finalized, annotated, written, write_errors)
+        return PassSummary(True, agents, scraped_ok, folded_mj, finalized, annotated, written, write_errors)
+
+    async def run_completion_read(self) -> CompletionSummary:
+        """Read only the agents that finished Jobs with every pod seen still wait for, fold them, and freeze, write
+        and annotate the Jobs that are then ready (docs/architecture.md, "Completion reads"): a Job's footprint
+        need not wait for the next pass, nor for the agents of other nodes. Nothing happens before the ledger is
+        restored, or without a completion source."""
+        source = self.completion_source
+        if source is None or not self.restored:
+            return CompletionSummary(0, 0, 0, 0)
+        nodes = self.recorder.waiting_nodes(self._folded_tick)
+        targets = [target for target in self.cluster.agent_targets() if target.node in nodes]
+        if not targets:
+            return CompletionSummary(0, 0, 0, 0)
+        read_started = self._monotonic()
+        outcomes = await source.scrape_all(targets, self.folded.values())
+        async with self._ledger_lock:
+            now = self._clock()
+            _, scraped_ok = await self._fold(outcomes, now, read_started, full=False)
+            del outcomes
+            frozen = self.recorder.finalize(now, self._folded_tick, None, seen_only=True)
+            written = annotated = 0
+            if frozen:  # their footprints only (a pass writes the others, and picks up a write that failed here)
+                written, _ = await self._write_all(frozen, now)
+                annotated = await self.recorder.annotate(now)
+        self.stats.completion_reads += 1
+        log.debug(
+            "completion read: %d/%d agents, %d Jobs final, %d written, %d annotated",
+            scraped_ok,
+            len(targets),
+            len(frozen),
+            written,
+            annotated,
+        )
+        return CompletionSummary(len(targets), scraped_ok, len(frozen), annotated)
 
     def _publish(self) -> None:
         self._view = self.stats.view(self.ledger.rollups(), self.provider.fallbacks)
 
-    async def _fold(self, outcomes: list[ScrapeOutcome], now: float) -> tuple[int, int]:
+    async def _fold(
+        self, outcomes: list[ScrapeOutcome], now: float, read_started_s: float, *, full: bool = True
+    ) -> tuple[int, int]:
+        """Fold every agent that answered; ``read_started_s``: when the read that got ``outcomes`` began (monotonic).
+        A node folded from a read that began later (a completion read while this pass read) keeps that newer state:
+        this read's older counters of it are left out. ``full``: a pass (counted as scrapes; the agents it reached
+        are the answering agents finished Jobs wait for), not a completion read."""
         ok: list[AgentScrape] = []
         for outcome in outcomes:
-            self.stats.count_scrape(outcome.result)
+            if full:
+                self.stats.count_scrape(outcome.result)
             if outcome.result == OK and outcome.scrape is not None:
                 ok.append(outcome.scrape)
+        if full:
+            self._scrape_ok = {scrape.node for scrape in ok}
+        read_at = self._read_started_s
+        ok = [scrape for scrape in ok if read_at.get(scrape.node, -math.inf) <= read_started_s]
         zones = {scrape.node: self.cluster.zone_of_node(scrape.node) or DEFAULT_ZONE_NAME for scrape in ok}
         readings, failed = await read_zones(self.provider, zones.values(), now)
         self.stats.count_error("intensity_error", failed)
-        self._scrape_ok = {scrape.node for scrape in ok}
         folded = 0
         for scrape in ok:
             reading = readings.get(zones[scrape.node])
@@ -273,6 +355,7 @@ class Accountant:
                 continue  # the API cannot say who owns its pods yet: the node's counters wait for the next pass
             try:
                 folded += self._fold_one(scrape, reading, zones[scrape.node], now)
+                read_at[scrape.node] = read_started_s
             except Exception:  # one agent's data must never stop the others being accounted
                 log.exception("agent on %s: its scrape could not be folded; rejected", scrape.node)
                 self.stats.count_rejected("agent_failed")
@@ -366,17 +449,39 @@ class Accountant:
     # --- the loop ----------------------------------------------------------------------------------------------
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Passes every ``interval_s`` until ``stop`` is set; a failing pass is logged and the loop goes on."""
+        """Passes every ``interval_s`` until ``stop`` is set, and completion reads every ``completion_poll_s``
+        between and during them; a failing pass or read is logged and the loop goes on."""
+        completions = None
+        if self.completion_source is not None and self.completion_poll_s > 0:
+            completions = asyncio.create_task(
+                self._repeat(stop, lambda: self.completion_poll_s, self.run_completion_read, "completion read"),
+                name="jouleledger completion reads",
+            )
+        try:
+            await self._repeat(stop, lambda: self.interval_s, self.run_pass, "pass")
+        finally:
+            if completions is not None:
+                completions.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await completions
+
+    async def _repeat(
+        self, stop: asyncio.Event, every_s: Callable[[], float], step: Callable[[], Awaitable[object]], what: str
+    ) -> None:
+        """``step`` every ``every_s()`` seconds (start to start; at once when it took longer) until ``stop``; an
+        exception it raises is logged and counted (``pass_failed``, ``completion_read_failed``)."""
         while not stop.is_set():
             started = self._monotonic()
             try:
-                await self.run_pass()
+                await step()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("accounting pass failed")
-                self.stats.count_error("pass_failed")
-            remaining = self.interval_s - (self._monotonic() - started)
+                log.exception("accounting %s failed", what)
+                self.stats.count_error(f"{what.replace(' ', '_')}_failed")
+            remaining = every_s() - (self._monotonic() - started)
             if remaining > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), remaining)
+            else:
+                await asyncio.sleep(0)  # let the other loop and the watches run

@@ -31,7 +31,7 @@ from jouleledger.controller.promsource import AccountingSource, PrometheusSource
 from jouleledger.controller.relist import LIST_PATHS, list_params
 from jouleledger.controller.scrape import AgentClientConfig, AgentScraper, build_agent_client
 from jouleledger.controller.serving import ServingAccounting
-from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, OPERATOR_PORT, SCRAPE_INTERVAL_S
+from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, COMPLETION_POLL_S, OPERATOR_PORT, SCRAPE_INTERVAL_S
 from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.core.sharding import UNSHARDED, ShardSpec
 from jouleledger.intensity import IntensityProvider
@@ -65,6 +65,7 @@ class OperatorOptions:
     agent_selector: str = AGENT_SELECTOR
     agent_port: int = AGENT_PORT
     scrape_interval_s: float = SCRAPE_INTERVAL_S
+    completion_poll_s: float = COMPLETION_POLL_S  # completion reads between passes (0: none)
     standalone: bool = False
     peering: str | None = None
     dry_run: bool = False
@@ -151,6 +152,8 @@ class OperatorApp:
         self._kube: KubeApi | None = None
         self._agent_client: AgentHttpClient | None = None
         self._source: PrometheusSource | None = None
+        self._completion_client: AgentHttpClient | None = None  # the direct completion reads' own connections
+        self._completion_source: PrometheusSource | None = None
         self._stop = asyncio.Event()
         self._flushed = True  # nothing to flush before accounting started
         self._task: asyncio.Task[None] | None = None
@@ -168,17 +171,21 @@ class OperatorApp:
             raise kopf.PermanentError("no Kubernetes credentials: neither a service account nor a kubeconfig")
         return self.connection
 
-    def _build(self, connection: kopf.ConnectionInfo) -> Accountant:
-        self._kube = KubeApi(build_api_client(connection), sleep=self._api_sleep)
-        self._agent_client = build_agent_client(self.options.agent_client)
-        scraper: AccountingSource = AgentScraper(
-            self._agent_client,
+    def _agent_scraper(self, client: AgentHttpClient) -> AgentScraper:
+        return AgentScraper(
+            client,
             timeout_s=self.config.scrape_timeout_s,
             concurrency=self.config.scrape_concurrency,
             backoff_base_s=self.options.scrape_interval_s,
             backoff_max_s=8 * self.options.scrape_interval_s,
             agent_client=self.options.agent_client,
         )
+
+    def _build(self, connection: kopf.ConnectionInfo) -> Accountant:
+        self._kube = KubeApi(build_api_client(connection), sleep=self._api_sleep)
+        self._agent_client = build_agent_client(self.options.agent_client)
+        scraper: AccountingSource = self._agent_scraper(self._agent_client)
+        completions: AccountingSource | None = None
         if self.options.prometheus is not None:
             self._source = PrometheusSource(
                 PrometheusApi(build_client(self.options.prometheus)),
@@ -187,6 +194,17 @@ class OperatorApp:
                 live_pods=self.cluster.pods,
             )
             scraper = self._source
+            if self.options.completion_poll_s > 0:
+                completions = self._completion_source = PrometheusSource(
+                    PrometheusApi(build_client(self.options.prometheus)),
+                    selector=self.options.prometheus_selector,
+                    clock=self._clock,
+                    live_pods=self.cluster.pods,
+                    targets_only=True,
+                )
+        elif self.options.completion_poll_s > 0:
+            self._completion_client = build_agent_client(self.options.agent_client)
+            completions = self._agent_scraper(self._completion_client)
         self.accountant = Accountant(
             config=self.config,
             provider=self.provider,
@@ -201,6 +219,8 @@ class OperatorApp:
             clock_skew_s=self._clock_skew_s,
             serving=self.serving,
             shard=self.options.shard,
+            completion_source=completions,
+            completion_poll_s=self.options.completion_poll_s,
         )
         return self.accountant
 
@@ -253,6 +273,12 @@ class OperatorApp:
         if self._source is not None:
             await self._source.aclose()
             self._source = None
+        if self._completion_client is not None:
+            await self._completion_client.aclose()
+            self._completion_client = None
+        if self._completion_source is not None:
+            await self._completion_source.aclose()
+            self._completion_source = None
         await self.serving.aclose()
         with contextlib.suppress(Exception):
             await self.provider.aclose()

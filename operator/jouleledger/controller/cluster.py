@@ -111,6 +111,7 @@ class ClusterState:
         self._pods_by_owner: dict[str, set[str]] = {}
         self.node_zones: dict[str, str] = {}
         self._agents: dict[str, AgentTarget] = {}
+        self._targets: list[AgentTarget] | None = None  # agent_targets(), until an agent pod changes
         self.events = 0  # events applied so far: the generation mark of the latest one
         self._marks: dict[str, dict[str, int]] = {plural: {} for plural in KINDS}  # plural -> key -> mark
 
@@ -189,7 +190,8 @@ class ClusterState:
                 siblings.discard(uid)
                 if not siblings:
                     del self._pods_by_owner[previous.owner_uid]
-        self._agents.pop(uid, None)
+        if self._agents.pop(uid, None) is not None:
+            self._targets = None
         if deleted:
             return
         spec = body.get("spec") or {}
@@ -214,6 +216,7 @@ class ClusterState:
             except ValueError:
                 return
             self._agents[uid] = AgentTarget(pod.node, pod.name, ip, self._agent_port)
+            self._targets = None
 
     def _is_agent(self, pod: PodRef, labels: Mapping[str, Any]) -> bool:
         if self._agent_namespace and pod.namespace != self._agent_namespace:
@@ -223,15 +226,23 @@ class ClusterState:
     # --- queries -----------------------------------------------------------------------------------------------
 
     def agent_targets(self) -> list[AgentTarget]:
-        """One agent per node (the newest pod wins when a DaemonSet rollout briefly runs two)."""
-        by_node: dict[str, AgentTarget] = {}
-        for target in self._agents.values():
-            by_node[target.node] = target
-        return sorted(by_node.values(), key=lambda target: target.node)
+        """One agent per node (the newest pod wins when a DaemonSet rollout briefly runs two), by node; computed once
+        per change of the agent pods (passes and completion reads ask for it several times)."""
+        if self._targets is None:
+            by_node: dict[str, AgentTarget] = {}
+            for target in self._agents.values():
+                by_node[target.node] = target
+            self._targets = sorted(by_node.values(), key=lambda target: target.node)
+        return list(self._targets)
 
     def job_nodes(self, job_uid: str) -> set[str]:
         """Nodes the Job's known pods were scheduled on."""
         return {self.pods[uid].node for uid in self._pods_by_owner.get(job_uid, ()) if self.pods[uid].node}
+
+    def job_pods(self, job_uid: str) -> frozenset[str]:
+        """UIDs of the Job's pods the view holds (the operator watches agent pods only: for a workload Job, usually
+        none; its pods are known from the agents, see ``JobRecorder.all_pods_seen``)."""
+        return frozenset(self._pods_by_owner.get(job_uid, ()))
 
     def team_of(self, pod_uid: str) -> str:
         pod = self.pods.get(pod_uid)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from typing import Final
 
 from jouleledger.controller.cluster import ClusterState, JobInfo
@@ -32,6 +33,7 @@ from jouleledger.core.footprints import (
     AnsweredTicks,
     FinalRecord,
     FootprintBook,
+    WorkloadAccount,
     decide_finalization,
     job_annotations,
 )
@@ -78,11 +80,9 @@ class JobRecorder:
 
     # --- Jobs --------------------------------------------------------------------------------------------------
 
-    def finalize(self, now: float, folded_tick: Mapping[str, float], every: AnsweredTicks) -> int:
-        """Freeze the footprints of finished Jobs that are ready (annotating happens after they are persisted);
-        ``every``: the agents that answered the latest pass and their oldest folded tick."""
-        finalized = 0
-        agent_nodes = {target.node for target in self.cluster.agent_targets()}
+    def _waiting(self, agent_nodes: set[str]) -> Iterator[tuple[JobInfo, float, WorkloadAccount | None, set[str]]]:
+        """The finished top-level Jobs whose footprint is not final yet: each with its completion time, its account
+        (None: no energy folded for it so far) and the nodes with an agent its pods are known to have used."""
         for job in list(self.cluster.jobs.values()):
             if job.uid in self.done:
                 continue
@@ -95,17 +95,59 @@ class JobRecorder:
             if not self.cluster.is_top_level_job(job):
                 self.done.add(job.uid)
                 continue  # charged to its owner (a JobSet...): that workload's footprint holds it
-            # Every agent that answered the latest pass must have a reading after the completion (a pod that ran
-            # briefly may not have shown up yet), and so must the agents of the nodes the Job is known to have used.
             nodes = (self.cluster.job_nodes(job.uid) & agent_nodes) | (account.nodes if account else set())
+            yield job, state.completion_unix_s, account, nodes
+
+    def all_pods_seen(self, job: JobInfo, account: WorkloadAccount | None) -> bool:
+        """True when the Job's status counts every pod it ran (:func:`~jouleledger.kube.jobs.counted_pods`) and
+        the operator has seen at least that many distinct pods of it: in its account (the pods the agents reported
+        energy for, those counted before a restart included) or in the cluster view. No pod of it can then be
+        missing, so the agents of the nodes it was seen on are all its footprint waits for."""
+        counted = job.state.counted_pods
+        if counted is None:
+            return False
+        seen = self.cluster.job_pods(job.uid)
+        if account is not None:
+            return len(seen | account.pods) + account.pods_before >= counted
+        return len(seen) >= counted
+
+    def waiting_nodes(self, folded_tick: Mapping[str, float]) -> set[str]:
+        """The nodes whose agents have not yet reported a tick after the finish of a Job with every pod seen: what a
+        completion read (``Accountant.run_completion_read``) reads."""
+        agent_nodes = {target.node for target in self.cluster.agent_targets()}
+        behind: set[str] = set()
+        for job, completion_s, account, nodes in self._waiting(agent_nodes):
+            if self.all_pods_seen(job, account):
+                decision = decide_finalization(
+                    completion_s, nodes, folded_tick, completion_s, math.inf, clock_skew_s=self.clock_skew_s
+                )
+                behind.update(decision.missing_nodes)
+        return behind
+
+    def finalize(
+        self, now: float, folded_tick: Mapping[str, float], every: AnsweredTicks | None, *, seen_only: bool = False
+    ) -> list[WorkloadAccount]:
+        """Freeze the footprints of finished Jobs that are ready (annotating happens after they are persisted).
+        ``every``: the agents that answered the latest pass and their oldest folded tick; a Job waits for them too
+        unless all its pods are seen (:meth:`all_pods_seen`). ``seen_only``: decide only the Jobs with all pods
+        seen, and never by the deadline (a completion read between passes; the passes apply the deadline). Returns
+        the accounts frozen."""
+        finalized: list[WorkloadAccount] = []
+        agent_nodes = {target.node for target in self.cluster.agent_targets()}
+        for job, completion_s, account, nodes in self._waiting(agent_nodes):
+            # A Job with a pod the view may not hold yet (one that ran briefly) waits until every agent that
+            # answered the latest pass has a reading after its completion, besides the agents of its known nodes.
+            seen = self.all_pods_seen(job, account)
+            if seen_only and not seen:
+                continue
             decision = decide_finalization(
-                state.completion_unix_s,
+                completion_s,
                 nodes,
                 folded_tick,
                 now,
-                self.deadline_s,
+                math.inf if seen_only else self.deadline_s,
                 clock_skew_s=self.clock_skew_s,
-                answered=every,
+                answered=None if seen else every,
             )
             if not decision.ready:
                 continue
@@ -113,8 +155,8 @@ class JobRecorder:
                 log.debug("Job %s/%s finished without GPU energy: nothing to record", job.namespace, job.name)
                 self.done.add(job.uid)
                 continue
-            final = self.ledger.finalize(job.uid, state.completion_unix_s, now, missing_nodes=decision.missing_nodes)
-            finalized += 1
+            final = self.ledger.finalize(job.uid, completion_s, now, missing_nodes=decision.missing_nodes)
+            finalized.append(account)
             if decision.timed_out:
                 log.warning(
                     "Job %s/%s: agents on %s did not report after it finished; recording what was folded",

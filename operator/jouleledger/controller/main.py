@@ -16,6 +16,10 @@ name in ``$POD_NAME`` (a StatefulSet's ``name-N``). Shards do not coordinate: ru
 with one instant query per pass instead of scraping every agent (:mod:`jouleledger.controller.promsource`); the
 ledger's rules are the same. See docs/scaling.md for when to switch.
 
+``--completion-poll-s`` (2 s; 0 turns it off) is how often, between and during passes, the operator reads only
+the agents of the nodes that finished Jobs still wait for, so that a Job whose pods it has all seen is recorded
+without waiting for the next pass (docs/architecture.md, "Completion reads").
+
 ``--dry-run`` computes and logs everything and writes nothing to the API (reads still happen). ``--once`` runs
 one accounting pass without kopf and exits 0 (1 when the ledger could not be restored from the API).
 """
@@ -32,8 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from jouleledger.controller.config import load_config
-from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, OPERATOR_PORT, SCRAPE_INTERVAL_S
-from jouleledger.core.flags import non_negative_int, port_number, positive_float
+from jouleledger.core.contract import AGENT_PORT, AGENT_SELECTOR, COMPLETION_POLL_S, OPERATOR_PORT, SCRAPE_INTERVAL_S
+from jouleledger.core.flags import non_negative_float, non_negative_int, port_number, positive_float
 from jouleledger.core.labels import one_line
 from jouleledger.core.promsource import agent_query
 from jouleledger.core.sharding import ShardSpec, shard_from_pod_name
@@ -93,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent-port", type=port_number, default=AGENT_PORT, help="the agents' metrics port")
     parser.add_argument(
         "--scrape-interval-s", type=positive_float, default=SCRAPE_INTERVAL_S, help="seconds between passes"
+    )
+    parser.add_argument(
+        "--completion-poll-s",
+        type=non_negative_float,
+        default=COMPLETION_POLL_S,
+        help="seconds between completion reads: the agents finished Jobs wait for, read between passes (0: off)",
     )
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument("--standalone", action="store_true", help="run without kopf peering")
@@ -165,6 +175,7 @@ def _app(args: argparse.Namespace) -> OperatorApp:
         agent_selector=args.agent_selector,
         agent_port=args.agent_port,
         scrape_interval_s=args.scrape_interval_s,
+        completion_poll_s=args.completion_poll_s,
         standalone=args.standalone,
         peering=args.peering,
         dry_run=args.dry_run,

@@ -37,7 +37,9 @@ class AccountingSource(Protocol):
 
 
 class PrometheusSource:
-    """Reads every agent's counters in one instant query per pass (a drop-in for the direct scraper)."""
+    """Reads every agent's counters in one instant query per pass (a drop-in for the direct scraper). With
+    ``targets_only`` (the source of completion reads) the query asks for the given targets' nodes only; such a
+    source needs an API client of its own (the client keeps the label sets of its latest answer)."""
 
     def __init__(
         self,
@@ -46,17 +48,20 @@ class PrometheusSource:
         selector: str = "",
         clock: Callable[[], float] = time.time,
         live_pods: Container[str] = (),
+        targets_only: bool = False,
     ) -> None:
         self._api = api
         self._live_pods = live_pods  # UIDs of the pods that exist (the pod watch): see samples_by_node
-        self.query = agent_query(selector)
+        self._selector = selector
+        self.query = agent_query(selector)  # checks the selector now, not at the first pass
+        self._targets_only = targets_only  # a completion read's source: ask for the targets' nodes only
         self._clock = clock
         self._regroup = RegroupMemo()
         self._memos: dict[str, ParseMemo] = {}  # per node (see ParseMemo), kept for the nodes of the last pass
 
-    def _query(self, time_s: float) -> list[tuple[Mapping[str, str], float]]:
+    def _query(self, query: str, time_s: float) -> list[tuple[Mapping[str, str], float]]:
         # One agent's NaN must not fail the query of every node: parse_agent_samples rejects and counts it.
-        return self._api.query(self.query, time_s, finite=False)
+        return self._api.query(query, time_s, finite=False)
 
     async def scrape_all(
         self, targets: Sequence[AgentTarget], folded_until: Mapping[str, float] | None = None
@@ -64,10 +69,19 @@ class PrometheusSource:
         """One outcome per agent target, all from one query (``folded_until`` does not apply: Prometheus holds
         what it scraped, finished pods included)."""
         answer: list[list[tuple[Mapping[str, str], float]]] = []
+        query = self.query
+        if self._targets_only:
+            if not targets:
+                return []
+            try:
+                query = agent_query(self._selector, [target.node for target in targets])
+            except ValueError as error:
+                log.warning("completion read: %s", error)
+                return [ScrapeOutcome(target, ERROR, error=str(error)) for target in targets]
         try:
             # The answer is handed over in ``answer``, not as the thread's result: the finished future lives on
             # in the loop's wake-up of this task, and would keep every series of it alive through the pass.
-            await asyncio.to_thread(lambda time_s: answer.append(self._query(time_s)), self._clock())
+            await asyncio.to_thread(lambda time_s: answer.append(self._query(query, time_s)), self._clock())
         except PrometheusError as error:
             log.warning("%s", error)
             return [ScrapeOutcome(target, ERROR, error=str(error)) for target in targets]

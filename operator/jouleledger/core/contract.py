@@ -38,6 +38,8 @@ OPERATOR_PORT: Final = 9471
 AGENT_SELECTOR: Final = "app.kubernetes.io/component=agent"
 """Default label selector of the agent pods (the label the chart puts on them)."""
 SCRAPE_INTERVAL_S: Final = 15.0
+COMPLETION_POLL_S: Final = 2.0
+"""Seconds between the operator's completion reads (0 turns them off): see ``Accountant.run_completion_read``."""
 """Default seconds between the operator's accounting passes (one scrape of every agent each)."""
 
 MetricType = Literal["counter", "gauge", "info", "histogram"]
@@ -101,6 +103,7 @@ OPERATOR_STALE_PRUNED: Final = "jouleledger_operator_stale_objects_pruned"
 OPERATOR_OLDEST_TICK_AGE: Final = "jouleledger_operator_oldest_tick_age_seconds"
 OPERATOR_PASS_DURATION: Final = "jouleledger_operator_pass_duration_seconds"
 OPERATOR_LAST_PASS_PHASE: Final = "jouleledger_operator_last_pass_phase_seconds"
+OPERATOR_COMPLETION_READS: Final = "jouleledger_operator_completion_reads"
 
 # --- operator: serving workloads (pods labelled jouleledger.io/serving), from the same per-pod energy deltas -----
 # The ratios cover the latest interval between two reads of the server's counters; absent without requests.
@@ -323,11 +326,17 @@ SPECS: Final[Mapping[str, MetricSpec]] = _specs(
         ("kind",),
     ),
     MetricSpec(
+        OPERATOR_COMPLETION_READS,
+        "counter",
+        "Completion reads: between passes, reads of only the agents that finished Jobs with every pod seen still "
+        "wait for, after which those Jobs that are ready are recorded without waiting for the next pass.",
+    ),
+    MetricSpec(
         OPERATOR_OLDEST_TICK_AGE,
         "gauge",
         "Seconds from the oldest last tick folded from the agents that answered the latest pass to that pass: a "
-        "finished Job's footprint waits at least this long after its completion (+Inf while an agent that answered "
-        "has never been folded; absent while no agent answers).",
+        "finished Job with a pod the operator may not have seen waits at least this long after its completion (+Inf "
+        "while an agent that answered has never been folded; absent while no agent answers).",
     ),
     MetricSpec(
         OPERATOR_PASS_DURATION,

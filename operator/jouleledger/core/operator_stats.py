@@ -51,6 +51,7 @@ class OperatorView:
     pass_bucket_counts: tuple[int, ...] = (0,) * (len(PASS_BUCKETS_S) + 1)  # per bucket, not cumulative
     pass_sum_s: float = 0.0
     last_pass_phases_s: Mapping[str, float] = field(default_factory=dict)  # by phase; empty before the first pass
+    completion_reads: int = 0  # reads of only the agents finished Jobs wait for, between passes
 
 
 class OperatorStats:
@@ -73,6 +74,7 @@ class OperatorStats:
         self.pass_bucket_counts = [0] * (len(PASS_BUCKETS_S) + 1)
         self.pass_sum_s = 0.0
         self.last_pass_phases_s: dict[str, float] = {}
+        self.completion_reads = 0
 
     def count_pruned(self, kind: str, count: int) -> None:
         """Objects a reconciliation found deleted (while a watch was down) and removed from the cluster view."""
@@ -134,4 +136,5 @@ class OperatorStats:
             pass_bucket_counts=tuple(self.pass_bucket_counts),
             pass_sum_s=self.pass_sum_s,
             last_pass_phases_s=dict(self.last_pass_phases_s),
+            completion_reads=self.completion_reads,
         )

@@ -39,6 +39,7 @@ __all__ = [
     "TARGET_LABELS",
     "RegroupMemo",
     "agent_query",
+    "node_matcher",
     "samples_by_node",
 ]
 
@@ -64,14 +65,34 @@ _EXPORTED: Final = "exported_"
 _MATCHER: Final = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*$')
 
 
-def agent_query(selector: str = "") -> str:
-    """The instant query of every agent sample; ``selector`` adds matchers (``job="jouleledger-agent"``)."""
+def agent_query(selector: str = "", nodes: Iterable[str] | None = None) -> str:
+    """The instant query of every agent sample; ``selector`` adds matchers (``job="jouleledger-agent"``); ``nodes``
+    (a completion read's) asks for those nodes' agents only (:func:`node_matcher`)."""
     matchers = [part for part in (selector.strip().strip(","),) if part]
     for part in _split(matchers[0] if matchers else ""):
         if not _MATCHER.match(part):
             raise ValueError(f"--prometheus-selector: not a label matcher: {part.strip()!r}")
     names = "|".join(re.escape(name) for name in AGENT_SAMPLE_NAMES)
+    if nodes is not None:
+        matchers.append(node_matcher(nodes))
     return "{" + ",".join([f'__name__=~"{names}"', *matchers]) + "}"
+
+
+_NODE_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def node_matcher(nodes: Iterable[str]) -> str:
+    """``node=~"..."`` matching exactly ``nodes`` (Kubernetes node names: lower-case letters, digits, ``-`` and
+    ``.``; anything else is refused rather than written into a query)."""
+    names = sorted(set(nodes))
+    if not names:
+        raise ValueError("a node matcher needs at least one node")
+    for name in names:
+        if len(name) > 253 or not _NODE_NAME.match(name):
+            raise ValueError(f"not a Kubernetes node name: {name!r}")
+    # A "." is the only regular-expression character a node name holds; in the query's string its backslash is
+    # written twice.
+    return 'node=~"' + "|".join(name.replace(".", "\\\\.") for name in names) + '"'
 
 
 def _split(selector: str) -> list[str]:

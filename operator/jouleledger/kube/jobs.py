@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 from jouleledger.core.footprints import KEY_VERSION
 from jouleledger.kube.api import ConflictError, KubeApi, format_time, parse_time
 
-__all__ = ["EVENT_COMPONENT", "JobState", "JobWriter", "footprint_annotations", "job_path", "job_state"]
+__all__ = ["EVENT_COMPONENT", "JobState", "JobWriter", "counted_pods", "footprint_annotations", "job_path", "job_state"]
 
 EVENT_COMPONENT: Final = "jouleledger-operator"
 
@@ -40,6 +40,7 @@ class JobState:
     outcome: str = ""  # Complete | Failed
     completion_unix_s: float | None = None
     annotations: Mapping[str, str] | None = None
+    counted_pods: int | None = None  # see counted_pods()
 
     @property
     def annotated(self) -> bool:
@@ -66,8 +67,36 @@ def job_state(job: Mapping[str, Any]) -> JobState:
             when = parse_time(condition.get("lastTransitionTime"))
             if when is None and kind == "Complete":
                 when = parse_time(status.get("completionTime"))
-            return JobState(True, str(kind), when, annotations)
+            return JobState(True, str(kind), when, annotations, counted_pods(status))
     return JobState(False, annotations=annotations)
+
+
+def _count(status: Mapping[str, Any], key: str) -> int | None:
+    value = status.get(key, 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def counted_pods(status: Mapping[str, Any]) -> int | None:
+    """How many pods a finished Job's status says it ran (``succeeded`` + ``failed``), when it has counted every one
+    of them: none ``active``, none ``terminating``, none in ``uncountedTerminatedPods``. None otherwise, or when a
+    count is not a non-negative integer. A Job whose known pods number at least this many has no pod the operator
+    has not seen (controller/jobs.py relies on it to finalize without waiting for unrelated agents)."""
+    uncounted = status.get("uncountedTerminatedPods")
+    if uncounted is None:
+        uncounted = {}
+    if not isinstance(uncounted, Mapping) or any(uncounted.get(key) for key in ("succeeded", "failed")):
+        return None
+    counts = [_count(status, key) for key in ("active", "terminating", "succeeded", "failed")]
+    active, terminating, succeeded, failed = counts
+    if active is None or terminating is None or succeeded is None or failed is None or active or terminating:
+        return None
+    if "succeeded" not in status and "failed" not in status:
+        return None  # a status written without counts (not the Job controller's): nothing is known
+    return succeeded + failed
 
 
 def job_path(namespace: str, name: str) -> str:

@@ -195,6 +195,9 @@ def _families(view: OperatorView) -> list[Metric]:
     pruned = CounterMetricFamily(names.OPERATOR_STALE_PRUNED, _HELP[names.OPERATOR_STALE_PRUNED], labels=("kind",))
     for kind, count in sorted(view.pruned.items()):
         pruned.add_metric([kind], count)
+    completion_reads = CounterMetricFamily(
+        names.OPERATOR_COMPLETION_READS, _HELP[names.OPERATOR_COMPLETION_READS], value=view.completion_reads
+    )
     lag = GaugeMetricFamily(names.OPERATOR_OLDEST_TICK_AGE, _HELP[names.OPERATOR_OLDEST_TICK_AGE])
     if view.oldest_tick_age_s is not None:
         lag.add_metric([], view.oldest_tick_age_s)
@@ -218,6 +221,7 @@ def _families(view: OperatorView) -> list[Metric]:
         fallbacks,
         rejected,
         pruned,
+        completion_reads,
         lag,
         delay,
         passes,
