@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from jouleledger.kube.footprints import account_from_object
+from jouleledger.kube.jobs import counted_pods
 from tests.realkube._cluster import (
     ENERGY_J,
     FOOTPRINTS,
@@ -28,6 +29,8 @@ def test_a_real_job_gets_its_footprint_once_with_the_charts_service_account(
 ) -> None:
     job, pod = finished_job(admin, workloads, "train", stack.node)
     assert job["status"]["succeeded"] == 1  # counted by the real Job controller
+    # ... in the shape that tells the operator every pod of it is counted (its own node is all it waits for)
+    assert counted_pods(job["status"]) == 1, job["status"]
     report_job(stack, job, pod, admin)
 
     run = stack.run_once()
