@@ -227,25 +227,20 @@ class Accountant:
         await self.relister.maybe_reconcile()  # forget what was deleted while a watch was down (controller/relist.py)
         targets = self.cluster.agent_targets()
         self.stats.agents = len(targets)
-        with collection_paused():  # the allocations of the scrape and the fold: see collection_paused
-            read_started = self._monotonic()
-            outcomes = await self.scraper.scrape_all(targets, self.folded.values())
-            # Let the loop finish the step that resumed this task: its wake-up holds the finished future, and so
-            # every agent's answer (or the query's), until the task next yields, and the fold may not yield.
-            await asyncio.sleep(0)
-            await self._ledger_lock.acquire()  # a completion read folding meanwhile finishes first
-            try:
+        async with contextlib.AsyncExitStack() as held:
+            with collection_paused():  # the allocations of the scrape and the fold: see collection_paused
+                read_started = self._monotonic()
+                outcomes = await self.scraper.scrape_all(targets, self.folded.values())
+                # Let the loop finish the step that resumed this task: its wake-up holds the finished future, and
+                # so every agent's answer (or the query's), until the task next yields, and the fold may not yield.
+                await asyncio.sleep(0)
+                # Held to the pass's last write; a completion read folding meanwhile finishes first.
+                await held.enter_async_context(self._ledger_lock)
                 scraped = self._monotonic()
                 now = self._clock()
                 folded_mj, scraped_ok = await self._fold(outcomes, now, read_started)
                 del outcomes  # the scrapes are garbage now, not traversed by the collection that ends the block
-            except BaseException:
-                self._ledger_lock.release()
-                raise
-        try:
             return await self._finish_pass(now, started, scraped, agents=len(targets), folded=(folded_mj, scraped_ok))
-        finally:
-            self._ledger_lock.release()
 
     async def _finish_pass(
         self, now: float, started: float, scraped: float, *, agents: int, folded: tuple[int, int]

@@ -112,6 +112,7 @@ class ClusterState:
         self.node_zones: dict[str, str] = {}
         self._agents: dict[str, AgentTarget] = {}
         self._targets: list[AgentTarget] | None = None  # agent_targets(), until an agent pod changes
+        self._agent_nodes: frozenset[str] = frozenset()  # their nodes, computed with them
         self.events = 0  # events applied so far: the generation mark of the latest one
         self._marks: dict[str, dict[str, int]] = {plural: {} for plural in KINDS}  # plural -> key -> mark
 
@@ -233,7 +234,13 @@ class ClusterState:
             for target in self._agents.values():
                 by_node[target.node] = target
             self._targets = sorted(by_node.values(), key=lambda target: target.node)
+            self._agent_nodes = frozenset(by_node)
         return list(self._targets)
+
+    def agent_nodes(self) -> frozenset[str]:
+        """The nodes of :meth:`agent_targets`."""
+        self.agent_targets()
+        return self._agent_nodes
 
     def job_nodes(self, job_uid: str) -> set[str]:
         """Nodes the Job's known pods were scheduled on."""

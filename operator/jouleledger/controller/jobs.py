@@ -36,6 +36,7 @@ from jouleledger.core.footprints import (
     WorkloadAccount,
     decide_finalization,
     job_annotations,
+    nodes_behind,
 )
 from jouleledger.core.operator_stats import OperatorStats
 from jouleledger.core.units import mj_to_kwh
@@ -80,7 +81,9 @@ class JobRecorder:
 
     # --- Jobs --------------------------------------------------------------------------------------------------
 
-    def _waiting(self, agent_nodes: set[str]) -> Iterator[tuple[JobInfo, float, WorkloadAccount | None, set[str]]]:
+    def _waiting(
+        self, agent_nodes: frozenset[str]
+    ) -> Iterator[tuple[JobInfo, float, WorkloadAccount | None, set[str]]]:
         """The finished top-level Jobs whose footprint is not final yet: each with its completion time, its account
         (None: no energy folded for it so far) and the nodes with an agent its pods are known to have used."""
         for job in list(self.cluster.jobs.values()):
@@ -114,14 +117,10 @@ class JobRecorder:
     def waiting_nodes(self, folded_tick: Mapping[str, float]) -> set[str]:
         """The nodes whose agents have not yet reported a tick after the finish of a Job with every pod seen: what a
         completion read (``Accountant.run_completion_read``) reads."""
-        agent_nodes = {target.node for target in self.cluster.agent_targets()}
         behind: set[str] = set()
-        for job, completion_s, account, nodes in self._waiting(agent_nodes):
+        for job, completion_s, account, nodes in self._waiting(self.cluster.agent_nodes()):
             if self.all_pods_seen(job, account):
-                decision = decide_finalization(
-                    completion_s, nodes, folded_tick, completion_s, math.inf, clock_skew_s=self.clock_skew_s
-                )
-                behind.update(decision.missing_nodes)
+                behind.update(nodes_behind(nodes, folded_tick, completion_s + self.clock_skew_s))
         return behind
 
     def finalize(
@@ -133,8 +132,7 @@ class JobRecorder:
         seen, and never by the deadline (a completion read between passes; the passes apply the deadline). Returns
         the accounts frozen."""
         finalized: list[WorkloadAccount] = []
-        agent_nodes = {target.node for target in self.cluster.agent_targets()}
-        for job, completion_s, account, nodes in self._waiting(agent_nodes):
+        for job, completion_s, account, nodes in self._waiting(self.cluster.agent_nodes()):
             # A Job with a pod the view may not hold yet (one that ran briefly) waits until every agent that
             # answered the latest pass has a reading after its completion, besides the agents of its known nodes.
             seen = self.all_pods_seen(job, account)

@@ -57,6 +57,7 @@ __all__ = [
     "job_annotations",
     "method_annotation",
     "method_of",
+    "nodes_behind",
     "power_method_of",
 ]
 
@@ -735,9 +736,9 @@ def decide_finalization(
     own = set(nodes)
     if answered is not None and answered.oldest_unix_s <= after_s:
         if not timed_out:
-            return Decision(False, _behind(own, folded_tick_unix_s, after_s))
+            return Decision(False, nodes_behind(own, folded_tick_unix_s, after_s))
         own |= answered.nodes
-    missing = _behind(own, folded_tick_unix_s, after_s)
+    missing = nodes_behind(own, folded_tick_unix_s, after_s)
     if not missing:
         return Decision(True)
     if timed_out:
@@ -745,7 +746,8 @@ def decide_finalization(
     return Decision(False, missing)
 
 
-def _behind(nodes: Iterable[str], folded_tick_unix_s: Mapping[str, float], after_s: float) -> tuple[str, ...]:
+def nodes_behind(nodes: Iterable[str], folded_tick_unix_s: Mapping[str, float], after_s: float) -> tuple[str, ...]:
+    """The ``nodes`` whose folded tick is not later than ``after_s`` (a completion plus the clock-skew allowance)."""
     return tuple(sorted(node for node in nodes if folded_tick_unix_s.get(node, -math.inf) <= after_s))
 
 

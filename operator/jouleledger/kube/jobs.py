@@ -1,4 +1,5 @@
-"""Jobs through the API: reading a Job's completion state, writing its footprint annotations, posting Events.
+"""Jobs through the API: reading a Job's completion state (and whether its status counts every pod it ran),
+writing its footprint annotations, posting Events.
 
 A Job is finished when its ``Complete`` or ``Failed`` condition is ``True``; it finished at that condition's
 ``lastTransitionTime`` (``status.completionTime`` for ``Complete`` when the condition has no time). Annotations are
@@ -72,7 +73,8 @@ def job_state(job: Mapping[str, Any]) -> JobState:
 
 
 def _count(status: Mapping[str, Any], key: str) -> int | None:
-    value = status.get(key, 0)
+    """A pod count of a Job status: 0 when absent or null (the API omits zeros), None when not a count."""
+    value = status.get(key)
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -90,13 +92,12 @@ def counted_pods(status: Mapping[str, Any]) -> int | None:
         uncounted = {}
     if not isinstance(uncounted, Mapping) or any(uncounted.get(key) for key in ("succeeded", "failed")):
         return None
-    counts = [_count(status, key) for key in ("active", "terminating", "succeeded", "failed")]
-    active, terminating, succeeded, failed = counts
-    if active is None or terminating is None or succeeded is None or failed is None or active or terminating:
-        return None
     if "succeeded" not in status and "failed" not in status:
         return None  # a status written without counts (not the Job controller's): nothing is known
-    return succeeded + failed
+    counts = {key: _count(status, key) for key in ("active", "terminating", "succeeded", "failed")}
+    if None in counts.values() or counts["active"] or counts["terminating"]:
+        return None
+    return (counts["succeeded"] or 0) + (counts["failed"] or 0)
 
 
 def job_path(namespace: str, name: str) -> str:
