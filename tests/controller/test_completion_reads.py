@@ -232,3 +232,23 @@ async def test_the_loop_runs_completion_reads_between_passes(api: Emulator, agen
         await loop
         assert accountant.passes == 1
         assert _annotated(api)[KEY_ENERGY] == "0.001000"
+
+
+async def test_a_job_is_not_recorded_without_energy_while_an_agent_does_not_answer(
+    api: Emulator, agents: FakeAgents
+) -> None:
+    """A Job that finished while the agent of its node could not be read (an operator starting as the agent does)
+    has no account yet: it waits for that agent rather than being recorded as having used no GPU."""
+    async with _accounting(api, agents) as (accountant, clock, base):
+        agents.status["n1"] = 503
+        agents.texts["n2"] = _n2(base + 3)  # the agent that answers is past the finish
+        _finish(api, accountant.cluster, base + 2, succeeded=1)
+        clock["now"] = base + 3.5
+        assert (await accountant.run_pass()).scraped_ok == 1
+        assert "job-1" not in accountant.recorder.done
+        del agents.status["n1"]
+        agents.texts["n1"] = _n1(base + 3, 3600.0)
+        agents.texts["n2"] = _n2(base + 4)
+        clock["now"] = base + 4.5
+        assert (await accountant.run_pass()).annotated == 1
+        assert _annotated(api)[KEY_ENERGY] == "0.001000"

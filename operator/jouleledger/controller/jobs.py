@@ -132,7 +132,8 @@ class JobRecorder:
         seen, and never by the deadline (a completion read between passes; the passes apply the deadline). Returns
         the accounts frozen."""
         finalized: list[WorkloadAccount] = []
-        for job, completion_s, account, nodes in self._waiting(self.cluster.agent_nodes()):
+        agent_nodes = self.cluster.agent_nodes()
+        for job, completion_s, account, nodes in self._waiting(agent_nodes):
             # A Job with a pod the view may not hold yet (one that ran briefly) waits until every agent that
             # answered the latest pass has a reading after its completion, besides the agents of its known nodes.
             seen = self.all_pods_seen(job, account)
@@ -150,6 +151,8 @@ class JobRecorder:
             if not decision.ready:
                 continue
             if account is None:
+                if every is not None and not decision.timed_out and not agent_nodes <= every.nodes:
+                    continue  # an agent that did not answer may still report its pods: none is known to have none
                 log.debug("Job %s/%s finished without GPU energy: nothing to record", job.namespace, job.name)
                 self.done.add(job.uid)
                 continue
