@@ -164,6 +164,8 @@ async def test_prometheus_source_records_what_direct_scraping_records(
     completions = app.accountant.completion_source if app.accountant else None
     assert isinstance(completions, PrometheusSource)
     assert completions is not app.accountant.scraper
+    # ... and wait for Prometheus only as long as a direct read waits for an agent (scrape.timeoutSeconds).
+    assert (app.accountant.scraper.timeout_s, completions.timeout_s) == (Connection(url).timeout_s, 5.0)
     assert recorded(api) == reference
     finished = [reference[f"train-{index}"] for index in range(0, JOBS, 2)]
     assert all(annotations.get("jouleledger.io/energy-kwh") for annotations in finished)

@@ -112,6 +112,28 @@ async def test_a_completion_reads_source_asks_for_its_targets_nodes_only() -> No
     assert len(asked) == 1
 
 
+async def test_a_completion_read_that_prometheus_does_not_answer_in_time_fails_alone() -> None:
+    """A stalled query is every target's error, and the next read asks again (and is read as usual)."""
+    answers = ["stall", "answer"]
+
+    def prometheus(request: httpx.Request) -> httpx.Response:
+        if answers.pop(0) == "stall":
+            raise httpx.ReadTimeout("no answer", request=request)
+        return httpx.Response(200, content=json.dumps(_vector(with_target_labels=True)))
+
+    api = PrometheusApi(httpx.Client(base_url="http://p", transport=httpx.MockTransport(prometheus), timeout=5.0))
+    source = PrometheusSource(api, targets_only=True)
+    assert source.timeout_s == 5.0
+    [stalled] = await source.scrape_all([TARGET])
+    assert (stalled.result, stalled.error) == (
+        ERROR,
+        "Prometheus at http://p/api/v1/query did not answer in time (ReadTimeout)",
+    )
+    [read] = await source.scrape_all([TARGET])
+    assert read.result == OK
+    assert read.scrape == parse_agent_samples(parse_exposition(TEXT), expected_node="n1")
+
+
 def test_the_node_matcher_takes_kubernetes_node_names_only() -> None:
     assert node_matcher(["b", "a", "a"]) == 'node=~"a|b"'
     for bad in ("", "N1", 'n1"', "n1|n2", "-n1", "n" * 254):

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import kopf
@@ -195,8 +195,12 @@ class OperatorApp:
             )
             scraper = self._source
             if self.options.completion_poll_s > 0:
+                # A completion read asks for a few hundred series: it waits for Prometheus as long as a direct read
+                # waits for an agent (scrape.timeoutSeconds), so one stalled query cannot hold every finished Job
+                # until the whole-answer timeout; the next read asks again, and the passes cover what it missed.
+                bounded = min(self.options.prometheus.timeout_s, self.config.scrape_timeout_s)
                 completions = self._completion_source = PrometheusSource(
-                    PrometheusApi(build_client(self.options.prometheus)),
+                    PrometheusApi(build_client(replace(self.options.prometheus, timeout_s=bounded))),
                     selector=self.options.prometheus_selector,
                     clock=self._clock,
                     live_pods=self.cluster.pods,

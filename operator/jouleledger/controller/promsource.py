@@ -59,6 +59,11 @@ class PrometheusSource:
         self._regroup = RegroupMemo()
         self._memos: dict[str, ParseMemo] = {}  # per node (see ParseMemo), kept for the nodes of the last pass
 
+    @property
+    def timeout_s(self) -> float | None:
+        """How long its query waits for Prometheus (:attr:`PrometheusApi.timeout_s`)."""
+        return self._api.timeout_s
+
     def _query(self, query: str, time_s: float) -> list[tuple[Mapping[str, str], float]]:
         # One agent's NaN must not fail the query of every node: parse_agent_samples rejects and counts it.
         return self._api.query(query, time_s, finite=False)

@@ -237,6 +237,11 @@ class PrometheusApi:
     def base_url(self) -> str:
         return str(self._client.base_url)
 
+    @property
+    def timeout_s(self) -> float | None:
+        """How long a query waits for Prometheus (to connect, and then for each part of the answer)."""
+        return self._client.timeout.read
+
     def close(self) -> None:
         self._client.close()
 
