@@ -63,6 +63,7 @@ bench: install bench-peers ## print the agent, NVML read and operator benchmark 
 	$(PY) -m bench.operator_load --scrape-interval-s 15 --duration-s 120 --warmup-s 90
 	$(PY) -m bench.operator_pass
 	$(PY) -m bench.agent_requests
+	$(PY) -m bench.operator_metrics
 
 # CodeCarbon and Zeus, only for bench.nvml_read's side-by-side figures: installed without their dependencies into
 # .cache (never part of the package); offline, the benchmark reproduces their read pattern and says so.

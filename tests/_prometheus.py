@@ -16,9 +16,14 @@ import pytest
 from tests._tools import require_tool
 from tests.report import _dataset
 
-__all__ = ["LoadedPrometheus", "backfill", "logged_process", "serve"]
+__all__ = ["SCRAPE_ACCEPT", "LoadedPrometheus", "backfill", "logged_process", "serve"]
 
 STARTUP_TIMEOUT_S = 60.0
+SCRAPE_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+"""The ``Accept`` header of Prometheus 2.x's scrapes (OpenMetrics preferred)."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from tests._kube_emulator import (
     pod_object,
     rfc3339,
 )
+from tests._prometheus import SCRAPE_ACCEPT
 from tests._tools import REPO_ROOT
 from tests.controller._exposition import Pod, agent_text
 from tests.controller._operator import (
@@ -92,11 +93,14 @@ async def job_seen_finished(running: Running) -> None:
 
 
 async def scrape_metrics(running: Running) -> str:
+    """The operator's ``/metrics`` as Prometheus scrapes it (preferring OpenMetrics): the operator answers in the
+    classic text format, which it writes about twice as fast."""
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{running.app.metrics_port}/metrics") as r,
+        session.get(f"http://127.0.0.1:{running.app.metrics_port}/metrics", headers={"Accept": SCRAPE_ACCEPT}) as r,
     ):
         assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         return await r.text()
 
 

@@ -233,7 +233,9 @@ class OperatorApp:
             return
         self.metrics_registry.register(OperatorCollector(accountant.view))
         self.metrics_registry.register(ServingCollector(self.serving.view))
-        self._server = MetricsServer(self.metrics_registry, accountant.health, web_config=self.options.web_config)
+        self._server = MetricsServer(
+            self.metrics_registry, accountant.health, web_config=self.options.web_config, prefer_text=True
+        )
         self.metrics_port = self._server.start(self.options.listen_address, self.options.port)
 
     async def start_accounting(self, **login_kwargs: Any) -> Accountant:

@@ -10,6 +10,11 @@ pods). A ``/metrics`` request with a query string may render another registry: t
 callable builds from its parameters (the agent's ``?folded_until=``), where it returns one; a
 :class:`ValueError` from it is a 400 with its message.
 
+With ``prefer_text`` (the operator's server) ``/metrics`` answers in the classic text format whenever the request
+accepts it, even where it prefers OpenMetrics (as Prometheus' scrapes do): the series are the same (no exemplars,
+units or ``_created`` samples are exported), and prometheus_client takes about twice as long to write OpenMetrics
+(``bench.operator_metrics``: about 0.9 against 0.4 s of CPU per scrape at 12,500 nodes).
+
 Nothing starts at import or construction; :meth:`MetricsServer.start` binds and serves from a daemon thread,
 :meth:`MetricsServer.stop` shuts it down.
 """
@@ -36,7 +41,7 @@ from jouleledger.core.labels import MAX_LABEL_VALUE_CHARS, safe_label_value
 from jouleledger.core.units import positive
 from jouleledger.metrics.webconfig import TlsFiles, WebConfig
 
-__all__ = ["HealthCheck", "MetricsServer", "ScopedRegistry", "safe_labels"]
+__all__ = ["HealthCheck", "MetricsServer", "ScopedRegistry", "accepts_text", "safe_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ METRICS_PATH = "/metrics"
 HEALTH_PATH = "/healthz"
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
+_TEXT_FORMAT = "text/plain; version=0.0.4"  # prometheus_client's classic text format
 _Answer = tuple[HTTPStatus, list[tuple[str, str]], bytes]
 
 
@@ -68,8 +74,10 @@ class MetricsServer:
         request_timeout_s: float = 10.0,
         web_config: WebConfig | None = None,
         scoped: ScopedRegistry | None = None,
+        prefer_text: bool = False,
     ) -> None:
         positive("request_timeout_s", request_timeout_s)
+        self._prefer_text = prefer_text
         self._metrics_app = make_wsgi_app(safe_labels(registry))
         self._scoped = scoped
         self._health = health
@@ -153,6 +161,8 @@ class MetricsServer:
                 return _send(start_response, environ, _error(HTTPStatus.BAD_REQUEST, f"bad query {query!r}: {error}"))
             if registry is not None:
                 metrics_app = make_wsgi_app(safe_labels(registry))
+        if self._prefer_text and accepts_text(environ.get("HTTP_ACCEPT", "")):
+            environ = {**environ, "HTTP_ACCEPT": _TEXT_FORMAT}
         head = environ.get("REQUEST_METHOD") == "HEAD"
         if head:  # prometheus_client answers GET only; HEAD is the GET without its body
             environ = {**environ, "REQUEST_METHOD": "GET"}
@@ -195,6 +205,24 @@ class _SafeLabels:
                     for sample in metric.samples
                 ]
             yield metric
+
+
+def accepts_text(accept: str) -> bool:
+    """Whether an ``Accept`` header admits the classic text format (``text/plain``, ``text/*`` or ``*/*`` with a
+    non-zero quality, or no header at all)."""
+    if not accept.strip():
+        return True
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        if media.lower() not in ("text/plain", "text/*", "*/*"):
+            continue
+        quality = next((param[2:].strip() for param in params if param.lower().startswith("q=")), "1")
+        try:
+            if float(quality) > 0:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def _unsafe(value: str) -> bool:
