@@ -21,6 +21,7 @@ import gzip
 import statistics
 import time
 import urllib.request
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 from tests._prometheus import SCRAPE_ACCEPT
@@ -52,6 +53,11 @@ def view_of(nodes: int) -> OperatorView:
     return OperatorView(rollups=rollups, node_intensity=intensity, agents=nodes, scrapes={"ok": nodes})
 
 
+def constant(view: OperatorView) -> Callable[[], OperatorView]:
+    """The collector's view provider: always ``view``."""
+    return lambda: view
+
+
 def scrape_cpu_s(server: MetricsServer, scrapes: int) -> tuple[float, int, str]:
     """Median CPU of one scrape, the uncompressed body's bytes, and the answer's content type."""
     request = urllib.request.Request(
@@ -78,7 +84,7 @@ def main() -> None:
     for nodes in (int(part) for part in args.nodes.split(",")):
         view = view_of(nodes)
         registry = CollectorRegistry()
-        registry.register(OperatorCollector(lambda view=view: view))  # type: ignore[misc]
+        registry.register(OperatorCollector(constant(view)))
         figures = []
         for prefer_text in (False, True):
             server = MetricsServer(registry, lambda: (True, {}), request_timeout_s=60.0, prefer_text=prefer_text)

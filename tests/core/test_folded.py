@@ -130,6 +130,7 @@ def test_restore_keeps_the_largest_value_per_node_and_its_epoch_decides_at_the_f
     folded.restored_from({NODE: ("e1", 80.0), "n2": ("e9", 7.0)})
     folded.restored_from({NODE: ("e1", 60.0), "n3": ("e1", math.nan)})
     assert folded.values() == {NODE: 80.0, "n2": 7.0}
+    assert folded.values(["n2", "n3", "n9"]) == {"n2": 7.0}  # the nodes asked for only (a completion read's)
     # The same run of counters: the restored value holds (the pods it covers are left out, not counted again).
     folded.folded(scrape({"b": ["ub"]}, {}))
     assert folded.value(NODE) == 80.0

@@ -293,7 +293,7 @@ class Accountant:
         if not targets:
             return CompletionSummary(0, 0, 0, 0)
         read_started = self._monotonic()
-        outcomes = await source.scrape_all(targets, self.folded.values())
+        outcomes = await source.scrape_all(targets, self.folded.values(target.node for target in targets))
         async with self._ledger_lock:
             now = self._clock()
             _, scraped_ok = await self._fold(outcomes, now, read_started, full=False)

@@ -67,9 +67,11 @@ class FoldedUntil:
         state = self._nodes.get(node)
         return None if state is None else state.until_s
 
-    def values(self) -> dict[str, float]:
-        """Every node's ``folded_until``, where there is one."""
-        return {node: state.until_s for node, state in self._nodes.items() if state.until_s is not None}
+    def values(self, nodes: Iterable[str] | None = None) -> dict[str, float]:
+        """Every node's ``folded_until`` (or those of ``nodes`` only), where there is one."""
+        if nodes is None:
+            return {node: state.until_s for node, state in self._nodes.items() if state.until_s is not None}
+        return {node: until_s for node in nodes if (until_s := self.value(node)) is not None}
 
     def restore(self, node: str, epoch: str, until_s: float) -> None:
         """A value read back from a footprint (before the first scrape): the largest per node is kept."""
