@@ -57,6 +57,13 @@ def test_derive_makes_a_value_once_per_object_and_keeps_it_while_the_object_is_u
     assert made == ["a", "b", "a", "b"]
     assert memo.get(kept) == "A"
     assert memo.get(dropped) == "B"
+    memo.turn()
+    assert memo.derive_all([kept, dropped, kept], make) == ["A", "B", "A"]  # derive of each, in order
+    assert made == ["a", "b", "a", "b"]  # all found from the previous round
+    memo.turn()
+    memo.turn()
+    assert memo.derive_all([dropped], make) == ["B"]  # not used in the last round: made again
+    assert made == ["a", "b", "a", "b", "b"]
 
 
 def test_put_again_replaces_the_value_and_keeps_the_entry_for_the_round() -> None:

@@ -30,6 +30,7 @@ counts.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -263,13 +264,209 @@ def _series_key(node: str, labels: Mapping[str, str]) -> SeriesKey:
 class ParseMemo:
     """What :func:`parse_agent_samples` derived from one agent's label mappings at its previous scrape (pod identities
     and series keys), for a parser that hands out the same mapping for an unchanged series every scrape (the
-    exposition parser's label cache): see :class:`~jouleledger.core.memo.SameObjectMemo`."""
+    exposition parser's label cache): see :class:`~jouleledger.core.memo.SameObjectMemo`. ``plan``: the previous
+    scrape's :class:`ShapePlan`, when it had one."""
 
-    __slots__ = ("identities", "keys")
+    __slots__ = ("identities", "keys", "plan")
 
     def __init__(self) -> None:
         self.identities: SameObjectMemo[PodIdentity] = SameObjectMemo()
         self.keys: SameObjectMemo[tuple[str, SeriesKey]] = SameObjectMemo()  # (node, key)
+        self.plan: ShapePlan | None = None
+
+
+_NAME: Final = operator.itemgetter(0)
+_LABELS: Final = operator.itemgetter(1)
+_VALUE: Final = operator.itemgetter(2)
+_FLOAT: Final = frozenset({float})
+
+
+def _plain(values: list[float], maximum: float) -> bool:
+    """Whether every value is a float the pod-counter loop of the full parser takes as is: finite, from 0 to
+    ``maximum`` (a sum that overflows declines too, which is only ever safe)."""
+    if not values:
+        return True
+    return (
+        _FLOAT.issuperset(map(type, values))
+        and math.isfinite(sum(values))
+        and min(values) >= 0.0
+        and max(values) <= maximum
+    )
+
+
+class ShapePlan:
+    """What a clean scrape's shape makes of every scrape of the same shape: the same sample names with the same
+    label mappings, in the same order (the parsers hand out one mapping per unchanged series), under the same
+    expected node. Every structural result (the node, pods, series keys, models; which sample is which) is the same
+    for such a scrape, so :meth:`apply` reads only the values.
+
+    A plan is made only from a scrape without a rejection and without a counter series given twice, and
+    :meth:`apply` declines (returns None) any scrape whose value the full parser would reject or treat other than
+    as read: the full parser then parses it, and has the last word. Between the two, the result is the same."""
+
+    __slots__ = (
+        "agent",
+        "expected_node",
+        "finished",
+        "finished_at",
+        "gpu_energy",
+        "joules",
+        "labels",
+        "last_ticks",
+        "limits",
+        "limits_at",
+        "models",
+        "names",
+        "pods",
+        "seconds",
+        "series",
+        "tick_counts",
+        "unallocated",
+        "unallocated_at",
+    )
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        scrape: AgentScrape,
+        expected_node: str,
+        *,
+        joules: list[int],
+        seconds: list[int],
+        series: list[tuple[SeriesKey, int, int, int]],
+        last_ticks: list[int],
+        tick_counts: list[int],
+        finished: list[tuple[int, tuple[str, str]]],
+        gpu_energy: list[int],
+        unallocated: list[tuple[int, str]],
+        limits: list[tuple[int, str]],
+    ) -> None:
+        # Each (index, key) list as two: the samples' places, and where their values go (in sample order).
+        self.names: list[str] = list(map(_NAME, samples))
+        self.labels: list[Mapping[str, str]] = list(map(_LABELS, samples))
+        self.expected_node = expected_node
+        self.agent = (scrape.node, scrape.backend, scrape.simulated, scrape.epoch)
+        self.pods = scrape.pods
+        self.models = scrape.gpu_models
+        self.joules = joules  # indices of the pod energy and energy-from-power samples
+        self.seconds = seconds  # indices of the GPU-seconds samples
+        self.series = series  # (key, energy, GPU-seconds, energy-from-power sample index or -1), in key order
+        self.last_ticks = last_ticks
+        self.tick_counts = tick_counts
+        self.finished_at = [index for index, _ in finished]
+        self.finished = [pod for _, pod in finished]  # (namespace, pod)
+        self.gpu_energy = gpu_energy  # the GPU energy samples: read for their model, their values only checked
+        self.unallocated_at = [index for index, _ in unallocated]
+        self.unallocated = [gpu for _, gpu in unallocated]
+        self.limits_at = [index for index, _ in limits]
+        self.limits = [gpu for _, gpu in limits]
+
+    @classmethod
+    def of(cls, samples: list[Sample], scrape: AgentScrape, expected_node: str) -> ShapePlan | None:
+        """The plan of a scrape just parsed from ``samples`` in full; None when it was not clean."""
+        if scrape.rejected or scrape.held:
+            return None
+        node = scrape.node
+        joules: list[int] = []
+        seconds: list[int] = []
+        slots: dict[SeriesKey, list[int]] = {}
+        last_ticks: list[int] = []
+        tick_counts: list[int] = []
+        finished: list[tuple[int, tuple[str, str]]] = []
+        gpu_energy: list[int] = []
+        unallocated: list[tuple[int, str]] = []
+        limits: list[tuple[int, str]] = []
+        for index, (name, labels, _) in enumerate(samples):
+            if name in _POD_COUNTERS:
+                (seconds if name == POD_GPU_SECONDS_SAMPLE else joules).append(index)
+                slot = slots.setdefault(_series_key(node, labels), [-1, -1, -1])
+                which = 0 if name == POD_ENERGY_SAMPLE else 1 if name == POD_GPU_SECONDS_SAMPLE else 2
+                if slot[which] >= 0:
+                    return None  # one series twice: whether its copies agree is a question of values
+                slot[which] = index
+            elif name == contract.AGENT_LAST_TICK:
+                last_ticks.append(index)
+            elif name == AGENT_TICKS_SAMPLE:
+                tick_counts.append(index)
+            elif name == contract.POD_FINISHED:
+                finished.append((index, (labels.get("namespace", ""), labels.get("pod", ""))))
+            elif name == GPU_ENERGY_SAMPLE:
+                gpu_energy.append(index)
+            elif name == GPU_UNALLOCATED_SAMPLE:
+                gpu = labels.get("gpu", "")
+                if any(seen == gpu for _, seen in unallocated):
+                    return None  # as for a pod counter given twice
+                unallocated.append((index, gpu))
+            elif name == contract.GPU_POWER_LIMIT:
+                limits.append((index, labels.get("gpu", "")))
+        counted = [key for key, slot in slots.items() if slot[0] >= 0 or slot[1] >= 0]
+        if len(counted) != len(scrape.series) or not all(key in scrape.series for key in counted):
+            return None  # (not for a clean scrape: each such series has its pod's info)
+        return cls(
+            samples,
+            scrape,
+            expected_node,
+            joules=joules,
+            seconds=seconds,
+            series=[(key, *_slots(slots[key])) for key in scrape.series],
+            last_ticks=last_ticks,
+            tick_counts=tick_counts,
+            finished=finished,
+            gpu_energy=gpu_energy,
+            unallocated=unallocated,
+            limits=limits,
+        )
+
+    def apply(self, samples: list[Sample], expected_node: str) -> AgentScrape | None:
+        """The scrape of ``samples`` when they have this plan's shape and every value reads as is; else None."""
+        if (
+            expected_node != self.expected_node
+            or len(samples) != len(self.names)
+            or list(map(_LABELS, samples)) != self.labels
+            or list(map(_NAME, samples)) != self.names
+        ):
+            return None
+        values = list(map(_VALUE, samples))
+        if not _plain([values[index] for index in self.joules], MAX_COUNTER_J) or not _plain(
+            [values[index] for index in self.seconds], MAX_GPU_SECONDS
+        ):
+            return None
+        last_ticks = _checked(samples, self.last_ticks)
+        tick_counts = _checked(samples, self.tick_counts)
+        finished = _checked(samples, self.finished_at)
+        unallocated = _checked(samples, self.unallocated_at)
+        limits = _checked(samples, self.limits_at)
+        if (
+            not last_ticks
+            or tick_counts is None
+            or finished is None
+            or unallocated is None
+            or limits is None
+            or _checked(samples, self.gpu_energy) is None
+        ):
+            return None
+        series: dict[SeriesKey, SeriesValue] = {}
+        for key, energy, seconds, power in self.series:
+            total_mj = j_to_mj(values[energy]) if energy >= 0 else 0
+            from_power_mj = j_to_mj(values[power]) if power >= 0 else 0
+            series[key] = SeriesValue(
+                total_mj, values[seconds] if seconds >= 0 else 0.0, from_power_mj=min(from_power_mj, total_mj)
+            )
+        node, backend, simulated, epoch = self.agent
+        return AgentScrape(
+            node=node,
+            backend=backend,
+            simulated=simulated,
+            last_tick_unix_s=last_ticks[-1],
+            ticks=(tick_counts[-1] or 0.0) if tick_counts else 0.0,
+            epoch=epoch,
+            series=series,
+            pods=dict(self.pods),
+            unallocated_mj={gpu: j_to_mj(value) for gpu, value in zip(self.unallocated, unallocated, strict=True)},
+            gpu_models=dict(self.models),
+            finished_unix_s=dict(zip(self.finished, finished, strict=True)),
+            power_limits_w={gpu: value for gpu, value in zip(self.limits, limits, strict=True) if value > 0},
+        )
 
 
 def _identity(labels: Mapping[str, str]) -> PodIdentity:
@@ -282,6 +479,21 @@ def _identity(labels: Mapping[str, str]) -> PodIdentity:
     )
 
 
+def _checked(samples: list[Sample], indices: list[int]) -> list[float] | None:
+    """The values of those samples as the full parser reads them; None when it would reject one."""
+    values: list[float] = []
+    for index in indices:
+        value, rejection = _value(*samples[index])
+        if value is None or rejection is not None:
+            return None
+        values.append(value)
+    return values
+
+
+def _slots(slot: list[int]) -> tuple[int, int, int]:
+    return slot[0], slot[1], slot[2]
+
+
 def parse_agent_samples(
     samples: Iterable[Sample], *, expected_node: str = "", memo: ParseMemo | None = None
 ) -> AgentScrape:
@@ -292,8 +504,24 @@ def parse_agent_samples(
     hold (``out_of_range``) and a counter series given twice with different values (``duplicate_series``); a pod
     series with a rejected sample is *held* (neither counted nor missing). Raises
     :class:`ScrapeFormatError` when the exposition lacks the agent's info or last-tick series. ``memo`` (one per
-    agent, kept across scrapes) reuses the identities and series keys of label mappings seen at the previous scrape.
+    agent, kept across scrapes) reuses the identities and series keys of label mappings seen at the previous scrape,
+    and reads a scrape of the previous one's shape by its :class:`ShapePlan`.
     """
+    if memo is None:
+        return _parse(samples, expected_node, None)
+    listed = samples if isinstance(samples, list) else list(samples)
+    plan = memo.plan
+    if plan is not None:
+        planned = plan.apply(listed, expected_node)
+        if planned is not None:
+            return planned
+    memo.plan = None
+    scrape = _parse(listed, expected_node, memo)
+    memo.plan = ShapePlan.of(listed, scrape, expected_node)
+    return scrape
+
+
+def _parse(samples: Iterable[Sample], expected_node: str, memo: ParseMemo | None) -> AgentScrape:
     agent_info: Mapping[str, str] | None = None
     last_tick: float | None = None
     ticks = 0.0

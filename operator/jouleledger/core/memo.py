@@ -12,7 +12,7 @@ Two shapes, one rule each:
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Final, Generic, TypeVar
 
 __all__ = ["TEXT_CACHE_MIN", "SameObjectMemo", "trim_text_cache"]
@@ -69,6 +69,26 @@ class SameObjectMemo(Generic[V]):
             self._used += 1
         value: V = entry[1]
         return value
+
+    def derive_all(self, objs: Iterable[K], make: Callable[[K], V]) -> list[V]:
+        """:meth:`derive` of each object, in order (one call for a whole answer: the parsers' loops are per
+        series)."""
+        entries, current = self._entries, self._round
+        get = entries.get
+        used = 0
+        derived: list[V] = []
+        append = derived.append
+        for obj in objs:
+            entry = get(id(obj))
+            if entry is None or entry[0] is not obj:
+                entry = entries[id(obj)] = [obj, make(obj), current]
+                used += 1
+            elif entry[2] != current:
+                entry[2] = current
+                used += 1
+            append(entry[1])
+        self._used += used
+        return derived
 
     def turn(self) -> None:
         """End the round: keep what it put, forget the rest."""

@@ -130,30 +130,51 @@ def _agent_labels(labels: Mapping[str, str]) -> tuple[str, dict[str, str]]:
 
 
 _FIRST: Final = operator.itemgetter(0)
+_NODE: Final = operator.itemgetter(2)
 _ORDER: Final = {name: index for index, name in enumerate(AGENT_SAMPLE_NAMES)}
 
 _Regrouped = tuple[str, dict[str, str], str, tuple[int, str]]
 """What one series' labels become: ``(sample name, the agent's labels, node, sort key)``; the key is the sample's
 place in :data:`AGENT_SAMPLE_NAMES`, then its sorted labels as one string (NUL-separated: one string comparison
-instead of a list of pairs)."""
+instead of a list of pairs). The node is ``""`` for a series no agent exports (another name, or no ``node``)."""
+
+_Keyed = tuple[tuple[int, bool, str], int, str, dict[str, str]]
+"""One series of a node being ordered: its sort key (with whether its pod exists), its place in the answer, its
+sample name and agent labels."""
+
+
+class _NodeOrder:
+    """How one node's series were ordered at the previous pass: the label mappings as they arrived, the UIDs of
+    its ``pod_info`` series (in order) and whether each pod existed, and the order itself (each series' place in
+    the answer, sample name and agent labels)."""
+
+    __slots__ = ("live", "raws", "steps", "uids")
+
+    def __init__(self, raws: list[Mapping[str, str]], keyed: list[_Keyed]) -> None:
+        self.raws = raws
+        self.steps = [(index, name, labels) for _, index, name, labels in keyed]
+        self.uids = [labels.get("uid", "") for _, _, name, labels in keyed if name == POD_INFO_SAMPLE]
+        self.live = [key[1] for key, _, name, _ in keyed if name == POD_INFO_SAMPLE]
 
 
 class RegroupMemo:
     """What :func:`samples_by_node` made of each label mapping of the previous answer, for a client that returns
     the same read-only mapping for an unchanged series (:mod:`jouleledger.promapi`; see
-    :class:`~jouleledger.core.memo.SameObjectMemo`). The agent labels it hands out are then the same objects every
-    pass too, which the agent-sample parser's memo builds on."""
+    :class:`~jouleledger.core.memo.SameObjectMemo`), and each node's order. The agent labels it hands out are then
+    the same objects every pass too, which the agent-sample parser's memo builds on."""
 
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "orders")
 
     def __init__(self) -> None:
         self.entries: SameObjectMemo[_Regrouped] = SameObjectMemo()
+        self.orders: dict[str, _NodeOrder] = {}
 
 
 def _regrouped(raw_labels: Mapping[str, str]) -> _Regrouped:
     name, labels = _agent_labels(raw_labels)
     ordered = "\0".join(f"{key}\0{value}" for key, value in sorted(labels.items()))
-    return name, labels, labels.get("node", ""), (_ORDER.get(name, -1), ordered)
+    node = labels.get("node", "") if name in _ORDER else ""
+    return name, labels, node, (_ORDER.get(name, -1), ordered)
 
 
 def samples_by_node(
@@ -168,18 +189,40 @@ def samples_by_node(
 
     That order is what the agent-sample parser reads as "oldest first" among identities of one name: new energy
     of a series goes to its newest pod. An agent writes a re-created pod's records in the order it first saw them;
-    Prometheus keeps no order, and of two pods of one name on a node only the re-created one can still exist."""
-    nodes: dict[str, list[tuple[tuple[int, bool, str], Sample]]] = {}
-    entries = memo.entries if memo is not None else SameObjectMemo[_Regrouped]()
-    for raw_labels, value in result:
-        name, labels, node, (rank, ordered) = entries.derive(raw_labels, _regrouped)
-        if name not in _ORDER or not node:
+    Prometheus keeps no order, and of two pods of one name on a node only the re-created one can still exist.
+
+    With ``memo``, a node whose series arrive as the same label mappings in the same order as at the previous
+    pass, with the same of its pods existing, takes that pass's order without sorting again."""
+    if memo is None:
+        memo = RegroupMemo()
+    entries, orders = memo.entries, memo.orders
+    items = result if isinstance(result, list) else list(result)
+    groups: dict[str, list[tuple[Mapping[str, str], float]]] = {}
+    for item, node in zip(items, map(_NODE, entries.derive_all(map(_FIRST, items), _regrouped)), strict=True):
+        if not node:
             continue
-        live = name == POD_INFO_SAMPLE and labels.get("uid", "") in live_pods
-        nodes.setdefault(node, []).append(((rank, live, ordered), (name, labels, value)))
-    entries.turn()
+        group = groups.get(node)
+        if group is None:
+            groups[node] = [item]
+        else:
+            group.append(item)
     by_node: dict[str, list[Sample]] = {}
-    for node, keyed in nodes.items():
+    kept: dict[str, _NodeOrder] = {}
+    for node, group in groups.items():
+        raws = list(map(_FIRST, group))
+        known = orders.get(node)
+        if known is not None and known.raws == raws and [uid in live_pods for uid in known.uids] == known.live:
+            kept[node] = known
+            by_node[node] = [(name, labels, group[index][1]) for index, name, labels in known.steps]
+            continue
+        keyed: list[_Keyed] = []
+        for index, raw_labels in enumerate(raws):
+            name, labels, _, (rank, ordered) = entries.derive(raw_labels, _regrouped)
+            live = name == POD_INFO_SAMPLE and labels.get("uid", "") in live_pods
+            keyed.append(((rank, live, ordered), index, name, labels))
         keyed.sort(key=_FIRST)
-        by_node[node] = [sample for _, sample in keyed]
+        kept[node] = _NodeOrder(raws, keyed)
+        by_node[node] = [(name, labels, group[index][1]) for _, index, name, labels in keyed]
+    entries.turn()
+    memo.orders = kept
     return by_node
