@@ -78,6 +78,9 @@ class JobRecorder:
         self.dry_run = dry_run
         self.done: set[str] = set()
         self.expected: dict[str, dict[str, str]] = {}  # Job uid -> the annotations it carries (verified)
+        # Job uid -> the Job (as the watch last delivered it) and the annotations found on it: an object the watch
+        # has not replaced since is not compared again (an edit arrives as a new object).
+        self._verified: dict[str, tuple[JobInfo, dict[str, str]]] = {}
 
     # --- Jobs --------------------------------------------------------------------------------------------------
 
@@ -179,12 +182,18 @@ class JobRecorder:
         ``ANNOTATE_CONCURRENCY`` Jobs at once (each Job's requests stay in order)."""
         for uid in [uid for uid in self.expected if uid not in self.cluster.jobs]:
             del self.expected[uid]  # the Job is gone
+            self._verified.pop(uid, None)
         work: list[tuple[JobInfo, dict[str, str], FinalRecord | None]] = []
         for job in list(self.cluster.jobs.values()):
             expected = self.expected.get(job.uid)
             if expected is not None:
+                verified = self._verified.get(job.uid)
+                if verified is not None and verified[0] is job and verified[1] is expected:
+                    continue  # found intact, and not changed since
                 if footprint_annotations(job.state.annotations) != expected:  # edited after it was written: restore it
                     work.append((job, expected, None))
+                else:
+                    self._verified[job.uid] = (job, expected)
                 continue
             if job.uid in self.done:
                 continue
@@ -219,6 +228,7 @@ class JobRecorder:
             if current is None:
                 self.done.add(job.uid)
                 self.expected.pop(job.uid, None)
+                self._verified.pop(job.uid, None)
                 self.stats.count_error("job_gone")
                 return False
             found = footprint_annotations((current.get("metadata") or {}).get("annotations"))
