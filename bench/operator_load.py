@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import random
@@ -280,6 +281,48 @@ def free_port() -> int:
 
 
 @dataclass
+class HarnessLoop:
+    """This benchmark process (the API emulator, the fake agents, the Job driver) kept responsive, and watched.
+
+    Its heap holds every pod, Job, node and footprint the emulator stores (millions of containers at 100,000 pods):
+    at CPython's default thresholds each full collection traversed all of it, 1-8 s at 100,000 pods during which the
+    emulator answered nothing and the fake agents served no scrape, and the Jobs then waiting were charged to the
+    operator's completion latency. So the heap is frozen (``gc.freeze``: reference counting still frees it, the
+    collector no longer traverses it) after the cluster is seeded and every ``freeze_every_s`` after; what was frozen
+    is unfrozen at the end. Every stall of the event loop over ``report_s`` is recorded with its time, so that a run
+    whose delays the harness set shows it."""
+
+    freeze_every_s: float = 30.0
+    tick_s: float = 0.1
+    report_s: float = 0.5
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # (when, seconds late)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        gc.freeze()
+        frozen_at = time.monotonic()
+        try:
+            while not stop.is_set():
+                before = time.monotonic()
+                await asyncio.sleep(self.tick_s)
+                late = time.monotonic() - before - self.tick_s
+                if late > self.report_s:
+                    self.stalls.append((time.time() - late, late))
+                if time.monotonic() - frozen_at >= self.freeze_every_s:
+                    gc.freeze()
+                    frozen_at = time.monotonic()
+        finally:
+            gc.unfreeze()
+
+    def summary(self, since_s: float, until_s: float) -> str:
+        window = [late for at, late in self.stalls if since_s <= at <= until_s]
+        worst = f", the longest {max(window):.2f} s" if window else ""
+        return (
+            f"  benchmark process: {len(window)} event-loop stalls over {self.report_s:g} s in the window{worst} "
+            f"(its heap frozen every {self.freeze_every_s:g} s)"
+        )
+
+
+@dataclass
 class SelfMetrics:
     """The operator's own ``/metrics`` read every ``every_s`` during the measured window: its lag behind the oldest
     agent tick, its latest pass by phase, and its pass-duration histogram's sum and count at the first and last
@@ -444,6 +487,8 @@ async def main(args: argparse.Namespace) -> int:
             stop, window_over = asyncio.Event(), asyncio.Event()
             driver = asyncio.create_task(drive_jobs(api, sim, jobs, args.jobs_per_minute, stop))
             bookmarks = asyncio.create_task(send_bookmarks(api, stop))
+            harness = HarnessLoop()
+            watcher = asyncio.create_task(harness.run(stop))
             await asyncio.sleep(args.warmup_s)
             cpu0, _, _ = read_proc(operator.pid)
             t0 = time.time()
@@ -458,6 +503,7 @@ async def main(args: argparse.Namespace) -> int:
             stop.set()
             driver.cancel()
             bookmarks.cancel()
+            await watcher
             operator.terminate()
             await operator.wait()
             launched.drainer.cancel()
@@ -495,6 +541,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"  p99 / scrape interval: {p99 / args.scrape_interval_s:.2f} (target < 2)")
     print(f"  Jobs annotated in window: {len(delays)}/{len(considered)}")
     print(self_metrics.summary())
+    print(harness.summary(t0, t1))
     print(f"  API writes by the operator: {dict(sorted(api.writes.items()))}")
     print(f"  watch events sent to the operator: {dict(sorted(api.watch_events.items()))}")
     if args.show_watches:

@@ -40,6 +40,7 @@ from tests._kube_emulator import IndexedEmulator, register_resources, send_bookm
 from tests._prometheus import logged_process
 
 from bench.operator_load import (
+    HarnessLoop,
     SelfMetrics,
     Simulation,
     add_workload_arguments,
@@ -51,6 +52,7 @@ from bench.operator_load import (
     read_proc,
     start_operator_process,
 )
+from jouleledger.core.footprints import CLOCK_SKEW_ALLOWANCE_S
 from jouleledger.core.promsource import TARGET_LABELS, agent_query
 
 JOB = 'job="jouleledger-agent"'
@@ -88,7 +90,20 @@ class Exporters:
     scrapes: int = 0
     generate_s: list[float] = field(default_factory=list)
     bytes_out: list[int] = field(default_factory=list)
+    # Per slice, (when its exposition was written, when its answer was handed to Prometheus) of every scrape: when
+    # a node's tick after a completion reached Prometheus (served_after).
+    served: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     _runner: aiohttp.web.AppRunner | None = None
+
+    def served_after(self, node: str, tick_s: float) -> float | None:
+        """When the first exposition of ``node`` with a tick at or after ``tick_s`` was handed to Prometheus; None
+        if none was before the end."""
+        if node not in self.sim.nodes:
+            return None
+        for written_s, handed_s in self.served.get(self.sim.nodes.index(node) % self.targets, []):
+            if float(int(written_s)) >= tick_s:  # the simulation's tick: the whole second
+                return handed_s
+        return None
 
     async def start(self) -> None:
         shares = [self.sim.nodes[index :: self.targets] for index in range(self.targets)]
@@ -101,7 +116,11 @@ class Exporters:
             self.scrapes += 1
             self.generate_s.append(time.perf_counter() - started)
             self.bytes_out.append(len(body))
-            return aiohttp.web.Response(body=body, content_type="text/plain", charset="utf-8")
+            response = aiohttp.web.Response(body=body, content_type="text/plain", charset="utf-8")
+            await response.prepare(request)
+            await response.write_eof()  # the answer is with Prometheus now (its socket buffer at least)
+            self.served.setdefault(index, []).append((now, time.time()))
+            return response
 
         app = aiohttp.web.Application()
         app.router.add_get("/metrics", metrics)
@@ -310,6 +329,8 @@ async def main(args: argparse.Namespace) -> int:
             stop, window_over = asyncio.Event(), asyncio.Event()
             driver = asyncio.create_task(drive_jobs(api, sim, jobs, args.jobs_per_minute, stop))
             bookmarks = asyncio.create_task(send_bookmarks(api, stop))
+            harness = HarnessLoop()
+            watcher = asyncio.create_task(harness.run(stop))
             await asyncio.sleep(args.warmup_s)
             cpu0, _, _ = read_proc(operator.pid)
             pcpu0, _, _ = read_proc(prom.pid)
@@ -327,6 +348,7 @@ async def main(args: argparse.Namespace) -> int:
             stop.set()
             driver.cancel()
             bookmarks.cancel()
+            await watcher
             operator.terminate()  # its shutdown flushes the ledger at the API write rate: not waited for long
             try:
                 await asyncio.wait_for(operator.wait(), args.stop_timeout_s)
@@ -371,7 +393,9 @@ async def main(args: argparse.Namespace) -> int:
         print(f"  completion -> annotation delay: p50 {p50:.2f} s, p99 {p99:.2f} s over {len(delays)} Jobs")
         print(f"  p99 / interval: {p99 / interval:.2f} (target < 2)")
     print(f"  Jobs annotated in window: {len(delays)}/{len(considered)}")
+    print_split(exporters, sim, api.annotated_at, considered)
     print(self_metrics.summary())
+    print(harness.summary(t0, t1))
     if window_q:
         print(
             f"  query per pass: median {statistics.median(window_q):.2f} s (max {max(window_q):.2f} s), "
@@ -414,6 +438,29 @@ async def main(args: argparse.Namespace) -> int:
     if len(delays) < len(considered) or args.operator_log_level != "WARNING":
         print_operator_stderr(stderr_lines, 40)
     return 0
+
+
+def print_split(exporters: Exporters, sim: Simulation, annotated_at: dict[str, float], considered: list[str]) -> None:
+    """The completion -> annotation delay in two parts: until the first exposition of the node with a tick the Job
+    waits for (later than its completion by the operator's clock-skew allowance) was handed to Prometheus, which the
+    scrape interval sets; and from then to the annotating request, which Prometheus' ingestion, the operator's
+    completion reads and the API set."""
+    node_of = {pod.owner_name: node for node, pods in sim.by_node.items() for pod in pods.values()}
+    waits, rests = [], []
+    for job in considered:
+        node, done, annotated = node_of.get(job), sim.completed_at[job], annotated_at.get(job)
+        served = exporters.served_after(node, done + CLOCK_SKEW_ALLOWANCE_S) if node is not None else None
+        if served is None or annotated is None:
+            continue
+        waits.append(served - done)
+        rests.append(annotated - served)
+    if waits:
+        print(
+            f"  of which: until the node's next tick was with Prometheus p50 {statistics.median(waits):.2f} s, "
+            f"p99 {percentile(waits, 99):.2f} s, max {max(waits):.2f} s; from then to the annotation "
+            f"p50 {statistics.median(rests):.2f} s, p99 {percentile(rests, 99):.2f} s, max {max(rests):.2f} s "
+            f"({len(waits)} Jobs)"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
